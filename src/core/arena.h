@@ -1,0 +1,66 @@
+// Flat float arenas: parameters, gradients, optimizer moments and activations each live in one
+// 64-byte-aligned allocation, carved into tensors (as in llm.c), so they are easy to zero,
+// checkpoint and (later) all-reduce as one block.
+#pragma once
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+namespace distill {
+
+class FloatBuffer {
+ public:
+  FloatBuffer() = default;
+  explicit FloatBuffer(size_t count) { resize(count); }
+  // Reallocates (contents are not kept) and zero-fills.
+  void resize(size_t count) {
+    const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+    data_.reset(bytes ? static_cast<float*>(std::aligned_alloc(64, bytes)) : nullptr);
+    if (bytes && !data_) throw std::bad_alloc();
+    size_ = count;
+    zero();
+  }
+  void zero() {
+    if (size_) std::memset(data_.get(), 0, size_ * sizeof(float));
+  }
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float[], Free> data_;
+  size_t size_ = 0;
+};
+
+// Plans a set of tensors, then allocates them together in one FloatBuffer. Each tensor starts on
+// a 64-byte boundary.
+class BufferPlan {
+ public:
+  void add(float*& ptr, size_t count) { items_.push_back({&ptr, (count + 15) / 16 * 16}); }
+  void allocate(FloatBuffer& buffer) {
+    size_t total = 0;
+    for (auto& item : items_) total += item.count;
+    buffer.resize(total);
+    size_t offset = 0;
+    for (auto& item : items_) {
+      *item.ptr = buffer.data() + offset;
+      offset += item.count;
+    }
+    items_.clear();
+  }
+
+ private:
+  struct Item {
+    float** ptr;
+    size_t count;
+  };
+  std::vector<Item> items_;
+};
+
+}  // namespace distill

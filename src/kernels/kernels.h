@@ -1,0 +1,129 @@
+// The compute kernels: one op per .cpp file in this folder, forward and backward side by side.
+// Naive oracles with the same signatures live in kernels/ref/ (namespace distill::ref).
+//
+// Conventions (as in llm.c):
+// - Every tensor is row-major fp32 unless stated. B batch, T time, C channels, N = B*T rows.
+// - Backward functions ACCUMULATE (+=) into every gradient they write (dinp, dweight, ...): the
+//   caller zeroes gradient buffers once per step. A null gradient pointer means "not needed".
+// - Forward functions overwrite their outputs, and cache what backward needs (mean, rstd, att).
+// - Kernels are deterministic for a fixed OMP thread count (static schedules, fixed reductions).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace distill {
+
+// ---- embedding.cpp ----
+// out (B,T,C) = wte[ids[b,t]] (+ wpe[t] when wpe != nullptr: learned positions, GPT-2).
+// ids (B,T) must be in [0, V); wte (V,C); wpe (>=T, C).
+void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe, int B,
+                       int T, int C);
+// dwte (V,C) += scatter of dout rows; dwpe (>=T,C) += sum over batch.
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids, int B,
+                        int T, int C);
+
+// ---- layernorm.cpp ---- y = (x - mean) * rstd * weight + bias, over the last dim C.
+// inp, out (N,C); weight, bias (C); mean, rstd (N) cached for backward.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int N, int C, float eps);
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int N, int C);
+
+// ---- rmsnorm.cpp ---- y = x * rstd * weight, rstd = 1/sqrt(mean(x^2) + eps) (HF LlamaRMSNorm).
+// inp, out (N,C); weight (C); rstd (N). Also used for Qwen3's per-head q/k norm (C = head_dim).
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps);
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int N, int C);
+
+// ---- matmul.cpp ---- a linear layer with HF nn.Linear weight layout, through oneDNN.
+enum class MatmulPrecision {
+  F32,   // fp32 inputs, fp32 accumulate
+  BF16,  // inputs rounded to bf16 (round-to-nearest-even), fp32 accumulate and output
+};
+// out (N,OC) = inp (N,IC) @ weight(OC,IC)^T + bias(OC) (bias may be null).
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
+                    int IC, int OC, MatmulPrecision prec = MatmulPrecision::F32);
+// dinp (N,IC) += dout (N,OC) @ weight (OC,IC); dweight (OC,IC) += dout^T @ inp;
+// dbias (OC) += column sums of dout. Any of dinp, dweight, dbias may be null.
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                     const float* inp, const float* weight, int N, int IC, int OC,
+                     MatmulPrecision prec = MatmulPrecision::F32);
+
+// General row-major GEMM used by the kernels above and by attention:
+// C (M,N) = alpha * op(A) @ op(B) + beta * C, op(X) = X^T when trans_x. lda/ldb/ldc are row strides.
+// Runs single-threaded when called inside an OpenMP parallel region.
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc,
+          MatmulPrecision prec = MatmulPrecision::F32);
+
+// ---- heads.cpp ---- layout changes around attention.
+// qkv (B,T,(NH+2*NKV)*HD), rows laid out [q heads | k heads | v heads]
+//   -> q (B,NH,T,HD), k (B,NKV,T,HD), v (B,NKV,T,HD).
+void split_heads_forward(float* q, float* k, float* v, const float* qkv, int B, int T, int NH,
+                         int NKV, int HD);
+void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B,
+                          int T, int NH, int NKV, int HD);
+// x (B,NH,T,HD) -> out (B,T,NH*HD).
+void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int HD);
+void merge_heads_backward(float* dx, const float* dout, int B, int T, int NH, int HD);
+
+// ---- rope.cpp ---- rotary position embedding, HF "rotate_half" convention: for i < HD/2,
+// (x[i], x[i+HD/2]) is rotated by angle pos * inv_freq[i].
+struct RopeScaling {
+  enum class Type { None, Linear, Llama3 } type = Type::None;
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;       // llama3 only
+  float high_freq_factor = 4.0f;      // llama3 only
+  int original_max_position = 8192;   // llama3 only
+};
+// inv_freq (HD/2): theta^(-2i/HD), then adjusted by the scaling as transformers does.
+void rope_inv_freq(float* inv_freq, int HD, float theta, const RopeScaling& scaling);
+// cos, sin (T,HD/2) for positions pos0 .. pos0+T-1.
+void rope_table(float* cos, float* sin, const float* inv_freq, int T, int HD, int pos0 = 0);
+// x (B,H,T,HD) rotated in place with the table (T,HD/2).
+void rope_forward(float* x, const float* cos, const float* sin, int B, int H, int T, int HD);
+// dx (B,H,T,HD) rotated back in place (the transpose of the forward rotation).
+void rope_backward(float* dx, const float* cos, const float* sin, int B, int H, int T, int HD);
+
+// ---- attention.cpp ---- causal scaled dot-product attention with grouped-query heads.
+// q (B,NH,T,HD), k, v (B,NKV,T,HD); query head h reads kv head h / (NH/NKV).
+// att (B,NH,T,T) softmax probabilities, cached for backward (entries above the diagonal are 0);
+// out (B,NH,T,HD). scale = 1/sqrt(HD).
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
+                       int B, int T, int NH, int NKV, int HD,
+                       MatmulPrecision prec = MatmulPrecision::F32);
+// datt is scratch of (B,NH,T,T) (overwritten). dq, dk, dv accumulate.
+void attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout,
+                        const float* att, const float* q, const float* k, const float* v, int B,
+                        int T, int NH, int NKV, int HD,
+                        MatmulPrecision prec = MatmulPrecision::F32);
+
+// ---- activations.cpp ----
+// GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh"). inp, out (n).
+void gelu_forward(float* out, const float* inp, size_t n);
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n);
+// SwiGLU: gate_up (N,2F) rows laid out [gate | up]; out (N,F) = silu(gate) * up.
+void swiglu_forward(float* out, const float* gate_up, int N, int F);
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F);
+
+// ---- residual.cpp ---- out (n) = a + b; backward da += dout, db += dout.
+void residual_forward(float* out, const float* a, const float* b, size_t n);
+void residual_backward(float* da, float* db, const float* dout, size_t n);
+
+// ---- crossentropy.cpp ---- softmax + cross-entropy over the vocabulary, per position.
+// logits (N,V); targets (N): a target < 0 is masked out (HF's ignore_index -100): its loss is 0
+// and it gets no gradient. losses (N) = -log softmax(logits)[target]; lse (N) = logsumexp.
+void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                          int N, int V);
+// dlogits (N,V) += dlosses[n] * (softmax(logits[n]) - onehot(target[n])). dlogits may alias
+// logits only through crossentropy_fused below.
+void crossentropy_backward(float* dlogits, const float* logits, const float* lse,
+                           const int32_t* targets, const float* dlosses, int N, int V);
+// Fused forward + backward for training: losses (N) as above, and logits (N,V) is OVERWRITTEN
+// with dloss/dlogits = dlosses[n] * (softmax - onehot). Saves a (N,V) buffer and a pass.
+void crossentropy_fused(float* logits, float* losses, const int32_t* targets,
+                        const float* dlosses, int N, int V);
+
+}  // namespace distill

@@ -1,0 +1,107 @@
+#include "model/attention_block.h"
+
+#include <cstring>
+
+namespace distill {
+namespace {
+size_t qkv_width(const AttentionShape& s) { return size_t(s.NH + 2 * s.NKV) * s.HD; }
+void zero(float* p, size_t n) { std::memset(p, 0, n * sizeof(float)); }
+}  // namespace
+
+void AttentionActs::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm) {
+  const size_t N = size_t(s.B) * s.T;
+  plan.add(qkv, N * qkv_width(s));
+  plan.add(q, N * s.NH * s.HD);
+  plan.add(k, N * s.NKV * s.HD);
+  plan.add(v, N * s.NKV * s.HD);
+  if (qk_norm) {
+    plan.add(qn, N * s.NH * s.HD);
+    plan.add(kn, N * s.NKV * s.HD);
+    plan.add(q_rstd, N * s.NH);
+    plan.add(k_rstd, N * s.NKV);
+  } else {
+    qn = kn = q_rstd = k_rstd = nullptr;
+  }
+  plan.add(att, size_t(s.B) * s.NH * s.T * s.T);
+  plan.add(y, N * s.NH * s.HD);
+  plan.add(ym, N * s.NH * s.HD);
+}
+
+void AttentionScratch::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm) {
+  const size_t N = size_t(s.B) * s.T;
+  plan.add(dqkv, N * qkv_width(s));
+  plan.add(dq, N * s.NH * s.HD);
+  plan.add(dk, N * s.NKV * s.HD);
+  plan.add(dv, N * s.NKV * s.HD);
+  if (qk_norm) {
+    plan.add(dqn, N * s.NH * s.HD);
+    plan.add(dkn, N * s.NKV * s.HD);
+  } else {
+    dqn = dkn = nullptr;
+  }
+  plan.add(datt, size_t(s.B) * s.NH * s.T * s.T);
+  plan.add(dy, N * s.NH * s.HD);
+  plan.add(dym, N * s.NH * s.HD);
+}
+
+void attention_block_forward(float* out, const float* inp, const AttentionWeights& w,
+                             AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
+                             MatmulPrecision prec) {
+  const int N = s.B * s.T;
+  matmul_forward(a.qkv, inp, w.qkv_w, w.qkv_b, N, s.C, int(qkv_width(s)), prec);
+  split_heads_forward(a.q, a.k, a.v, a.qkv, s.B, s.T, s.NH, s.NKV, s.HD);
+  float* q = a.q;
+  float* k = a.k;
+  if (w.q_norm) {
+    rmsnorm_forward(a.qn, a.q_rstd, a.q, w.q_norm, N * s.NH, s.HD, s.qk_norm_eps);
+    rmsnorm_forward(a.kn, a.k_rstd, a.k, w.k_norm, N * s.NKV, s.HD, s.qk_norm_eps);
+    q = a.qn;
+    k = a.kn;
+  }
+  if (rope.cos) {
+    rope_forward(q, rope.cos, rope.sin, s.B, s.NH, s.T, s.HD);
+    rope_forward(k, rope.cos, rope.sin, s.B, s.NKV, s.T, s.HD);
+  }
+  attention_forward(a.y, a.att, q, k, a.v, s.B, s.T, s.NH, s.NKV, s.HD, prec);
+  merge_heads_forward(a.ym, a.y, s.B, s.T, s.NH, s.HD);
+  matmul_forward(out, a.ym, w.o_w, w.o_b, N, s.NH * s.HD, s.C, prec);
+}
+
+void attention_block_backward(float* dinp, const float* dout, const float* inp,
+                              const AttentionWeights& w, const AttentionGrads& g,
+                              const AttentionActs& a, AttentionScratch& sc,
+                              const AttentionShape& s, const RopeTables& rope,
+                              MatmulPrecision prec) {
+  const int N = s.B * s.T;
+  const size_t nq = size_t(N) * s.NH * s.HD, nkv = size_t(N) * s.NKV * s.HD;
+  zero(sc.dym, nq);
+  matmul_backward(sc.dym, g.o_w, g.o_b, dout, a.ym, w.o_w, N, s.NH * s.HD, s.C, prec);
+  zero(sc.dy, nq);
+  merge_heads_backward(sc.dy, sc.dym, s.B, s.T, s.NH, s.HD);
+  // Gradients w.r.t. the q/k that attention saw: after norm and RoPE.
+  const bool norm = w.q_norm != nullptr;
+  float* dq_att = norm ? sc.dqn : sc.dq;
+  float* dk_att = norm ? sc.dkn : sc.dk;
+  zero(dq_att, nq);
+  zero(dk_att, nkv);
+  zero(sc.dv, nkv);
+  const float* q = norm ? a.qn : a.q;
+  const float* k = norm ? a.kn : a.k;
+  attention_backward(dq_att, dk_att, sc.dv, sc.datt, sc.dy, a.att, q, k, a.v, s.B, s.T, s.NH,
+                     s.NKV, s.HD, prec);
+  if (rope.cos) {
+    rope_backward(dq_att, rope.cos, rope.sin, s.B, s.NH, s.T, s.HD);
+    rope_backward(dk_att, rope.cos, rope.sin, s.B, s.NKV, s.T, s.HD);
+  }
+  if (norm) {
+    zero(sc.dq, nq);
+    zero(sc.dk, nkv);
+    rmsnorm_backward(sc.dq, g.q_norm, sc.dqn, a.q, w.q_norm, a.q_rstd, N * s.NH, s.HD);
+    rmsnorm_backward(sc.dk, g.k_norm, sc.dkn, a.k, w.k_norm, a.k_rstd, N * s.NKV, s.HD);
+  }
+  zero(sc.dqkv, size_t(N) * qkv_width(s));
+  split_heads_backward(sc.dqkv, sc.dq, sc.dk, sc.dv, s.B, s.T, s.NH, s.NKV, s.HD);
+  matmul_backward(dinp, g.qkv_w, g.qkv_b, sc.dqkv, inp, w.qkv_w, N, s.C, int(qkv_width(s)), prec);
+}
+
+}  // namespace distill

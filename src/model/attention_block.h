@@ -1,0 +1,67 @@
+// The attention sub-block both architectures share: fused qkv projection, head split, optional
+// per-head q/k RMSNorm (Qwen3), optional RoPE (llama family), causal GQA attention, head merge and
+// output projection. The norms and residual adds around it belong to the architecture files.
+#pragma once
+#include "core/arena.h"
+#include "kernels/kernels.h"
+
+namespace distill {
+
+struct AttentionShape {
+  int B, T, C, NH, NKV, HD;
+  float qk_norm_eps;  // used when the weights have q_norm/k_norm
+};
+
+struct AttentionWeights {
+  const float* qkv_w;   // (NH*HD + 2*NKV*HD, C): q rows, then k rows, then v rows
+  const float* qkv_b;   // (NH*HD + 2*NKV*HD) or null
+  const float* o_w;     // (C, NH*HD)
+  const float* o_b;     // (C) or null
+  const float* q_norm;  // (HD) or null
+  const float* k_norm;  // (HD) or null
+};
+
+struct AttentionGrads {
+  float *qkv_w, *qkv_b, *o_w, *o_b, *q_norm, *k_norm;  // same shapes; null where weights are
+};
+
+// What forward keeps for backward, per layer.
+struct AttentionActs {
+  float* qkv;     // (B,T,QKV)
+  float* q;       // (B,NH,T,HD) after split (before q_norm; after RoPE when there is no norm)
+  float* k;       // (B,NKV,T,HD)
+  float* v;       // (B,NKV,T,HD)
+  float* qn;      // (B,NH,T,HD) after q_norm and RoPE (null without qk norm)
+  float* kn;      // (B,NKV,T,HD)
+  float* q_rstd;  // (B*NH*T)
+  float* k_rstd;  // (B*NKV*T)
+  float* att;     // (B,NH,T,T)
+  float* y;       // (B,NH,T,HD) attention output per head
+  float* ym;      // (B,T,NH*HD) merged heads
+  void plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm);
+};
+
+// Scratch for backward, shared by all layers.
+struct AttentionScratch {
+  float *dqkv, *dq, *dk, *dv, *dqn, *dkn, *datt, *dy, *dym;
+  void plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm);
+};
+
+// Rotary tables (T, HD/2) or null for no RoPE (GPT-2).
+struct RopeTables {
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+};
+
+// out (B,T,C) = attention block applied to inp (B,T,C).
+void attention_block_forward(float* out, const float* inp, const AttentionWeights& w,
+                             AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
+                             MatmulPrecision prec);
+// dinp (B,T,C) += d(block)/d(inp) applied to dout (B,T,C); parameter gradients accumulate.
+void attention_block_backward(float* dinp, const float* dout, const float* inp,
+                              const AttentionWeights& w, const AttentionGrads& g,
+                              const AttentionActs& a, AttentionScratch& sc,
+                              const AttentionShape& s, const RopeTables& rope,
+                              MatmulPrecision prec);
+
+}  // namespace distill

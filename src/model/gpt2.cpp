@@ -1,0 +1,199 @@
+// GPT-2: learned positions, pre-LayerNorm blocks, GELU (tanh) MLP, biases everywhere, LM head
+// tied to the token embedding. HF stores its projections as Conv1D weights, (in, out); we keep
+// them (out, in) like every other linear layer and transpose on load/save (hf_transposed).
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "model/attention_block.h"
+#include "model/model.h"
+
+namespace distill {
+
+std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& c) {
+  const int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  std::vector<ParamSpec> specs;
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool transposed, bool decay) {
+    specs.push_back(ParamSpec{std::move(name), std::move(shape), transposed, decay});
+  };
+  add("transformer.wte.weight", {V, C}, false, false);
+  add("transformer.wpe.weight", {c.max_position, C}, false, false);
+  for (int l = 0; l < c.num_layers; l++) {
+    const std::string p = "transformer.h." + std::to_string(l) + ".";
+    add(p + "ln_1.weight", {C}, false, false);
+    add(p + "ln_1.bias", {C}, false, false);
+    add(p + "attn.c_attn.weight", {3 * C, C}, true, true);
+    add(p + "attn.c_attn.bias", {3 * C}, false, false);
+    add(p + "attn.c_proj.weight", {C, C}, true, true);
+    add(p + "attn.c_proj.bias", {C}, false, false);
+    add(p + "ln_2.weight", {C}, false, false);
+    add(p + "ln_2.bias", {C}, false, false);
+    add(p + "mlp.c_fc.weight", {F, C}, true, true);
+    add(p + "mlp.c_fc.bias", {F}, false, false);
+    add(p + "mlp.c_proj.weight", {C, F}, true, true);
+    add(p + "mlp.c_proj.bias", {C}, false, false);
+  }
+  add("transformer.ln_f.weight", {C}, false, false);
+  add("transformer.ln_f.bias", {C}, false, false);
+  return specs;
+}
+
+namespace {
+
+struct Gpt2Layer {
+  AttentionWeights attn;
+  AttentionGrads dattn;
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b, *fc_w, *fc_b, *proj_w, *proj_b;
+  float *dln1_w, *dln1_b, *dln2_w, *dln2_b, *dfc_w, *dfc_b, *dproj_w, *dproj_b;
+};
+
+struct Gpt2LayerActs {
+  float *res;                   // (N,C) block input
+  float *ln1, *ln1_mean, *ln1_rstd;
+  AttentionActs attn;
+  float *res_mid;               // (N,C)
+  float *ln2, *ln2_mean, *ln2_rstd;
+  float *fc;                    // (N,F) before GELU
+  float *fc_gelu;               // (N,F)
+};
+
+class Gpt2 final : public ArchImpl {
+ public:
+  explicit Gpt2(Model& m) : m_(m), c_(m.config()) {
+    auto get = [&](const std::string& name) -> std::pair<const float*, float*> {
+      return {m.param(name), m.grad(name)};
+    };
+    for (int l = 0; l < c_.num_layers; l++) {
+      const std::string p = "transformer.h." + std::to_string(l) + ".";
+      Gpt2Layer L{};
+      std::tie(L.attn.qkv_w, L.dattn.qkv_w) = get(p + "attn.c_attn.weight");
+      std::tie(L.attn.qkv_b, L.dattn.qkv_b) = get(p + "attn.c_attn.bias");
+      std::tie(L.attn.o_w, L.dattn.o_w) = get(p + "attn.c_proj.weight");
+      std::tie(L.attn.o_b, L.dattn.o_b) = get(p + "attn.c_proj.bias");
+      std::tie(L.ln1_w, L.dln1_w) = get(p + "ln_1.weight");
+      std::tie(L.ln1_b, L.dln1_b) = get(p + "ln_1.bias");
+      std::tie(L.ln2_w, L.dln2_w) = get(p + "ln_2.weight");
+      std::tie(L.ln2_b, L.dln2_b) = get(p + "ln_2.bias");
+      std::tie(L.fc_w, L.dfc_w) = get(p + "mlp.c_fc.weight");
+      std::tie(L.fc_b, L.dfc_b) = get(p + "mlp.c_fc.bias");
+      std::tie(L.proj_w, L.dproj_w) = get(p + "mlp.c_proj.weight");
+      std::tie(L.proj_b, L.dproj_b) = get(p + "mlp.c_proj.bias");
+      layers_.push_back(L);
+    }
+    std::tie(wte_, dwte_) = get("transformer.wte.weight");
+    std::tie(wpe_, dwpe_) = get("transformer.wpe.weight");
+    std::tie(lnf_w_, dlnf_w_) = get("transformer.ln_f.weight");
+    std::tie(lnf_b_, dlnf_b_) = get("transformer.ln_f.bias");
+  }
+
+  float* forward(const int32_t* ids, int B, int T) override {
+    ensure_buffers(B, T);
+    ids_.assign(ids, ids + size_t(B) * T);
+    const int N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
+    const MatmulPrecision prec = m_.precision();
+    const float eps = c_.norm_eps;
+    embedding_forward(acts_[0].res, ids, wte_, wpe_, B, T, C);
+    for (int l = 0; l < c_.num_layers; l++) {
+      const Gpt2Layer& L = layers_[l];
+      Gpt2LayerActs& a = acts_[l];
+      float* next = l + 1 < c_.num_layers ? acts_[l + 1].res : res_final_;
+      layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.res, L.ln1_w, L.ln1_b, N, C, eps);
+      attention_block_forward(tmp_, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
+      residual_forward(a.res_mid, a.res, tmp_, size_t(N) * C);
+      layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
+      matmul_forward(a.fc, a.ln2, L.fc_w, L.fc_b, N, C, F, prec);
+      gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
+      matmul_forward(tmp_, a.fc_gelu, L.proj_w, L.proj_b, N, F, C, prec);
+      residual_forward(next, a.res_mid, tmp_, size_t(N) * C);
+    }
+    layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, res_final_, lnf_w_, lnf_b_, N, C, eps);
+    matmul_forward(logits_, lnf_, wte_, nullptr, N, C, c_.vocab_size, prec);
+    return logits_;
+  }
+
+  void backward(const float* dlogits) override {
+    const int B = B_, T = T_, N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
+    const size_t NC = size_t(N) * C, NF = size_t(N) * F;
+    const MatmulPrecision prec = m_.precision();
+    std::memset(dx_, 0, NC * sizeof(float));
+    matmul_backward(dx_, dwte_, nullptr, dlogits, lnf_, wte_, N, C, c_.vocab_size, prec);
+    std::memset(dres_, 0, NC * sizeof(float));
+    layernorm_backward(dres_, dlnf_w_, dlnf_b_, dx_, res_final_, lnf_w_, lnf_mean_, lnf_rstd_, N,
+                       C);
+    for (int l = c_.num_layers - 1; l >= 0; l--) {
+      const Gpt2Layer& L = layers_[l];
+      Gpt2LayerActs& a = acts_[l];
+      std::memset(dfc_gelu_, 0, NF * sizeof(float));
+      matmul_backward(dfc_gelu_, L.dproj_w, L.dproj_b, dres_, a.fc_gelu, L.proj_w, N, F, C, prec);
+      std::memset(dfc_, 0, NF * sizeof(float));
+      gelu_backward(dfc_, a.fc, dfc_gelu_, NF);
+      std::memset(dx_, 0, NC * sizeof(float));
+      matmul_backward(dx_, L.dfc_w, L.dfc_b, dfc_, a.ln2, L.fc_w, N, C, F, prec);
+      layernorm_backward(dres_, L.dln2_w, L.dln2_b, dx_, a.res_mid, L.ln2_w, a.ln2_mean,
+                         a.ln2_rstd, N, C);
+      std::memset(dx_, 0, NC * sizeof(float));
+      attention_block_backward(dx_, dres_, a.ln1, L.attn, L.dattn, a.attn, scratch_, shape_,
+                               RopeTables{}, prec);
+      layernorm_backward(dres_, L.dln1_w, L.dln1_b, dx_, a.res, L.ln1_w, a.ln1_mean, a.ln1_rstd,
+                         N, C);
+    }
+    embedding_backward(dwte_, dwpe_, dres_, ids_.data(), B, T, C);
+  }
+
+ private:
+  void ensure_buffers(int B, int T) {
+    if (B == B_ && T == T_) return;
+    B_ = B;
+    T_ = T;
+    const size_t N = size_t(B) * T, C = c_.hidden_size, F = c_.intermediate_size;
+    shape_ = AttentionShape{B, T, int(C), c_.num_heads, c_.num_kv_heads, c_.head_dim, 0.0f};
+    BufferPlan plan;
+    acts_.assign(c_.num_layers, Gpt2LayerActs{});
+    for (auto& a : acts_) {
+      plan.add(a.res, N * C);
+      plan.add(a.ln1, N * C);
+      plan.add(a.ln1_mean, N);
+      plan.add(a.ln1_rstd, N);
+      a.attn.plan(plan, shape_, false);
+      plan.add(a.res_mid, N * C);
+      plan.add(a.ln2, N * C);
+      plan.add(a.ln2_mean, N);
+      plan.add(a.ln2_rstd, N);
+      plan.add(a.fc, N * F);
+      plan.add(a.fc_gelu, N * F);
+    }
+    plan.add(res_final_, N * C);
+    plan.add(lnf_, N * C);
+    plan.add(lnf_mean_, N);
+    plan.add(lnf_rstd_, N);
+    plan.add(logits_, N * c_.vocab_size);
+    plan.add(tmp_, N * C);
+    plan.add(dx_, N * C);
+    plan.add(dres_, N * C);
+    plan.add(dfc_, N * F);
+    plan.add(dfc_gelu_, N * F);
+    scratch_.plan(plan, shape_, false);
+    plan.allocate(buffer_);
+  }
+
+  Model& m_;
+  const ModelConfig& c_;
+  std::vector<Gpt2Layer> layers_;
+  const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
+  float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
+
+  int B_ = 0, T_ = 0;
+  AttentionShape shape_{};
+  FloatBuffer buffer_;
+  std::vector<Gpt2LayerActs> acts_;
+  std::vector<int32_t> ids_;
+  float *res_final_, *lnf_, *lnf_mean_, *lnf_rstd_, *logits_, *tmp_, *dx_, *dres_, *dfc_,
+      *dfc_gelu_;
+  AttentionScratch scratch_{};
+};
+
+}  // namespace
+
+std::unique_ptr<ArchImpl> make_gpt2(Model& model) { return std::make_unique<Gpt2>(model); }
+
+}  // namespace distill

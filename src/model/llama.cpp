@@ -1,0 +1,223 @@
+// The llama family: llama, mistral, qwen2 (qkv bias), qwen3 (per-head q/k RMSNorm).
+// Pre-norm blocks: x += attn(rmsnorm(x)); x += down(silu(gate(rmsnorm(x))) * up(rmsnorm(x))).
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "model/attention_block.h"
+#include "model/model.h"
+
+namespace distill {
+
+std::vector<ParamSpec> llama_param_specs(const ModelConfig& c) {
+  const int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = c.q_dim(), KVD = c.kv_dim(), HD = c.head_dim;
+  std::vector<ParamSpec> specs;
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool decay) {
+    specs.push_back(ParamSpec{std::move(name), std::move(shape), false, decay});
+  };
+  add("model.embed_tokens.weight", {V, C}, false);
+  for (int l = 0; l < c.num_layers; l++) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {C}, false);
+    // q, k, v rows adjacent: one (QD+2KVD, C) matrix for a single fused projection.
+    add(p + "self_attn.q_proj.weight", {QD, C}, true);
+    add(p + "self_attn.k_proj.weight", {KVD, C}, true);
+    add(p + "self_attn.v_proj.weight", {KVD, C}, true);
+    if (c.qkv_bias) {
+      add(p + "self_attn.q_proj.bias", {QD}, false);
+      add(p + "self_attn.k_proj.bias", {KVD}, false);
+      add(p + "self_attn.v_proj.bias", {KVD}, false);
+    }
+    add(p + "self_attn.o_proj.weight", {C, QD}, true);
+    if (c.o_bias) add(p + "self_attn.o_proj.bias", {C}, false);
+    if (c.qk_norm) {
+      add(p + "self_attn.q_norm.weight", {HD}, false);
+      add(p + "self_attn.k_norm.weight", {HD}, false);
+    }
+    add(p + "post_attention_layernorm.weight", {C}, false);
+    // gate rows then up rows: one (2F, C) projection whose output rows are [gate | up].
+    add(p + "mlp.gate_proj.weight", {F, C}, true);
+    add(p + "mlp.up_proj.weight", {F, C}, true);
+    if (c.mlp_bias) {
+      add(p + "mlp.gate_proj.bias", {F}, false);
+      add(p + "mlp.up_proj.bias", {F}, false);
+    }
+    add(p + "mlp.down_proj.weight", {C, F}, true);
+    if (c.mlp_bias) add(p + "mlp.down_proj.bias", {C}, false);
+  }
+  add("model.norm.weight", {C}, false);
+  if (!c.tie_word_embeddings) add("lm_head.weight", {V, C}, true);
+  return specs;
+}
+
+namespace {
+
+struct LlamaLayer {
+  AttentionWeights attn;
+  AttentionGrads dattn;
+  const float *ln1, *ln2, *gate_up_w, *gate_up_b, *down_w, *down_b;
+  float *dln1, *dln2, *dgate_up_w, *dgate_up_b, *ddown_w, *ddown_b;
+};
+
+struct LlamaLayerActs {
+  float *res;       // (N,C) block input (residual stream)
+  float *ln1;       // (N,C)
+  float *ln1_rstd;  // (N)
+  AttentionActs attn;
+  float *res_mid;   // (N,C) after the attention residual
+  float *ln2, *ln2_rstd;
+  float *gate_up;   // (N,2F)
+  float *swi;       // (N,F)
+};
+
+class Llama final : public ArchImpl {
+ public:
+  explicit Llama(Model& m) : m_(m), c_(m.config()) {
+    auto opt = [&](const std::string& name) -> std::pair<const float*, float*> {
+      if (!m.find_param(name)) return {nullptr, nullptr};
+      return {m.param(name), m.grad(name)};
+    };
+    for (int l = 0; l < c_.num_layers; l++) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      LlamaLayer L{};
+      std::tie(L.attn.qkv_w, L.dattn.qkv_w) = opt(p + "self_attn.q_proj.weight");
+      std::tie(L.attn.qkv_b, L.dattn.qkv_b) = opt(p + "self_attn.q_proj.bias");
+      std::tie(L.attn.o_w, L.dattn.o_w) = opt(p + "self_attn.o_proj.weight");
+      std::tie(L.attn.o_b, L.dattn.o_b) = opt(p + "self_attn.o_proj.bias");
+      std::tie(L.attn.q_norm, L.dattn.q_norm) = opt(p + "self_attn.q_norm.weight");
+      std::tie(L.attn.k_norm, L.dattn.k_norm) = opt(p + "self_attn.k_norm.weight");
+      std::tie(L.ln1, L.dln1) = opt(p + "input_layernorm.weight");
+      std::tie(L.ln2, L.dln2) = opt(p + "post_attention_layernorm.weight");
+      std::tie(L.gate_up_w, L.dgate_up_w) = opt(p + "mlp.gate_proj.weight");
+      std::tie(L.gate_up_b, L.dgate_up_b) = opt(p + "mlp.gate_proj.bias");
+      std::tie(L.down_w, L.ddown_w) = opt(p + "mlp.down_proj.weight");
+      std::tie(L.down_b, L.ddown_b) = opt(p + "mlp.down_proj.bias");
+      layers_.push_back(L);
+    }
+    std::tie(wte_, dwte_) = opt("model.embed_tokens.weight");
+    std::tie(norm_, dnorm_) = opt("model.norm.weight");
+    if (c_.tie_word_embeddings) {
+      head_ = wte_;
+      dhead_ = dwte_;
+    } else {
+      std::tie(head_, dhead_) = opt("lm_head.weight");
+    }
+    inv_freq_.resize(c_.head_dim / 2);
+    rope_inv_freq(inv_freq_.data(), c_.head_dim, c_.rope_theta, c_.rope_scaling);
+  }
+
+  float* forward(const int32_t* ids, int B, int T) override {
+    ensure_buffers(B, T);
+    ids_.assign(ids, ids + size_t(B) * T);
+    const int N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
+    const MatmulPrecision prec = m_.precision();
+    embedding_forward(acts_[0].res, ids, wte_, nullptr, B, T, C);
+    for (int l = 0; l < c_.num_layers; l++) {
+      const LlamaLayer& L = layers_[l];
+      LlamaLayerActs& a = acts_[l];
+      float* next = l + 1 < c_.num_layers ? acts_[l + 1].res : res_final_;
+      rmsnorm_forward(a.ln1, a.ln1_rstd, a.res, L.ln1, N, C, c_.norm_eps);
+      attention_block_forward(tmp_, a.ln1, L.attn, a.attn, shape_, rope_, prec);
+      residual_forward(a.res_mid, a.res, tmp_, size_t(N) * C);
+      rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
+      matmul_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_b, N, C, 2 * F, prec);
+      swiglu_forward(a.swi, a.gate_up, N, F);
+      matmul_forward(tmp_, a.swi, L.down_w, L.down_b, N, F, C, prec);
+      residual_forward(next, a.res_mid, tmp_, size_t(N) * C);
+    }
+    rmsnorm_forward(lnf_, lnf_rstd_, res_final_, norm_, N, C, c_.norm_eps);
+    matmul_forward(logits_, lnf_, head_, nullptr, N, C, c_.vocab_size, prec);
+    return logits_;
+  }
+
+  void backward(const float* dlogits) override {
+    const int B = B_, T = T_, N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
+    const size_t NC = size_t(N) * C;
+    const MatmulPrecision prec = m_.precision();
+    std::memset(dx_, 0, NC * sizeof(float));
+    matmul_backward(dx_, dhead_, nullptr, dlogits, lnf_, head_, N, C, c_.vocab_size, prec);
+    std::memset(dres_, 0, NC * sizeof(float));
+    rmsnorm_backward(dres_, dnorm_, dx_, res_final_, norm_, lnf_rstd_, N, C);
+    for (int l = c_.num_layers - 1; l >= 0; l--) {
+      const LlamaLayer& L = layers_[l];
+      LlamaLayerActs& a = acts_[l];
+      // MLP: dres is the gradient of the block output, which also flows straight to res_mid.
+      std::memset(dswi_, 0, size_t(N) * F * sizeof(float));
+      matmul_backward(dswi_, L.ddown_w, L.ddown_b, dres_, a.swi, L.down_w, N, F, C, prec);
+      std::memset(dgate_up_, 0, size_t(N) * 2 * F * sizeof(float));
+      swiglu_backward(dgate_up_, dswi_, a.gate_up, N, F);
+      std::memset(dx_, 0, NC * sizeof(float));
+      matmul_backward(dx_, L.dgate_up_w, L.dgate_up_b, dgate_up_, a.ln2, L.gate_up_w, N, C,
+                      2 * F, prec);
+      rmsnorm_backward(dres_, L.dln2, dx_, a.res_mid, L.ln2, a.ln2_rstd, N, C);
+      // Attention: dres is now the gradient of res_mid.
+      std::memset(dx_, 0, NC * sizeof(float));
+      attention_block_backward(dx_, dres_, a.ln1, L.attn, L.dattn, a.attn, scratch_, shape_,
+                               rope_, prec);
+      rmsnorm_backward(dres_, L.dln1, dx_, a.res, L.ln1, a.ln1_rstd, N, C);
+    }
+    embedding_backward(dwte_, nullptr, dres_, ids_.data(), B, T, C);
+  }
+
+ private:
+  void ensure_buffers(int B, int T) {
+    if (B == B_ && T == T_) return;
+    B_ = B;
+    T_ = T;
+    const size_t N = size_t(B) * T, C = c_.hidden_size, F = c_.intermediate_size;
+    shape_ = AttentionShape{B, T, int(C), c_.num_heads, c_.num_kv_heads, c_.head_dim, c_.norm_eps};
+    BufferPlan plan;
+    acts_.assign(c_.num_layers, LlamaLayerActs{});
+    for (auto& a : acts_) {
+      plan.add(a.res, N * C);
+      plan.add(a.ln1, N * C);
+      plan.add(a.ln1_rstd, N);
+      a.attn.plan(plan, shape_, c_.qk_norm);
+      plan.add(a.res_mid, N * C);
+      plan.add(a.ln2, N * C);
+      plan.add(a.ln2_rstd, N);
+      plan.add(a.gate_up, N * 2 * F);
+      plan.add(a.swi, N * F);
+    }
+    plan.add(res_final_, N * C);
+    plan.add(lnf_, N * C);
+    plan.add(lnf_rstd_, N);
+    plan.add(logits_, N * c_.vocab_size);
+    plan.add(tmp_, N * C);
+    plan.add(dx_, N * C);
+    plan.add(dres_, N * C);
+    plan.add(dswi_, N * F);
+    plan.add(dgate_up_, N * 2 * F);
+    scratch_.plan(plan, shape_, c_.qk_norm);
+    const size_t half = c_.head_dim / 2;
+    float *cos = nullptr, *sin = nullptr;
+    plan.add(cos, size_t(T) * half);
+    plan.add(sin, size_t(T) * half);
+    plan.allocate(buffer_);
+    rope_table(cos, sin, inv_freq_.data(), T, c_.head_dim, 0);
+    rope_ = RopeTables{cos, sin};
+  }
+
+  Model& m_;
+  const ModelConfig& c_;
+  std::vector<LlamaLayer> layers_;
+  const float *wte_ = nullptr, *norm_ = nullptr, *head_ = nullptr;
+  float *dwte_ = nullptr, *dnorm_ = nullptr, *dhead_ = nullptr;
+  std::vector<float> inv_freq_;
+
+  int B_ = 0, T_ = 0;
+  AttentionShape shape_{};
+  FloatBuffer buffer_;
+  std::vector<LlamaLayerActs> acts_;
+  std::vector<int32_t> ids_;
+  float *res_final_, *lnf_, *lnf_rstd_, *logits_, *tmp_, *dx_, *dres_, *dswi_, *dgate_up_;
+  AttentionScratch scratch_{};
+  RopeTables rope_;
+};
+
+}  // namespace
+
+std::unique_ptr<ArchImpl> make_llama(Model& model) { return std::make_unique<Llama>(model); }
+
+}  // namespace distill

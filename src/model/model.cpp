@@ -1,0 +1,83 @@
+#include "model/model.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace distill {
+
+Model::Model(const ModelConfig& config) : config_(config) {
+  config_.validate("model config");
+  specs_ = config_.arch == Arch::Gpt2 ? gpt2_param_specs(config_) : llama_param_specs(config_);
+  size_t offset = 0;
+  for (size_t i = 0; i < specs_.size(); i++) {
+    ParamSpec& s = specs_[i];
+    s.numel = 1;
+    for (int64_t d : s.shape) s.numel *= size_t(d);
+    s.offset = offset;
+    offset += s.numel;
+    index_[s.name] = i;
+  }
+  params_.resize(offset);
+  grads_.resize(offset);
+  impl_ = config_.arch == Arch::Gpt2 ? make_gpt2(*this) : make_llama(*this);
+}
+
+const ParamSpec* Model::find_param(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &specs_[it->second];
+}
+
+float* Model::param(const std::string& name) {
+  const ParamSpec* s = find_param(name);
+  if (!s) throw Error("model has no parameter '{}'", name);
+  return params_.data() + s->offset;
+}
+
+float* Model::grad(const std::string& name) {
+  const ParamSpec* s = find_param(name);
+  if (!s) throw Error("model has no parameter '{}'", name);
+  return grads_.data() + s->offset;
+}
+
+namespace {
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+}  // namespace
+
+void Model::init_weights(uint64_t seed) {
+  Rng rng(seed);
+  const double residual_std = 0.02 / std::sqrt(2.0 * config_.num_layers);
+  for (const ParamSpec& s : specs_) {
+    float* p = params_.data() + s.offset;
+    const bool is_norm = s.name.find("norm") != std::string::npos ||
+                         s.name.find("ln_") != std::string::npos;
+    if (s.shape.size() == 1) {
+      const float v = is_norm && ends_with(s.name, ".weight") ? 1.0f : 0.0f;
+      for (size_t i = 0; i < s.numel; i++) p[i] = v;
+      continue;
+    }
+    const bool residual_out = ends_with(s.name, "c_proj.weight") ||
+                              ends_with(s.name, "o_proj.weight") ||
+                              ends_with(s.name, "down_proj.weight");
+    const double std = residual_out ? residual_std : 0.02;
+    for (size_t i = 0; i < s.numel; i++) p[i] = float(std * rng.normal());
+  }
+}
+
+float* Model::forward(const int32_t* ids, int B, int T) {
+  if (T > config_.max_position && config_.arch == Arch::Gpt2)
+    throw Error("sequence length {} exceeds the model's n_positions {}", T, config_.max_position);
+  for (size_t i = 0; i < size_t(B) * T; i++)
+    if (ids[i] < 0 || ids[i] >= config_.vocab_size)
+      throw Error("token id {} at position {} is outside the vocabulary [0, {})", ids[i], i,
+                  config_.vocab_size);
+  return impl_->forward(ids, B, T);
+}
+
+void Model::backward(const float* dlogits) { impl_->backward(dlogits); }
+
+}  // namespace distill

@@ -1,0 +1,84 @@
+// A transformer language model: its config, its parameters and gradients (one flat arena each, in
+// the order of param_specs()), and the forward/backward passes of its architecture
+// (model/gpt2.cpp, model/llama.cpp).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/arena.h"
+#include "model/config.h"
+
+namespace distill {
+
+// One parameter tensor. `shape` is the layout the kernels use; Hugging Face names it `name` and,
+// when `hf_transposed` (GPT-2's Conv1D weights), stores it transposed.
+struct ParamSpec {
+  std::string name;            // Hugging Face tensor name, e.g. "model.layers.0.mlp.up_proj.weight"
+  std::vector<int64_t> shape;  // our layout (rows, cols) or (n)
+  bool hf_transposed = false;  // HF stores the (cols, rows) transpose
+  bool decay = true;           // AdamW weight decay applies (matrices other than embeddings)
+  size_t offset = 0;           // into the parameter / gradient arenas, in floats
+  size_t numel = 0;
+  std::vector<int64_t> hf_shape() const {
+    return hf_transposed ? std::vector<int64_t>{shape[1], shape[0]} : shape;
+  }
+};
+
+// The per-architecture forward/backward (see model/gpt2.cpp, model/llama.cpp).
+class ArchImpl {
+ public:
+  virtual ~ArchImpl() = default;
+  // ids (B,T) in [0,V). Returns logits (B,T,V), a buffer the caller may overwrite (e.g. with
+  // dlogits in place) until the next forward.
+  virtual float* forward(const int32_t* ids, int B, int T) = 0;
+  // dlogits (B,T,V) of the last forward; accumulates into the gradient arena.
+  virtual void backward(const float* dlogits) = 0;
+};
+
+class Model {
+ public:
+  explicit Model(const ModelConfig& config);
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<ParamSpec>& param_specs() const { return specs_; }
+  // The spec named `name`, or nullptr.
+  const ParamSpec* find_param(const std::string& name) const;
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  float* param(const std::string& name);  // throws if unknown
+  float* grad(const std::string& name);
+
+  // GPT-2-style initialisation: N(0, 0.02) for matrices and embeddings, residual output
+  // projections scaled by 1/sqrt(2L), norm weights 1, biases 0. Deterministic in `seed`.
+  void init_weights(uint64_t seed);
+  void zero_grad() { grads_.zero(); }
+
+  float* forward(const int32_t* ids, int B, int T);  // see ArchImpl::forward
+  void backward(const float* dlogits);                 // see ArchImpl::backward
+
+  MatmulPrecision precision() const { return precision_; }
+  void set_precision(MatmulPrecision p) { precision_ = p; }
+
+ private:
+  ModelConfig config_;
+  std::vector<ParamSpec> specs_;
+  std::unordered_map<std::string, size_t> index_;
+  FloatBuffer params_, grads_;
+  MatmulPrecision precision_ = MatmulPrecision::F32;
+  std::unique_ptr<ArchImpl> impl_;
+};
+
+// Parameter lists in arena order (tensors a kernel uses together are adjacent: q/k/v, gate/up).
+std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
+std::vector<ParamSpec> llama_param_specs(const ModelConfig& config);
+std::unique_ptr<ArchImpl> make_gpt2(Model& model);
+std::unique_ptr<ArchImpl> make_llama(Model& model);
+
+}  // namespace distill

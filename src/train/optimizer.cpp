@@ -1,0 +1,67 @@
+#include "train/optimizer.h"
+
+#include <omp.h>
+
+#include <cmath>
+
+namespace distill {
+
+AdamW::AdamW(const Model& model, const AdamWOptions& options) : opt_(options) {
+  m_.resize(model.num_params());
+  v_.resize(model.num_params());
+  for (const ParamSpec& s : model.param_specs()) decay_.push_back(s.decay ? 1 : 0);
+}
+
+void AdamW::step(Model& model, float lr) {
+  t_++;
+  const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps;
+  const double bc1 = 1.0 - std::pow(double(b1), double(t_));
+  const double bc2 = 1.0 - std::pow(double(b2), double(t_));
+  const float step_size = float(lr / bc1);
+  const float bc2_sqrt = float(std::sqrt(bc2));
+  const auto& specs = model.param_specs();
+  float* params = model.params();
+  const float* grads = model.grads();
+  float* m = m_.data();
+  float* v = v_.data();
+  for (size_t si = 0; si < specs.size(); si++) {
+    const ParamSpec& s = specs[si];
+    const float shrink = decay_[si] ? 1.0f - lr * opt_.weight_decay : 1.0f;
+    const size_t begin = s.offset, end = s.offset + s.numel;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = begin; i < end; i++) {
+      const float g = grads[i];
+      const float p = params[i] * shrink;
+      const float mi = b1 * m[i] + (1.0f - b1) * g;
+      const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      params[i] = p - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+    }
+  }
+}
+
+float clip_grad_norm(float* grads, size_t n, float max_norm) {
+  // Per-thread partial sums over a static partition, combined in thread order: deterministic
+  // for a fixed thread count.
+  const int nthreads = omp_get_max_threads();
+  std::vector<double> partial(nthreads, 0.0);
+#pragma omp parallel num_threads(nthreads)
+  {
+    double acc = 0.0;
+#pragma omp for schedule(static)
+    for (size_t i = 0; i < n; i++) acc += double(grads[i]) * grads[i];
+    partial[omp_get_thread_num()] = acc;
+  }
+  double sum = 0.0;
+  for (double p : partial) sum += p;
+  const float norm = float(std::sqrt(sum));
+  if (max_norm > 0.0f && norm > max_norm) {
+    const float scale = max_norm / (norm + 1e-6f);
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) grads[i] *= scale;
+  }
+  return norm;
+}
+
+}  // namespace distill

@@ -1,0 +1,42 @@
+// AdamW (Loshchilov & Hutter 2019, decoupled weight decay) with the update order of
+// torch.optim.AdamW, and clipping by global gradient norm (torch.nn.utils.clip_grad_norm_).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/arena.h"
+#include "model/model.h"
+
+namespace distill {
+
+struct AdamWOptions {
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;  // applied only to ParamSpec::decay tensors
+};
+
+class AdamW {
+ public:
+  AdamW(const Model& model, const AdamWOptions& options);
+  // One update with learning rate `lr`; the step counter advances first (bias corrections use
+  // t = 1 on the first call), as in PyTorch.
+  void step(Model& model, float lr);
+  int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
+  FloatBuffer& m() { return m_; }  // first moments, same layout as the parameter arena
+  FloatBuffer& v() { return v_; }  // second moments
+
+ private:
+  AdamWOptions opt_;
+  FloatBuffer m_, v_;
+  std::vector<uint8_t> decay_;  // per ParamSpec
+  int64_t t_ = 0;
+};
+
+// The L2 norm of all gradients (accumulated in double, fixed order). Scales them by
+// max_norm / (norm + 1e-6) when the norm exceeds max_norm (max_norm <= 0: no clipping).
+// Returns the norm before clipping.
+float clip_grad_norm(float* grads, size_t n, float max_norm);
+
+}  // namespace distill
