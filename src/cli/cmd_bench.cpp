@@ -1,0 +1,149 @@
+// Our side of scripts/bench: `bench train` times training steps of a preset on random tokens;
+// `bench gemm` measures this machine's GEMM peak through the same oneDNN path the kernels use.
+// Each prints one JSON line; scripts/bench runs the peer in the same session and prints ratios.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/verbs.h"
+#include "core/arena.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/presets.h"
+#include "train/lm_step.h"
+#include "train/optimizer.h"
+
+namespace distill::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchTrainOptions {
+  std::string preset = "gpt2-bench";
+  int batch_size = 8;
+  int seq_len = 256;
+  int steps = 20;
+  int warmup = 3;
+  std::string precision = "f32";
+};
+
+struct BenchGemmOptions {
+  int size = 2048;
+  int reps = 10;
+  std::string precision = "f32";
+};
+
+MatmulPrecision parse_precision(const std::string& p) {
+  if (p == "f32") return MatmulPrecision::F32;
+  if (p == "bf16") return MatmulPrecision::BF16;
+  throw Error("unknown precision '{}' (expected f32 or bf16)", p);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Training FLOPs per token, as ../shared/PEERS.md counts them: 6 x (matmul parameters, LM head
+// included) + 12 * L * (q width) * T for attention scores and values, forward and backward.
+double flops_per_token(const ModelConfig& c, int T) {
+  const double C = c.hidden_size, F = c.intermediate_size;
+  const double mlp = c.arch == Arch::Gpt2 ? 2 * C * F : 3 * C * F;
+  const double per_layer = C * (c.q_dim() + 2.0 * c.kv_dim()) + c.q_dim() * C + mlp;
+  return 6.0 * (c.num_layers * per_layer + C * c.vocab_size) +
+         12.0 * c.num_layers * c.q_dim() * double(T);
+}
+
+int run_train(const BenchTrainOptions& o) {
+  ModelConfig config = model_preset(o.preset);
+  Model model(config);
+  model.set_precision(parse_precision(o.precision));
+  model.init_weights(1);
+  AdamW optimizer(model, AdamWOptions{});
+  Rng rng(7);
+  const size_t BT = size_t(o.batch_size) * o.seq_len;
+  std::vector<int32_t> ids(BT), targets(BT);
+  std::vector<double> times, losses;
+  for (int step = 0; step < o.warmup + o.steps; step++) {
+    for (size_t i = 0; i < BT; i++) {
+      ids[i] = int32_t(rng.below(config.vocab_size));
+      targets[i] = int32_t(rng.below(config.vocab_size));
+    }
+    const auto t0 = Clock::now();
+    model.zero_grad();
+    const LossSum loss = lm_forward_backward(model, ids.data(), targets.data(), o.batch_size,
+                                             o.seq_len, 1.0f / float(BT));
+    clip_grad_norm(model.grads(), model.num_params(), 1.0f);
+    optimizer.step(model, 3e-4f);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (step >= o.warmup) times.push_back(dt);
+    losses.push_back(loss.mean());
+  }
+  const double step_s = median(times);
+  const double tps = double(BT) / step_s;
+  const double fpt = flops_per_token(config, o.seq_len);
+  nlohmann::json j = {{"peer", "distill"},
+                      {"preset", o.preset},
+                      {"precision", o.precision},
+                      {"threads", omp_get_max_threads()},
+                      {"params", model.num_params()},
+                      {"tokens_per_s", tps},
+                      {"step_ms_median", step_s * 1e3},
+                      {"flops_per_token", fpt},
+                      {"gflops", tps * fpt / 1e9},
+                      {"losses", losses}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+int run_gemm(const BenchGemmOptions& o) {
+  const int n = o.size;
+  FloatBuffer a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
+  Rng rng(3);
+  for (size_t i = 0; i < a.size(); i++) {
+    a.data()[i] = float(rng.uniform() - 0.5);
+    b.data()[i] = float(rng.uniform() - 0.5);
+  }
+  const MatmulPrecision prec = parse_precision(o.precision);
+  std::vector<double> times;
+  for (int r = 0; r < o.reps + 2; r++) {
+    const auto t0 = Clock::now();
+    gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n, prec);
+    if (r >= 2) times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  const double gflops = 2.0 * n * double(n) * n / median(times) / 1e9;
+  nlohmann::json j = {{"bench", "gemm"}, {"precision", o.precision}, {"size", n},
+                      {"threads", omp_get_max_threads()}, {"gflops", gflops}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+VerbRun add_bench(CLI::App& app) {
+  app.require_subcommand(1);
+  auto t = std::make_shared<BenchTrainOptions>();
+  CLI::App* train = app.add_subcommand("train", "time training steps on random tokens");
+  train->add_option("--preset", t->preset, "model preset (gpt2-bench, llama-bench, ...)");
+  train->add_option("--batch-size", t->batch_size, "sequences per step");
+  train->add_option("--seq-len", t->seq_len, "tokens per sequence");
+  train->add_option("--steps", t->steps, "timed steps");
+  train->add_option("--warmup", t->warmup, "untimed steps first");
+  train->add_option("--precision", t->precision, "matmul precision: f32 or bf16");
+  auto g = std::make_shared<BenchGemmOptions>();
+  CLI::App* gemm_cmd = app.add_subcommand("gemm", "measure square GEMM throughput");
+  gemm_cmd->add_option("--size", g->size, "matrix size n (n x n x n)");
+  gemm_cmd->add_option("--reps", g->reps, "timed repetitions");
+  gemm_cmd->add_option("--precision", g->precision, "f32 or bf16");
+  return [&app, t, g, train]() {
+    if (train->parsed()) return run_train(*t);
+    return run_gemm(*g);
+  };
+}
+
+}  // namespace distill::cli

@@ -1,0 +1,51 @@
+// distill: knowledge distillation for language models. `distill --help` lists the verbs.
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <new>
+
+#include "cli/verbs.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"distill: train, distill, evaluate and export language models on the CPU"};
+  app.require_subcommand(1);
+  app.set_config("--config", "", "TOML file of option values (flags win); sections per verb");
+  int threads = 0;
+  app.add_option("--threads", threads, "worker threads (0: OMP_NUM_THREADS or all cores)")
+      ->capture_default_str();
+  app.option_defaults()->always_capture_default();
+  std::map<CLI::App*, distill::cli::VerbRun> verbs;
+  auto add = [&](const char* name, const char* help, auto adder) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    verbs[sub] = adder(*sub);
+  };
+  add("pretrain", "train a model from scratch on text files", distill::cli::add_pretrain);
+  add("sample", "generate text from a model directory", distill::cli::add_sample);
+  add("inspect", "print a model directory's config and parameters", distill::cli::add_inspect);
+  add("bench", "measure training throughput and GEMM peak (see scripts/bench)",
+      distill::cli::add_bench);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (threads > 0) omp_set_num_threads(threads);
+  try {
+    for (CLI::App* sub : app.get_subcommands())
+      if (verbs.count(sub)) return verbs[sub]();
+    return 1;
+  } catch (const distill::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 1;
+}

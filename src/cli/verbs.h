@@ -1,0 +1,16 @@
+// Each verb registers its options on a CLI11 subcommand and returns the function that runs it.
+// Only src/cli prints and picks exit codes.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace distill::cli {
+
+using VerbRun = std::function<int()>;
+
+VerbRun add_pretrain(CLI::App& app);
+VerbRun add_sample(CLI::App& app);
+VerbRun add_bench(CLI::App& app);
+VerbRun add_inspect(CLI::App& app);
+
+}  // namespace distill::cli
