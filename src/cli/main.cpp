@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "worker threads (0: OMP_NUM_THREADS or all cores)")
       ->capture_default_str();
   app.option_defaults()->always_capture_default();
+  app.fallthrough();  // root options (--threads, --config) may follow the verb
   std::map<CLI::App*, distill::cli::VerbRun> verbs;
   auto add = [&](const char* name, const char* help, auto adder) {
     CLI::App* sub = app.add_subcommand(name, help);
