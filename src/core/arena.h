@@ -2,6 +2,7 @@
 // 64-byte-aligned allocation, carved into tensors (as in llm.c), so they are easy to zero,
 // checkpoint and (later) all-reduce as one block.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -24,7 +25,7 @@ class FloatBuffer {
     zero();
   }
   void zero() {
-    if (size_) std::memset(data_.get(), 0, size_ * sizeof(float));
+    std::fill(data_.get(), data_.get() + size_, 0.0f);
   }
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }

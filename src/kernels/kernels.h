@@ -53,6 +53,7 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 
 // General row-major GEMM used by the kernels above and by attention:
 // C (M,N) = alpha * op(A) @ op(B) + beta * C, op(X) = X^T when trans_x. lda/ldb/ldc are row strides.
+// beta must be 0 (overwrite) or 1 (accumulate): the only two the kernels need.
 // Runs single-threaded when called inside an OpenMP parallel region.
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc,

@@ -1,0 +1,100 @@
+// Activations: GELU (tanh approximation) and SwiGLU, forward and backward.
+#include <bit>
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace distill {
+namespace {
+
+// exp(x) to ~1 ulp, written so GCC vectorizes it inside the loops below: glibc's vector expf is
+// only called under -ffast-math, which we do not use, and a scalar expf per element would make
+// these memory-bound kernels compute-bound. x = k ln2 + r with |r| <= ln2/2 (ln2 split in two
+// for an exact k*ln2), exp(r) by its degree-7 Taylor polynomial (truncation < 6e-9 relative), and
+// 2^k built in the exponent bits. Inputs are clamped to [-87, 88] so 2^k stays a normal float;
+// callers only use exp inside 1/(1+exp(.)), where the clamp changes nothing at fp32 precision.
+inline float exp_fast(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  // k = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer (std::floor and
+  // std::nearbyint are not vectorized by GCC 12 without -ffast-math).
+  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float scale = std::bit_cast<float>((int32_t(k) + 127) << 23);
+  return p * scale;
+}
+
+// 0.5 (1 + tanh(u)) == sigmoid(2u): one exp and no cancellation near tanh(u) = -1.
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluA = 0.044715f;
+
+}  // namespace
+
+// out (n) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x * sigmoid(2u).
+void gelu_forward(float* out, const float* inp, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const float x = inp[i];
+    const float u = kGeluK * (x + kGeluA * x * x * x);
+    out[i] = x / (1.0f + exp_fast(-2.0f * u));
+  }
+}
+
+// dinp (n) += dout * d/dx [x s] with s = sigmoid(2u) = 1/(1+e), e = exp(-2u):
+// s + x * 2 s (1 - s) * du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const float x = inp[i];
+    const float u = kGeluK * (x + kGeluA * x * x * x);
+    const float e = exp_fast(-2.0f * u);
+    const float s = 1.0f / (1.0f + e);
+    const float du = kGeluK * (1.0f + 3.0f * kGeluA * x * x);
+    // 1 - s = e s (<= 1) avoids the cancellation in 1 - s where s rounds to 1 (large x), and is
+    // formed first so that a clamped e ~ 1e38 cannot overflow (large negative x).
+    const float one_minus_s = e * s;
+    dinp[i] += dout[i] * (s + 2.0f * x * one_minus_s * s * du);
+  }
+}
+
+// gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
+void swiglu_forward(float* out, const float* gate_up, int N, int F) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const float* g = gate_up + long(n) * 2 * F;
+    const float* u = g + F;
+    float* o = out + long(n) * F;
+#pragma omp simd
+    for (int i = 0; i < F; ++i) o[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
+  }
+}
+
+// dgate += dout * up * silu'(g), silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g) = 1/(1+e),
+// e = exp(-g); dup += dout * silu(g). dgate_up (N,2F) laid out as gate_up.
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const float* g = gate_up + long(n) * 2 * F;
+    const float* u = g + F;
+    const float* d = dout + long(n) * F;
+    float* dg = dgate_up + long(n) * 2 * F;
+    float* du = dg + F;
+#pragma omp simd
+    for (int i = 0; i < F; ++i) {
+      const float e = exp_fast(-g[i]);
+      const float s = 1.0f / (1.0f + e);
+      const float one_minus_s = e * s;  // see gelu_backward
+      dg[i] += d[i] * u[i] * s * (1.0f + g[i] * one_minus_s);
+      du[i] += d[i] * g[i] * s;
+    }
+  }
+}
+
+}  // namespace distill

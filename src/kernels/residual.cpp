@@ -1,0 +1,28 @@
+// Residual connection: out = a + b.
+#include "kernels/kernels.h"
+
+namespace distill {
+
+// out, a, b (n). out may alias a or b (in-place residual add).
+void residual_forward(float* out, const float* a, const float* b, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// da += dout, db += dout (either may be null). One pass over dout when both are wanted.
+void residual_backward(float* da, float* db, const float* dout, size_t n) {
+  if (da && db) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; ++i) {
+      const float d = dout[i];
+      da[i] += d;
+      db[i] += d;
+    }
+  } else if (da || db) {
+    float* g = da ? da : db;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; ++i) g[i] += dout[i];
+  }
+}
+
+}  // namespace distill

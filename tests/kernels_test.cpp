@@ -1,0 +1,965 @@
+// Kernel tests: every kernel of kernels/kernels.h is checked
+//  (a) against its naive oracle in kernels/ref over odd sizes, forward outputs and backward
+//      gradients (backward into pre-filled random gradients, so += is checked, not =);
+//  (b) against central finite differences of its own forward (L = sum(out * R), R random);
+//  (c) on edge cases (masking, null pointers, GQA mapping, RoPE identities, determinism).
+//
+// Tolerance for (a): per element |got - want| <= rtol * (1 + |want|), rtol = 1e-5 * sqrt(K),
+// K the total length of the sums behind the element (1 for element-wise ops). Rounding errors of a
+// K-term fp32 sum with random signs grow like sqrt(K) * 6e-8, so this leaves ~100x headroom (the
+// worst case seen is ~0.02 of the tolerance), and Tolerance.CatchesPerturbation shows a 1e-3
+// change of one input is still caught. BF16 attention against the exact reference: rtol 2e-2.
+// Tolerance for (b): |fd - analytic| <= 1e-2 |analytic| + 1e-3 (see fd_worst).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <numbers>
+#include <random>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "kernels/ref/ref_all.inc"
+
+namespace distill {
+namespace {
+
+using Vec = std::vector<float>;
+using Ids = std::vector<int32_t>;
+
+Vec uniform(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  Vec v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+Ids random_ids(size_t n, int V, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> d(0, V - 1);
+  Ids v(n);
+  for (int32_t& x : v) x = d(rng);
+  return v;
+}
+
+double rtol_for(double K) { return 1e-5 * std::sqrt(std::max(1.0, K)); }
+
+// Largest |got - want| / (rtol (1 + |want|)) over the elements; NaN counts as infinitely wrong.
+struct Worst {
+  double ratio = 0.0;
+  size_t index = 0;
+  double got = 0.0, want = 0.0;
+};
+Worst worst_error(const Vec& got, const Vec& want, double rtol) {
+  Worst w;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double r = std::fabs(double(got[i]) - want[i]) / (rtol * (1.0 + std::fabs(want[i])));
+    if (std::isnan(r)) r = INFINITY;
+    if (r > w.ratio) w = {r, i, got[i], want[i]};
+  }
+  return w;
+}
+
+void expect_close(const char* what, const Vec& got, const Vec& want, double rtol) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const Worst w = worst_error(got, want, rtol);
+  EXPECT_LE(w.ratio, 1.0) << what << ": worst element " << w.index << " got " << w.got
+                          << " want " << w.want << " |err| " << std::fabs(w.got - w.want)
+                          << " = " << w.ratio << " x tolerance (rtol " << rtol << ")";
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += double(a[i]) * b[i];
+  return s;
+}
+
+// Central differences of loss() at `samples` random coordinates of x, against `analytic`.
+// Step 1e-2 on O(1) inputs; the step actually taken is (x+h) - (x-h) after fp32 rounding. The
+// truncation error O(h^2 f''') is ~1e-5 here, and fp32 rounding of the changed outputs, summed in
+// double, adds < 1e-4 after dividing by 2h, so |fd - analytic| <= 1e-2 |analytic| + 1e-3 has
+// headroom yet fails for a gradient off by a few percent (FiniteDifferenceCatchesWrongGradient).
+double fd_worst(Vec& x, const Vec& analytic, const std::function<double()>& loss,
+                std::mt19937& rng, int samples = 8) {
+  std::uniform_int_distribution<size_t> pick(0, x.size() - 1);
+  double worst = 0.0;
+  for (int s = 0; s < samples; ++s) {
+    const size_t i = pick(rng);
+    const float x0 = x[i];
+    const float xp = x0 + 1e-2f, xm = x0 - 1e-2f;
+    x[i] = xp;
+    const double lp = loss();
+    x[i] = xm;
+    const double lm = loss();
+    x[i] = x0;
+    const double fd = (lp - lm) / (double(xp) - xm);
+    const double r = std::fabs(fd - analytic[i]) / (1e-2 * std::fabs(analytic[i]) + 1e-3);
+    worst = std::isnan(r) ? INFINITY : std::max(worst, r);
+  }
+  return worst;
+}
+
+void expect_fd(const char* what, Vec& x, const Vec& analytic,
+               const std::function<double()>& loss, std::mt19937& rng) {
+  EXPECT_LE(fd_worst(x, analytic, loss, rng), 1.0) << "finite differences vs backward: " << what;
+}
+
+bool bit_identical(const Vec& a, const Vec& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Each comparison below writes a kernel call once, as a lambda taking the function (the
+// optimized one or ref::) and its output buffers, so both run on identical arguments. An empty Vec
+// stands for a null pointer (an unwanted gradient or an absent bias).
+float* ptr(Vec& v) { return v.empty() ? nullptr : v.data(); }
+const float* ptr(const Vec& v) { return v.empty() ? nullptr : v.data(); }
+Vec none;
+
+// ---------------------------------------------------------------------------------------------
+// Embedding
+
+TEST(Embedding, MatchesReference) {
+  std::mt19937 rng(101);
+  for (int B : {1, 3})
+    for (int T : {1, 5, 17})
+      for (int C : {7, 24, 33})
+        for (int V : {13, 61})
+          for (bool pos : {false, true}) {
+            SCOPED_TRACE(fmt::format("B={} T={} C={} V={} wpe={}", B, T, C, V, pos));
+            const Ids ids = random_ids(size_t(B) * T, V, rng);
+            const Vec wte = uniform(size_t(V) * C, rng);
+            const Vec wpe = pos ? uniform(size_t(T + 2) * C, rng) : Vec{};
+            Vec out(size_t(B) * T * C), rout(out.size());
+            auto fwd = [&](auto fn, Vec& o) { fn(o.data(), ids.data(), wte.data(), ptr(wpe), B, T, C); };
+            fwd(embedding_forward, out);
+            fwd(ref::embedding_forward, rout);
+            expect_close("out", out, rout, rtol_for(1));
+            const Vec dout = uniform(out.size(), rng);
+            Vec dwte = uniform(wte.size(), rng), dwpe = uniform(wpe.size(), rng);
+            Vec rdwte = dwte, rdwpe = dwpe;
+            auto bwd = [&](auto fn, Vec& gte, Vec& gpe) {
+              fn(ptr(gte), ptr(gpe), dout.data(), ids.data(), B, T, C);
+            };
+            bwd(embedding_backward, dwte, dwpe);
+            bwd(ref::embedding_backward, rdwte, rdwpe);
+            expect_close("dwte", dwte, rdwte, rtol_for(B * T));
+            expect_close("dwpe", dwpe, rdwpe, rtol_for(B));
+          }
+}
+
+TEST(Embedding, FiniteDifferences) {
+  std::mt19937 rng(102);
+  const int B = 3, T = 5, C = 24, V = 13;
+  const Ids ids = random_ids(size_t(B) * T, V, rng);
+  Vec wte = uniform(size_t(V) * C, rng), wpe = uniform(size_t(T) * C, rng);
+  const Vec R = uniform(size_t(B) * T * C, rng);
+  Vec out(R.size());
+  auto loss = [&] {
+    embedding_forward(out.data(), ids.data(), wte.data(), wpe.data(), B, T, C);
+    return dot(out, R);
+  };
+  Vec gwte(wte.size(), 0.0f), gwpe(wpe.size(), 0.0f);
+  embedding_backward(gwte.data(), gwpe.data(), R.data(), ids.data(), B, T, C);
+  expect_fd("wte", wte, gwte, loss, rng);
+  expect_fd("wpe", wpe, gwpe, loss, rng);
+}
+
+TEST(Embedding, RejectsNegativeId) {
+  const Ids ids = {0, -1};
+  const Vec wte(4 * 3, 1.0f);
+  Vec out(2 * 3);
+  EXPECT_THROW(embedding_forward(out.data(), ids.data(), wte.data(), nullptr, 1, 2, 3), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm and RMSNorm
+
+const std::pair<int, int> kNormSizes[] = {{1, 7}, {5, 24}, {51, 33}, {257, 100}};
+
+TEST(LayerNorm, MatchesReference) {
+  std::mt19937 rng(201);
+  for (auto [N, C] : kNormSizes)
+    for (bool with_bias : {true, false}) {
+      SCOPED_TRACE(fmt::format("N={} C={} bias={}", N, C, with_bias));
+      const Vec x = uniform(size_t(N) * C, rng, -2.0f, 3.0f), w = uniform(C, rng);
+      const Vec b = with_bias ? uniform(C, rng) : Vec{};
+      Vec out(x.size()), mean(N), rstd(N), rout = out, rmean = mean, rrstd = rstd;
+      auto fwd = [&](auto fn, Vec& o, Vec& m, Vec& r) {
+        fn(o.data(), m.data(), r.data(), x.data(), w.data(), ptr(b), N, C, 1e-5f);
+      };
+      fwd(layernorm_forward, out, mean, rstd);
+      fwd(ref::layernorm_forward, rout, rmean, rrstd);
+      expect_close("out", out, rout, rtol_for(2 * C));
+      expect_close("mean", mean, rmean, rtol_for(C));
+      expect_close("rstd", rstd, rrstd, rtol_for(2 * C));
+      // Backward of both from the same (optimized) mean and rstd.
+      const Vec dout = uniform(x.size(), rng);
+      auto bwd = [&](auto fn, Vec& gx, Vec& gw, Vec& gb) {
+        fn(ptr(gx), ptr(gw), ptr(gb), dout.data(), x.data(), w.data(), mean.data(), rstd.data(),
+           N, C);
+      };
+      Vec dx = uniform(x.size(), rng), dw = uniform(C, rng), db = uniform(C, rng);
+      Vec rdx = dx, rdw = dw, rdb = db;
+      bwd(layernorm_backward, dx, dw, db);
+      bwd(ref::layernorm_backward, rdx, rdw, rdb);
+      expect_close("dinp", dx, rdx, rtol_for(2 * C));
+      expect_close("dweight", dw, rdw, rtol_for(N));
+      expect_close("dbias", db, rdb, rtol_for(N));
+      // Null gradients are skipped and do not change the others.
+      Vec dw2 = uniform(C, rng), rdw2 = dw2;
+      bwd(layernorm_backward, none, dw2, none);
+      bwd(ref::layernorm_backward, none, rdw2, none);
+      expect_close("dweight only", dw2, rdw2, rtol_for(N));
+    }
+}
+
+TEST(LayerNorm, FiniteDifferences) {
+  std::mt19937 rng(202);
+  const int N = 5, C = 33;
+  Vec x = uniform(size_t(N) * C, rng), w = uniform(C, rng), b = uniform(C, rng);
+  const Vec R = uniform(x.size(), rng);
+  Vec out(x.size()), mean(N), rstd(N);
+  auto loss = [&] {
+    layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C,
+                      1e-5f);
+    return dot(out, R);
+  };
+  loss();
+  Vec gx(x.size(), 0.0f), gw(C, 0.0f), gb(C, 0.0f);
+  layernorm_backward(gx.data(), gw.data(), gb.data(), R.data(), x.data(), w.data(), mean.data(),
+                     rstd.data(), N, C);
+  expect_fd("inp", x, gx, loss, rng);
+  expect_fd("weight", w, gw, loss, rng);
+  expect_fd("bias", b, gb, loss, rng);
+}
+
+TEST(RMSNorm, MatchesReference) {
+  std::mt19937 rng(203);
+  for (auto [N, C] : kNormSizes) {
+    SCOPED_TRACE(fmt::format("N={} C={}", N, C));
+    const Vec x = uniform(size_t(N) * C, rng, -2.0f, 3.0f), w = uniform(C, rng);
+    Vec out(x.size()), rstd(N), rout = out, rrstd = rstd;
+    auto fwd = [&](auto fn, Vec& o, Vec& r) { fn(o.data(), r.data(), x.data(), w.data(), N, C, 1e-6f); };
+    fwd(rmsnorm_forward, out, rstd);
+    fwd(ref::rmsnorm_forward, rout, rrstd);
+    expect_close("out", out, rout, rtol_for(C));
+    expect_close("rstd", rstd, rrstd, rtol_for(C));
+    const Vec dout = uniform(x.size(), rng);
+    auto bwd = [&](auto fn, Vec& gx, Vec& gw) {
+      fn(ptr(gx), ptr(gw), dout.data(), x.data(), w.data(), rstd.data(), N, C);
+    };
+    Vec dx = uniform(x.size(), rng), dw = uniform(C, rng), rdx = dx, rdw = dw;
+    bwd(rmsnorm_backward, dx, dw);
+    bwd(ref::rmsnorm_backward, rdx, rdw);
+    expect_close("dinp", dx, rdx, rtol_for(C));
+    expect_close("dweight", dw, rdw, rtol_for(N));
+    Vec dx2 = uniform(x.size(), rng), rdx2 = dx2;
+    bwd(rmsnorm_backward, dx2, none);
+    bwd(ref::rmsnorm_backward, rdx2, none);
+    expect_close("dinp only", dx2, rdx2, rtol_for(C));
+  }
+}
+
+TEST(RMSNorm, FiniteDifferences) {
+  std::mt19937 rng(204);
+  const int N = 5, C = 33;
+  Vec x = uniform(size_t(N) * C, rng), w = uniform(C, rng);
+  const Vec R = uniform(x.size(), rng);
+  Vec out(x.size()), rstd(N);
+  auto loss = [&] {
+    rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
+    return dot(out, R);
+  };
+  loss();
+  Vec gx(x.size(), 0.0f), gw(C, 0.0f);
+  rmsnorm_backward(gx.data(), gw.data(), R.data(), x.data(), w.data(), rstd.data(), N, C);
+  expect_fd("inp", x, gx, loss, rng);
+  expect_fd("weight", w, gw, loss, rng);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul and GEMM
+
+TEST(Matmul, MatchesReference) {
+  std::mt19937 rng(301);
+  const struct { int N, IC, OC; } sizes[] = {
+      {1, 7, 13}, {5, 33, 24}, {51, 24, 61}, {17, 64, 33}, {130, 96, 80}};
+  for (auto [N, IC, OC] : sizes)
+    for (bool with_bias : {true, false})
+      for (MatmulPrecision prec : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
+        SCOPED_TRACE(fmt::format("N={} IC={} OC={} bias={} bf16={}", N, IC, OC, with_bias,
+                                 prec == MatmulPrecision::BF16));
+        const Vec x = uniform(size_t(N) * IC, rng), w = uniform(size_t(OC) * IC, rng);
+        const Vec b = with_bias ? uniform(OC, rng) : Vec{};
+        Vec out(size_t(N) * OC), rout(out.size());
+        auto fwd = [&](auto fn, Vec& o) { fn(o.data(), x.data(), w.data(), ptr(b), N, IC, OC, prec); };
+        fwd(matmul_forward, out);
+        fwd(ref::matmul_forward, rout);
+        expect_close("out", out, rout, rtol_for(IC));
+        const Vec dout = uniform(out.size(), rng);
+        auto bwd = [&](auto fn, Vec& gx, Vec& gw, Vec& gb) {
+          fn(ptr(gx), ptr(gw), ptr(gb), dout.data(), x.data(), w.data(), N, IC, OC, prec);
+        };
+        Vec dx = uniform(x.size(), rng), dw = uniform(w.size(), rng), db = uniform(OC, rng);
+        Vec rdx = dx, rdw = dw, rdb = db;
+        bwd(matmul_backward, dx, dw, db);
+        bwd(ref::matmul_backward, rdx, rdw, rdb);
+        expect_close("dinp", dx, rdx, rtol_for(OC));
+        expect_close("dweight", dw, rdw, rtol_for(N));
+        expect_close("dbias", db, rdb, rtol_for(N));
+        // Each gradient alone, the others null.
+        Vec dx1 = dx, dw1 = dw, db1 = db;
+        bwd(matmul_backward, dx1, none, none);
+        bwd(matmul_backward, none, dw1, none);
+        bwd(matmul_backward, none, none, db1);
+        bwd(ref::matmul_backward, rdx, rdw, rdb);
+        expect_close("dinp alone", dx1, rdx, rtol_for(OC));
+        expect_close("dweight alone", dw1, rdw, rtol_for(N));
+        expect_close("dbias alone", db1, rdb, rtol_for(N));
+      }
+}
+
+TEST(Matmul, FiniteDifferences) {
+  std::mt19937 rng(302);
+  const int N = 5, IC = 33, OC = 24;
+  Vec x = uniform(size_t(N) * IC, rng), w = uniform(size_t(OC) * IC, rng), b = uniform(OC, rng);
+  const Vec R = uniform(size_t(N) * OC, rng);
+  Vec out(R.size());
+  auto loss = [&] {
+    matmul_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC);
+    return dot(out, R);
+  };
+  Vec gx(x.size(), 0.0f), gw(w.size(), 0.0f), gb(OC, 0.0f);
+  matmul_backward(gx.data(), gw.data(), gb.data(), R.data(), x.data(), w.data(), N, IC, OC);
+  expect_fd("inp", x, gx, loss, rng);
+  expect_fd("weight", w, gw, loss, rng);
+  expect_fd("bias", b, gb, loss, rng);
+}
+
+// gemm with every transpose combination, padded leading dimensions (the padding columns of C
+// must not be written: the reference leaves them), alpha != 1 and beta in {0, 1} (the values
+// matmul.cpp's gemm accepts).
+TEST(Gemm, MatchesReference) {
+  std::mt19937 rng(303);
+  const struct { int M, N, K; } sizes[] = {{1, 1, 1}, {7, 13, 5}, {33, 17, 61}, {64, 48, 96}};
+  for (auto [M, N, K] : sizes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.0f, 1.0f})
+          for (MatmulPrecision prec : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
+            SCOPED_TRACE(fmt::format("M={} N={} K={} ta={} tb={} beta={} bf16={}", M, N, K, ta,
+                                     tb, beta, prec == MatmulPrecision::BF16));
+            const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 5;
+            const Vec A = uniform(size_t(ta ? K : M) * lda, rng);
+            const Vec Bm = uniform(size_t(tb ? N : K) * ldb, rng);
+            Vec C = uniform(size_t(M) * ldc, rng), rC = C;
+            auto run = [&](auto fn, Vec& c) {
+              fn(ta, tb, M, N, K, 0.75f, A.data(), lda, Bm.data(), ldb, beta, c.data(), ldc, prec);
+            };
+            run(gemm, C);
+            run(ref::gemm, rC);
+            expect_close("C", C, rC, rtol_for(K));
+          }
+}
+
+// Called from inside a parallel region (as attention does), each thread on its own C.
+TEST(Gemm, InsideParallelRegion) {
+  std::mt19937 rng(304);
+  const int M = 17, N = 24, K = 33, threads = 4;
+  const Vec A = uniform(size_t(M) * K, rng), Bm = uniform(size_t(K) * N, rng);
+  std::vector<Vec> C(threads, Vec(size_t(M) * N, 0.0f));
+  Vec want(size_t(M) * N);
+  ref::gemm(false, false, M, N, K, 1.0f, A.data(), K, Bm.data(), N, 0.0f, want.data(), N);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; ++t)
+    gemm(false, false, M, N, K, 1.0f, A.data(), K, Bm.data(), N, 0.0f, C[t].data(), N);
+  for (int t = 0; t < threads; ++t) expect_close("C", C[t], want, rtol_for(K));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heads
+
+const std::pair<int, int> kHeads[] = {{4, 4}, {4, 2}, {6, 1}};  // (NH, NKV)
+
+TEST(Heads, MatchesReference) {
+  std::mt19937 rng(401);
+  for (int B : {1, 3})
+    for (int T : {1, 5, 17})
+      for (auto [NH, NKV] : kHeads)
+        for (int HD : {8, 16}) {
+          SCOPED_TRACE(fmt::format("B={} T={} NH={} NKV={} HD={}", B, T, NH, NKV, HD));
+          const size_t nq = size_t(B) * NH * T * HD, nkv = size_t(B) * NKV * T * HD;
+          const Vec qkv = uniform(nq + 2 * nkv, rng);
+          Vec q(nq), k(nkv), v(nkv), rq(nq), rk(nkv), rv(nkv);
+          auto split = [&](auto fn, Vec& a, Vec& b, Vec& c) {
+            fn(a.data(), b.data(), c.data(), qkv.data(), B, T, NH, NKV, HD);
+          };
+          split(split_heads_forward, q, k, v);
+          split(ref::split_heads_forward, rq, rk, rv);
+          expect_close("q", q, rq, rtol_for(1));
+          expect_close("k", k, rk, rtol_for(1));
+          expect_close("v", v, rv, rtol_for(1));
+          Vec dqkv = uniform(qkv.size(), rng), rdqkv = dqkv;
+          auto split_bwd = [&](auto fn, Vec& g, const Vec& a, const Vec& b, const Vec& c) {
+            fn(g.data(), ptr(a), ptr(b), ptr(c), B, T, NH, NKV, HD);
+          };
+          split_bwd(split_heads_backward, dqkv, q, k, v);  // any (nq, nkv, nkv) data will do
+          split_bwd(ref::split_heads_backward, rdqkv, q, k, v);
+          expect_close("dqkv", dqkv, rdqkv, rtol_for(1));
+          split_bwd(split_heads_backward, dqkv, none, v, none);
+          split_bwd(ref::split_heads_backward, rdqkv, none, v, none);
+          expect_close("dqkv (dk only)", dqkv, rdqkv, rtol_for(1));
+          Vec out(nq), rout(nq), dx = uniform(nq, rng), rdx = dx;
+          merge_heads_forward(out.data(), q.data(), B, T, NH, HD);
+          ref::merge_heads_forward(rout.data(), q.data(), B, T, NH, HD);
+          expect_close("merged", out, rout, rtol_for(1));
+          merge_heads_backward(dx.data(), out.data(), B, T, NH, HD);
+          ref::merge_heads_backward(rdx.data(), out.data(), B, T, NH, HD);
+          expect_close("dx", dx, rdx, rtol_for(1));
+        }
+}
+
+TEST(Heads, FiniteDifferences) {
+  std::mt19937 rng(402);
+  const int B = 3, T = 5, NH = 4, NKV = 2, HD = 8;
+  const size_t nq = size_t(B) * NH * T * HD, nkv = size_t(B) * NKV * T * HD;
+  Vec qkv = uniform(nq + 2 * nkv, rng), x = uniform(nq, rng), q(nq), k(nkv), v(nkv), out(nq);
+  const Vec Rq = uniform(nq, rng), Rk = uniform(nkv, rng), Rv = uniform(nkv, rng);
+  auto split_loss = [&] {
+    split_heads_forward(q.data(), k.data(), v.data(), qkv.data(), B, T, NH, NKV, HD);
+    return dot(q, Rq) + dot(k, Rk) + dot(v, Rv);
+  };
+  auto merge_loss = [&] {
+    merge_heads_forward(out.data(), x.data(), B, T, NH, HD);
+    return dot(out, Rq);
+  };
+  Vec g(qkv.size(), 0.0f), gx(nq, 0.0f);
+  split_heads_backward(g.data(), Rq.data(), Rk.data(), Rv.data(), B, T, NH, NKV, HD);
+  merge_heads_backward(gx.data(), Rq.data(), B, T, NH, HD);
+  expect_fd("qkv", qkv, g, split_loss, rng);
+  expect_fd("x", x, gx, merge_loss, rng);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+TEST(Rope, InvFreqMatchesReference) {
+  using Type = RopeScaling::Type;
+  const RopeScaling none, linear{Type::Linear, 4.0f}, llama3{Type::Llama3, 8.0f, 1.0f, 4.0f, 8192},
+      llama3_small{Type::Llama3, 32.0f, 1.0f, 4.0f, 64};
+  for (const RopeScaling* s : {&none, &linear, &llama3, &llama3_small})
+    for (int HD : {8, 16, 64, 128})
+      for (float theta : {10000.0f, 500000.0f}) {
+        SCOPED_TRACE(fmt::format("type={} HD={} theta={}", int(s->type), HD, theta));
+        Vec f(HD / 2), rf(HD / 2);
+        rope_inv_freq(f.data(), HD, theta, *s);
+        ref::rope_inv_freq(rf.data(), HD, theta, *s);
+        expect_close("inv_freq", f, rf, 1e-6);
+      }
+}
+
+// Llama 3.1 8B: theta 500000, head_dim 128, factor 8, low/high_freq_factor 1/4, original 8192:
+// low_freq_wavelen = 8192, high_freq_wavelen = 2048.
+TEST(Rope, InvFreqLlama3HandComputed) {
+  const RopeScaling s{RopeScaling::Type::Llama3, 8.0f, 1.0f, 4.0f, 8192};
+  Vec f(64);
+  rope_inv_freq(f.data(), 128, 500000.0f, s);
+  // i = 0: inv_freq 1, wavelen 2 pi < 2048: high frequency, unchanged.
+  EXPECT_FLOAT_EQ(f[0], 1.0f);
+  // i = 20: 500000^(-40/128) = 0.0165604..., wavelen 379.4 < 2048: unchanged.
+  EXPECT_NEAR(f[20], 0.016560440080994446, 1e-6 * 0.01656);
+  // i = 32: 500000^(-1/2) = 1.41421e-3, wavelen 4442.88 in [2048, 8192]: medium,
+  // smooth = (8192/4442.88 - 1)/(4 - 1) = 0.281283, inv = (1 - smooth) inv/8 + smooth inv.
+  const double base = 1.0 / std::sqrt(500000.0);
+  const double smooth = (8192.0 / (2.0 * std::numbers::pi / base) - 1.0) / 3.0;
+  EXPECT_NEAR(smooth, 0.281283, 1e-6);
+  EXPECT_NEAR(f[32], (1.0 - smooth) * base / 8.0 + smooth * base, 1e-6 * 5.25e-4);
+  EXPECT_NEAR(f[32], 5.248461609929547e-4, 1e-6 * 5.25e-4);
+  // i = 40: 500000^(-80/128) = 2.74248e-4, wavelen 22910.6 > 8192: low, divided by 8.
+  EXPECT_NEAR(f[40], 3.428102195952591e-05, 1e-6 * 3.43e-5);
+  // i = 63: 500000^(-126/128) / 8.
+  EXPECT_NEAR(f[63], 3.068925988914511e-07, 1e-6 * 3.07e-7);
+  // Linear scaling divides every frequency by the factor.
+  Vec lin(64), plain(64);
+  rope_inv_freq(lin.data(), 128, 500000.0f, {RopeScaling::Type::Linear, 8.0f});
+  rope_inv_freq(plain.data(), 128, 500000.0f, {});
+  for (int i = 0; i < 64; ++i) EXPECT_NEAR(lin[i], plain[i] / 8.0, 1e-6 * plain[i] / 8.0);
+  EXPECT_THROW(rope_inv_freq(plain.data(), 7, 10000.0f, {}), Error);
+}
+
+TEST(Rope, MatchesReference) {
+  std::mt19937 rng(501);
+  for (int B : {1, 3})
+    for (int H : {1, 4, 6})
+      for (int T : {1, 5, 17})
+        for (int HD : {8, 16})
+          for (int pos0 : {0, 1000}) {
+            SCOPED_TRACE(fmt::format("B={} H={} T={} HD={} pos0={}", B, H, T, HD, pos0));
+            Vec f(HD / 2);
+            rope_inv_freq(f.data(), HD, 10000.0f, {});
+            Vec c(size_t(T) * HD / 2), s(c.size()), rc(c.size()), rs(c.size());
+            rope_table(c.data(), s.data(), f.data(), T, HD, pos0);
+            ref::rope_table(rc.data(), rs.data(), f.data(), T, HD, pos0);
+            expect_close("cos", c, rc, rtol_for(1));
+            expect_close("sin", s, rs, rtol_for(1));
+            const Vec x0 = uniform(size_t(B) * H * T * HD, rng);
+            Vec x = x0, rx = x0;
+            rope_forward(x.data(), c.data(), s.data(), B, H, T, HD);
+            ref::rope_forward(rx.data(), c.data(), s.data(), B, H, T, HD);
+            expect_close("forward", x, rx, rtol_for(2));
+            Vec d = x0, rd = x0;
+            rope_backward(d.data(), c.data(), s.data(), B, H, T, HD);
+            ref::rope_backward(rd.data(), c.data(), s.data(), B, H, T, HD);
+            expect_close("backward", d, rd, rtol_for(2));
+          }
+}
+
+TEST(Rope, Identities) {
+  std::mt19937 rng(502);
+  const int B = 2, H = 3, T = 9, HD = 16;
+  Vec f(HD / 2), c(size_t(T) * HD / 2), s(c.size());
+  rope_inv_freq(f.data(), HD, 10000.0f, {});
+  rope_table(c.data(), s.data(), f.data(), T, HD, 0);
+  const Vec x0 = uniform(size_t(B) * H * T * HD, rng);
+  Vec x = x0;
+  rope_forward(x.data(), c.data(), s.data(), B, H, T, HD);
+  // Position 0 (t = 0 with pos0 = 0) is the identity, exactly.
+  for (int bh = 0; bh < B * H; ++bh)
+    for (int d = 0; d < HD; ++d)
+      EXPECT_EQ(x[size_t(bh) * T * HD + d], x0[size_t(bh) * T * HD + d]) << bh << "," << d;
+  // A rotation preserves each pair's norm, and the backward (transpose) undoes the forward.
+  rope_backward(x.data(), c.data(), s.data(), B, H, T, HD);
+  expect_close("backward(forward(x))", x, x0, 1e-6);
+}
+
+TEST(Rope, FiniteDifferences) {
+  std::mt19937 rng(503);
+  const int B = 2, H = 3, T = 5, HD = 8;
+  Vec f(HD / 2), c(size_t(T) * HD / 2), s(c.size());
+  rope_inv_freq(f.data(), HD, 10000.0f, {});
+  rope_table(c.data(), s.data(), f.data(), T, HD, 7);
+  Vec x = uniform(size_t(B) * H * T * HD, rng);
+  const Vec R = uniform(x.size(), rng);
+  Vec y(x.size());
+  auto loss = [&] {
+    y = x;
+    rope_forward(y.data(), c.data(), s.data(), B, H, T, HD);
+    return dot(y, R);
+  };
+  Vec g = R;  // rope_backward rotates in place: dx = R^T dout
+  rope_backward(g.data(), c.data(), s.data(), B, H, T, HD);
+  expect_fd("x", x, g, loss, rng);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+struct AttentionData {
+  int B, T, NH, NKV, HD;
+  Vec q, k, v;
+  size_t nq() const { return size_t(B) * NH * T * HD; }
+  size_t natt() const { return size_t(B) * NH * T * T; }
+};
+
+// q, k in [-2, 2]: scores of O(1), so the softmax is far from uniform.
+AttentionData make_attention(int B, int T, int NH, int NKV, int HD, std::mt19937& rng) {
+  const size_t nq = size_t(B) * NH * T * HD, nkv = size_t(B) * NKV * T * HD;
+  return {B, T, NH, NKV, HD, uniform(nq, rng, -2, 2), uniform(nkv, rng, -2, 2), uniform(nkv, rng)};
+}
+
+// BF16 mode is compared with the exact reference too: bf16 keeps 8 significant bits (relative
+// rounding 2^-9 = 2e-3 per operand), so its stated tolerance is rtol 2e-2.
+TEST(Attention, MatchesReference) {
+  std::mt19937 rng(601);
+  for (int B : {1, 3})
+    for (int T : {1, 5, 17})
+      for (auto [NH, NKV] : kHeads)
+        for (int HD : {8, 16})
+          for (MatmulPrecision prec : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
+            const bool bf16 = prec == MatmulPrecision::BF16;
+            SCOPED_TRACE(fmt::format("B={} T={} NH={} NKV={} HD={} bf16={}", B, T, NH, NKV, HD,
+                                     bf16));
+            const AttentionData a = make_attention(B, T, NH, NKV, HD, rng);
+            Vec out(a.nq()), att(a.natt()), rout(a.nq()), ratt(a.natt());
+            auto fwd = [&](auto fn, Vec& o, Vec& p) {
+              fn(o.data(), p.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV, HD, prec);
+            };
+            fwd(attention_forward, out, att);
+            fwd(ref::attention_forward, rout, ratt);
+            // att: HD-term dot products, then a T-term softmax sum; out adds a T-term sum.
+            expect_close("att", att, ratt, bf16 ? 2e-2 : rtol_for(HD + T));
+            expect_close("out", out, rout, bf16 ? 2e-2 : rtol_for(HD + 2 * T));
+            // Backward of both from the reference att; datt is scratch and not compared.
+            const Vec dout = uniform(a.nq(), rng);
+            auto bwd = [&](auto fn, Vec& gq, Vec& gk, Vec& gv) {
+              Vec datt(a.natt());
+              fn(ptr(gq), ptr(gk), ptr(gv), datt.data(), dout.data(), ratt.data(), a.q.data(),
+                 a.k.data(), a.v.data(), B, T, NH, NKV, HD, prec);
+            };
+            Vec dq = uniform(a.nq(), rng), dk = uniform(a.k.size(), rng);
+            Vec dv = uniform(a.v.size(), rng), rdq = dq, rdk = dk, rdv = dv;
+            bwd(attention_backward, dq, dk, dv);
+            bwd(ref::attention_backward, rdq, rdk, rdv);
+            // dq: HD (dP) + T (row dot) + T (dS K); dk, dv also sum over the group's heads.
+            const int group = NH / NKV;
+            expect_close("dq", dq, rdq, bf16 ? 2e-2 : rtol_for(HD + 2 * T));
+            expect_close("dk", dk, rdk, bf16 ? 2e-2 : rtol_for(HD + 2 * T * group));
+            expect_close("dv", dv, rdv, bf16 ? 2e-2 : rtol_for(T * group));
+            if (bf16) continue;
+            // Null gradients: dk alone.
+            Vec dk1 = dk;
+            bwd(attention_backward, none, dk1, none);
+            bwd(ref::attention_backward, none, rdk, none);
+            expect_close("dk alone", dk1, rdk, rtol_for(HD + 2 * T * group));
+          }
+}
+
+TEST(Attention, FiniteDifferences) {
+  std::mt19937 rng(603);
+  for (auto [NH, NKV] : kHeads) {
+    SCOPED_TRACE(fmt::format("NH={} NKV={}", NH, NKV));
+    const int B = 2, T = 7, HD = 8;
+    AttentionData a = make_attention(B, T, NH, NKV, HD, rng);
+    const Vec R = uniform(a.nq(), rng);
+    Vec out(a.nq()), att(a.natt()), datt(a.natt());
+    auto loss = [&] {
+      attention_forward(out.data(), att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV,
+                        HD);
+      return dot(out, R);
+    };
+    loss();
+    Vec gq(a.q.size(), 0.0f), gk(a.k.size(), 0.0f), gv(a.v.size(), 0.0f);
+    attention_backward(gq.data(), gk.data(), gv.data(), datt.data(), R.data(), att.data(),
+                       a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV, HD);
+    expect_fd("q", a.q, gq, loss, rng);
+    expect_fd("k", a.k, gk, loss, rng);
+    expect_fd("v", a.v, gv, loss, rng);
+  }
+}
+
+// Query head h must read kv head h / (NH/NKV): give kv head j the constant value j + 1 in v, so
+// every output of head h equals h / (NH/NKV) + 1 whatever the attention weights. Also: att rows
+// are probability vectors with zeros above the diagonal.
+TEST(Attention, GqaMappingAndCausalMask) {
+  std::mt19937 rng(604);
+  const int B = 2, T = 6, HD = 8;
+  for (auto [NH, NKV] : {std::pair{6, 2}, std::pair{6, 3}, std::pair{4, 1}, std::pair{4, 4}}) {
+    SCOPED_TRACE(fmt::format("NH={} NKV={}", NH, NKV));
+    AttentionData a = make_attention(B, T, NH, NKV, HD, rng);
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < NKV; ++j)
+        std::fill_n(a.v.begin() + (size_t(b) * NKV + j) * T * HD, T * HD, float(j + 1));
+    Vec out(a.nq()), att(a.natt());
+    attention_forward(out.data(), att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV,
+                      HD);
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < NH; ++h)
+        for (int i = 0; i < T * HD; ++i)
+          ASSERT_NEAR(out[(size_t(b) * NH + h) * T * HD + i], float(h / (NH / NKV) + 1), 1e-5)
+              << "b=" << b << " h=" << h;
+    for (size_t row = 0; row < size_t(B) * NH * T; ++row) {
+      const int t = int(row % T);
+      double sum = 0.0;
+      for (int s = 0; s < T; ++s) {
+        const float p = att[row * T + s];
+        if (s > t) {
+          ASSERT_EQ(p, 0.0f) << "above the diagonal, row " << row;
+        }
+        sum += p;
+      }
+      ASSERT_NEAR(sum, 1.0, 1e-5) << "row " << row;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations and residual
+
+void expect_gelu_matches(const Vec& x, const Vec& dout, Vec dx) {
+  Vec y(x.size()), ry(x.size()), rdx = dx;
+  gelu_forward(y.data(), x.data(), x.size());
+  ref::gelu_forward(ry.data(), x.data(), x.size());
+  expect_close("gelu", y, ry, rtol_for(1));
+  gelu_backward(dx.data(), x.data(), dout.data(), x.size());
+  ref::gelu_backward(rdx.data(), x.data(), dout.data(), x.size());
+  expect_close("gelu backward", dx, rdx, rtol_for(1));
+}
+
+void expect_swiglu_matches(const Vec& gate_up, const Vec& dout, Vec dgu, int N, int F) {
+  Vec y(dout.size()), ry(dout.size()), rdgu = dgu;
+  swiglu_forward(y.data(), gate_up.data(), N, F);
+  ref::swiglu_forward(ry.data(), gate_up.data(), N, F);
+  expect_close("swiglu", y, ry, rtol_for(1));
+  swiglu_backward(dgu.data(), dout.data(), gate_up.data(), N, F);
+  ref::swiglu_backward(rdgu.data(), dout.data(), gate_up.data(), N, F);
+  expect_close("swiglu backward", dgu, rdgu, rtol_for(1));
+}
+
+TEST(Activations, MatchesReference) {
+  std::mt19937 rng(701);
+  for (size_t n : {size_t(1), size_t(7), size_t(1000), size_t(100003)}) {
+    SCOPED_TRACE(fmt::format("gelu n={}", n));
+    expect_gelu_matches(uniform(n, rng, -8.0f, 8.0f), uniform(n, rng), uniform(n, rng));
+  }
+  for (int N : {1, 5, 51})
+    for (int F : {7, 33, 129}) {
+      SCOPED_TRACE(fmt::format("swiglu N={} F={}", N, F));
+      const size_t n = size_t(N) * F;
+      expect_swiglu_matches(uniform(2 * n, rng, -8, 8), uniform(n, rng), uniform(2 * n, rng), N, F);
+    }
+  // Far tails: the clamped exp must neither overflow nor give NaN (gelu(-1e4) = 0, ...).
+  SCOPED_TRACE("extreme inputs");
+  const Vec x = {-1e4f, -100, -20, -9.6f, -5, -1e-3f, 0, 1e-3f, 5, 20, 100, 1e4f};
+  const Vec ones(x.size(), 1.0f), zeros(2 * x.size(), 0.0f);
+  expect_gelu_matches(x, ones, Vec(x.size(), 0.0f));
+  Vec gate_up = x;  // gate = x, up = 1
+  gate_up.insert(gate_up.end(), x.size(), 1.0f);
+  expect_swiglu_matches(gate_up, ones, zeros, 1, int(x.size()));
+}
+
+TEST(Activations, FiniteDifferences) {
+  std::mt19937 rng(702);
+  const size_t n = 301;
+  Vec x = uniform(n, rng, -4.0f, 4.0f), y(n);
+  const Vec R = uniform(n, rng);
+  auto gelu_loss = [&] {
+    gelu_forward(y.data(), x.data(), n);
+    return dot(y, R);
+  };
+  Vec gx(n, 0.0f);
+  gelu_backward(gx.data(), x.data(), R.data(), n);
+  expect_fd("gelu", x, gx, gelu_loss, rng);
+  const int N = 5, F = 33;
+  Vec gu = uniform(size_t(N) * 2 * F, rng, -4.0f, 4.0f), out(size_t(N) * F);
+  const Vec Rs = uniform(out.size(), rng);
+  auto swiglu_loss = [&] {
+    swiglu_forward(out.data(), gu.data(), N, F);
+    return dot(out, Rs);
+  };
+  Vec ggu(gu.size(), 0.0f);
+  swiglu_backward(ggu.data(), Rs.data(), gu.data(), N, F);
+  expect_fd("swiglu", gu, ggu, swiglu_loss, rng);
+}
+
+TEST(Residual, MatchesReferenceAndGradients) {
+  std::mt19937 rng(703);
+  for (size_t n : {size_t(1), size_t(33), size_t(100003)}) {
+    SCOPED_TRACE(fmt::format("n={}", n));
+    Vec a = uniform(n, rng), b = uniform(n, rng), y(n), ry(n);
+    residual_forward(y.data(), a.data(), b.data(), n);
+    ref::residual_forward(ry.data(), a.data(), b.data(), n);
+    expect_close("out", y, ry, rtol_for(1));
+    const Vec dout = uniform(n, rng);
+    Vec da = uniform(n, rng), db = uniform(n, rng), rda = da, rdb = db;
+    residual_backward(da.data(), db.data(), dout.data(), n);
+    ref::residual_backward(rda.data(), rdb.data(), dout.data(), n);
+    expect_close("da", da, rda, rtol_for(1));
+    expect_close("db", db, rdb, rtol_for(1));
+    residual_backward(nullptr, db.data(), dout.data(), n);
+    ref::residual_backward(nullptr, rdb.data(), dout.data(), n);
+    expect_close("db only", db, rdb, rtol_for(1));
+    // In place: out aliases a.
+    Vec ai = a;
+    residual_forward(ai.data(), ai.data(), b.data(), n);
+    expect_close("in place", ai, ry, rtol_for(1));
+    auto loss = [&] {
+      residual_forward(y.data(), a.data(), b.data(), n);
+      return dot(y, dout);
+    };
+    expect_fd("a", a, dout, loss, rng);
+    expect_fd("b", b, dout, loss, rng);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy
+
+// Targets uniform in [0, V) with about a quarter masked (-100, HF's ignore_index).
+Ids ce_targets(int N, int V, std::mt19937& rng) {
+  Ids t = random_ids(N, V, rng);
+  std::bernoulli_distribution masked(0.25);
+  for (int32_t& x : t)
+    if (masked(rng)) x = -100;
+  return t;
+}
+
+TEST(CrossEntropy, MatchesReference) {
+  std::mt19937 rng(801);
+  for (int N : {1, 5, 51})
+    for (int V : {13, 61, 1001}) {
+      SCOPED_TRACE(fmt::format("N={} V={}", N, V));
+      const Vec logits = uniform(size_t(N) * V, rng, -6.0f, 6.0f);
+      const Ids tg = ce_targets(N, V, rng);
+      const Vec dl = uniform(N, rng);
+      Vec loss(N), lse(N), rloss(N), rlse(N);
+      crossentropy_forward(loss.data(), lse.data(), logits.data(), tg.data(), N, V);
+      ref::crossentropy_forward(rloss.data(), rlse.data(), logits.data(), tg.data(), N, V);
+      expect_close("losses", loss, rloss, rtol_for(V));
+      expect_close("lse", lse, rlse, rtol_for(V));
+      // Backward from the same (optimized) lse: the gradient itself is element-wise.
+      Vec d = uniform(logits.size(), rng), rd = d;
+      crossentropy_backward(d.data(), logits.data(), lse.data(), tg.data(), dl.data(), N, V);
+      ref::crossentropy_backward(rd.data(), logits.data(), lse.data(), tg.data(), dl.data(), N, V);
+      expect_close("dlogits", d, rd, rtol_for(1));
+      Vec fused = logits, rfused = logits, floss(N), rfloss(N);
+      crossentropy_fused(fused.data(), floss.data(), tg.data(), dl.data(), N, V);
+      ref::crossentropy_fused(rfused.data(), rfloss.data(), tg.data(), dl.data(), N, V);
+      expect_close("fused losses", floss, rfloss, rtol_for(V));
+      expect_close("fused dlogits", fused, rfused, rtol_for(V));
+    }
+}
+
+TEST(CrossEntropy, FiniteDifferences) {
+  std::mt19937 rng(802);
+  const int N = 7, V = 61;
+  Vec logits = uniform(size_t(N) * V, rng, -3.0f, 3.0f);
+  Ids tg = random_ids(N, V, rng);
+  tg[2] = -100;
+  const Vec dl = uniform(N, rng);
+  Vec loss(N), lse(N);
+  auto f = [&] {
+    crossentropy_forward(loss.data(), lse.data(), logits.data(), tg.data(), N, V);
+    return dot(loss, dl);
+  };
+  f();
+  Vec g(logits.size(), 0.0f);
+  crossentropy_backward(g.data(), logits.data(), lse.data(), tg.data(), dl.data(), N, V);
+  expect_fd("logits", logits, g, f, rng);
+  Vec fused = logits, floss(N);
+  crossentropy_fused(fused.data(), floss.data(), tg.data(), dl.data(), N, V);
+  expect_fd("logits (fused)", logits, fused, f, rng);
+}
+
+TEST(CrossEntropy, AllMaskedGivesZeroLossAndGradient) {
+  std::mt19937 rng(803);
+  const int N = 9, V = 61;
+  const Vec logits = uniform(size_t(N) * V, rng, -6.0f, 6.0f), dl = uniform(N, rng);
+  const Ids tg(N, -100);
+  Vec loss(N, 1.0f), lse(N);
+  crossentropy_forward(loss.data(), lse.data(), logits.data(), tg.data(), N, V);
+  for (float l : loss) EXPECT_EQ(l, 0.0f);
+  const Vec d0 = uniform(logits.size(), rng);
+  Vec d = d0;
+  crossentropy_backward(d.data(), logits.data(), lse.data(), tg.data(), dl.data(), N, V);
+  EXPECT_TRUE(bit_identical(d, d0)) << "masked rows must receive no gradient";
+  Vec fused = logits, floss(N, 1.0f);
+  crossentropy_fused(fused.data(), floss.data(), tg.data(), dl.data(), N, V);
+  for (float l : floss) EXPECT_EQ(l, 0.0f);
+  for (float g : fused) ASSERT_EQ(g, 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Determinism and the power of the comparisons
+
+// Every kernel with a cross-row reduction, on sizes that split across threads, run twice.
+TEST(Determinism, BitIdenticalReruns) {
+  std::mt19937 rng(901);
+  const int N = 301, C = 96, V = 517, B = 3, T = 33, NH = 6, NKV = 2, HD = 16;
+  auto twice = [](const char* what, const std::function<Vec()>& run) {
+    EXPECT_TRUE(bit_identical(run(), run())) << what;
+  };
+  const Vec x = uniform(size_t(N) * C, rng), w = uniform(C, rng), b = uniform(C, rng),
+            dout = uniform(x.size(), rng);
+  Vec mean(N), rstd(N), y(x.size());
+  layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+  twice("layernorm_backward", [&] {
+    Vec g(x.size() + 2 * C, 0.0f);
+    layernorm_backward(g.data(), g.data() + x.size(), g.data() + x.size() + C, dout.data(),
+                       x.data(), w.data(), mean.data(), rstd.data(), N, C);
+    return g;
+  });
+  rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
+  twice("rmsnorm_backward", [&] {
+    Vec g(x.size() + C, 0.0f);
+    rmsnorm_backward(g.data(), g.data() + x.size(), dout.data(), x.data(), w.data(), rstd.data(),
+                     N, C);
+    return g;
+  });
+  const Ids ids = random_ids(N, 37, rng);
+  twice("embedding_backward", [&] {
+    Vec g(size_t(37 + N) * C, 0.0f);
+    embedding_backward(g.data(), g.data() + size_t(37) * C, dout.data(), ids.data(), 1, N, C);
+    return g;
+  });
+  const Vec wm = uniform(size_t(80) * C, rng), dm = uniform(size_t(N) * 80, rng);
+  twice("matmul_backward", [&] {
+    Vec g(x.size() + wm.size() + 80, 0.0f);
+    matmul_backward(g.data(), g.data() + x.size(), g.data() + x.size() + wm.size(), dm.data(),
+                    x.data(), wm.data(), N, C, 80);
+    return g;
+  });
+  const AttentionData a = make_attention(B, T, NH, NKV, HD, rng);
+  Vec out(a.nq()), att(a.natt()), datt(a.natt());
+  twice("attention_forward", [&] {
+    attention_forward(out.data(), att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV,
+                      HD);
+    return out;
+  });
+  const Vec da = uniform(a.nq(), rng);
+  twice("attention_backward", [&] {
+    Vec g(a.nq() + 2 * a.k.size(), 0.0f);
+    attention_backward(g.data(), g.data() + a.nq(), g.data() + a.nq() + a.k.size(), datt.data(),
+                       da.data(), att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV,
+                       HD);
+    return g;
+  });
+  const Vec logits = uniform(size_t(N) * V, rng, -6.0f, 6.0f), dl = uniform(N, rng);
+  const Ids tg = ce_targets(N, V, rng);
+  twice("crossentropy_fused", [&] {
+    Vec l = logits, loss(N);
+    crossentropy_fused(l.data(), loss.data(), tg.data(), dl.data(), N, V);
+    l.insert(l.end(), loss.begin(), loss.end());
+    return l;
+  });
+}
+
+// A 1e-3 change of one input must fail the reference comparison (the tolerance is not so loose
+// that it hides real errors), for an element-wise-like output and for a reduced gradient.
+TEST(Tolerance, CatchesPerturbation) {
+  std::mt19937 rng(902);
+  const int N = 51, C = 33;
+  const Vec x = uniform(size_t(N) * C, rng), w = uniform(C, rng, 0.5f, 1.5f), b = uniform(C, rng);
+  Vec xp = x;
+  xp[17 * C + 5] += 1e-3f;
+  Vec out(x.size()), mean(N), rstd(N), rout(x.size()), rmean(N), rrstd(N);
+  layernorm_forward(out.data(), mean.data(), rstd.data(), xp.data(), w.data(), b.data(), N, C,
+                    1e-5f);
+  ref::layernorm_forward(rout.data(), rmean.data(), rrstd.data(), x.data(), w.data(), b.data(), N,
+                         C, 1e-5f);
+  EXPECT_GT(worst_error(out, rout, rtol_for(2 * C)).ratio, 1.0) << "layernorm out";
+  const Vec dout = uniform(x.size(), rng);
+  Vec doutp = dout;
+  doutp[3 * C + 9] += 1e-3f;
+  Vec dw(C, 0.0f), rdw(C, 0.0f);
+  layernorm_backward(nullptr, dw.data(), nullptr, doutp.data(), x.data(), w.data(), rmean.data(),
+                     rrstd.data(), N, C);
+  ref::layernorm_backward(nullptr, rdw.data(), nullptr, dout.data(), x.data(), w.data(),
+                          rmean.data(), rrstd.data(), N, C);
+  EXPECT_GT(worst_error(dw, rdw, rtol_for(N)).ratio, 1.0) << "layernorm dweight";
+}
+
+// A gradient off by 5% must fail the finite-difference check.
+TEST(Tolerance, FiniteDifferenceCatchesWrongGradient) {
+  std::mt19937 rng(903);
+  const int N = 5, C = 33;
+  Vec x = uniform(size_t(N) * C, rng), w = uniform(C, rng);
+  const Vec R = uniform(x.size(), rng);
+  Vec out(x.size()), rstd(N);
+  auto loss = [&] {
+    rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
+    return dot(out, R);
+  };
+  loss();
+  Vec gw(C, 0.0f);
+  rmsnorm_backward(nullptr, gw.data(), R.data(), x.data(), w.data(), rstd.data(), N, C);
+  for (float& g : gw) g *= 1.05f;
+  EXPECT_GT(fd_worst(w, gw, loss, rng), 1.0);
+}
+
+}  // namespace
+}  // namespace distill
