@@ -22,10 +22,13 @@ class FloatBuffer {
     data_.reset(bytes ? static_cast<float*>(std::aligned_alloc(64, bytes)) : nullptr);
     if (bytes && !data_) throw std::bad_alloc();
     size_ = count;
+    bytes_ = bytes;
     zero();
   }
   void zero() {
-    std::fill(data_.get(), data_.get() + size_, 0.0f);
+    // memset over the allocation's rounded-up byte size: GCC 12 cannot bound size_ * 4 and warns
+    // (-Wstringop-overflow) when it inlines a plain fill of size_ floats.
+    if (data_) std::memset(static_cast<void*>(data_.get()), 0, bytes_);
   }
   float* data() { return data_.get(); }
   const float* data() const { return data_.get(); }
@@ -37,6 +40,7 @@ class FloatBuffer {
   };
   std::unique_ptr<float[], Free> data_;
   size_t size_ = 0;
+  size_t bytes_ = 0;
 };
 
 // Plans a set of tensors, then allocates them together in one FloatBuffer. Each tensor starts on

@@ -77,7 +77,9 @@ const GemmPrimitive& gemm_primitive(const GemmKey& key) {
 
 // Rounds a (rows, cols) matrix with row stride ld to bf16 into a dense buffer (row stride cols).
 // Round-to-nearest-even, as oneDNN's own reorders do.
+// Threaded over rows unless already inside a parallel region (attention's per-head loop).
 void to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && size_t(rows) * cols > 65536)
   for (int r = 0; r < rows; r++) {
     const float* s = src + size_t(r) * ld;
     uint16_t* d = dst + size_t(r) * cols;

@@ -40,6 +40,11 @@ ModelConfig llama(int V, int C, int L, int H, int KV, int F, int positions) {
   return c;
 }
 
+ModelConfig untied(ModelConfig c) {
+  c.tie_word_embeddings = false;
+  return c;
+}
+
 struct Preset {
   const char* name;
   ModelConfig config;
@@ -53,7 +58,7 @@ const std::vector<Preset>& presets() {
       {"gpt2-mini", gpt2(256, 256, 6, 8, 512)},
       // The benchmark shapes of ../shared/PEERS.md (17-18M parameters, vocabulary 8192).
       {"gpt2-bench", gpt2(8192, 384, 6, 6, 256)},
-      {"llama-bench", llama(8192, 384, 6, 6, 2, 1024, 256)},
+      {"llama-bench", untied(llama(8192, 384, 6, 6, 2, 1024, 256))},
   };
   return all;
 }
