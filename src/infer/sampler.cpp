@@ -21,10 +21,14 @@ int32_t sample_token(const float* logits, int V, const SamplingOptions& o, Rng& 
   double sum = 0.0;
   for (int i = 0; i < k; i++) sum += probs[i] = std::exp((logits[order[i]] - mx) / o.temperature);
   int keep = k;
+  if (o.min_p > 0.0f) {  // probs[0] is the largest
+    while (keep > 1 && probs[keep - 1] < o.min_p * probs[0]) keep--;
+  }
   if (o.top_p < 1.0f) {
     double mass = 0.0;
     for (int i = 0; i < k; i++) {
       mass += probs[i] / sum;
+      if (i + 1 >= keep) break;
       if (mass >= o.top_p) {
         keep = i + 1;
         break;

@@ -14,6 +14,7 @@ struct SamplingOptions {
   float temperature = 0.8f;  // 0: greedy
   int top_k = 0;             // keep the k most likely tokens (0: all)
   float top_p = 1.0f;        // keep the smallest set with this much probability mass
+  float min_p = 0.0f;        // keep tokens with probability >= min_p * the top probability
 };
 
 // Picks a token from logits (V). Deterministic given the rng state.

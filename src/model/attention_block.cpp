@@ -1,6 +1,12 @@
 #include "model/attention_block.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
+
+#include "infer/kv_cache.h"
+#include "kernels/vecmath.h"
 
 namespace distill {
 namespace {
@@ -102,6 +108,76 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
   zero(sc.dqkv, size_t(N) * qkv_width(s));
   split_heads_backward(sc.dqkv, sc.dq, sc.dk, sc.dv, s.B, s.T, s.NH, s.NKV, s.HD);
   matmul_backward(dinp, g.qkv_w, g.qkv_b, sc.dqkv, inp, w.qkv_w, N, s.C, int(qkv_width(s)), prec);
+}
+
+}  // namespace distill
+
+namespace distill {
+
+void attention_block_infer(float* out, const float* inp, const AttentionWeights& w,
+                           const AttentionShape& s, const RopeTables& rope, KvCache& cache,
+                           int layer, const InferBatch& batch, float* qkv, float* y) {
+  const int R = int(batch.size());
+  const int QKV = int(qkv_width(s)), HD = s.HD, half = HD / 2, group = s.NH / s.NKV;
+  const float scale = 1.0f / std::sqrt(float(HD));
+  matmul_forward(qkv, inp, w.qkv_w, w.qkv_b, R, s.C, QKV);
+  // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache.
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < R; r++) {
+    float* q = qkv + size_t(r) * QKV;
+    float* k = q + size_t(s.NH) * HD;
+    const float* v = k + size_t(s.NKV) * HD;
+    const int pos = batch.positions[r], slot = batch.slots[r];
+    if (w.q_norm) {
+      rmsnorm_forward(q, nullptr, q, w.q_norm, s.NH, HD, s.qk_norm_eps);
+      rmsnorm_forward(k, nullptr, k, w.k_norm, s.NKV, HD, s.qk_norm_eps);
+    }
+    if (rope.cos) {
+      rope_forward(q, rope.cos + size_t(pos) * half, rope.sin + size_t(pos) * half, 1, s.NH, 1, HD);
+      rope_forward(k, rope.cos + size_t(pos) * half, rope.sin + size_t(pos) * half, 1, s.NKV, 1,
+                   HD);
+    }
+    for (int g = 0; g < s.NKV; g++) {
+      std::memcpy(cache.k_at(layer, slot, g) + size_t(pos) * HD, k + size_t(g) * HD,
+                  sizeof(float) * HD);
+      std::memcpy(cache.v_at(layer, slot, g) + size_t(pos) * HD, v + size_t(g) * HD,
+                  sizeof(float) * HD);
+    }
+  }
+  // Each (row, head) attends to its slot's positions 0..pos.
+#pragma omp parallel
+  {
+    std::vector<float> scores(cache.max_len);
+#pragma omp for schedule(static)
+    for (int rh = 0; rh < R * s.NH; rh++) {
+      const int r = rh / s.NH, h = rh % s.NH, g = h / group;
+      const int pos = batch.positions[r], slot = batch.slots[r];
+      const float* q = qkv + size_t(r) * QKV + size_t(h) * HD;
+      const float* kc = cache.k_at(layer, slot, g);
+      const float* vc = cache.v_at(layer, slot, g);
+      float mx = -INFINITY;
+      for (int j = 0; j <= pos; j++) {
+        const float* kj = kc + size_t(j) * HD;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int d = 0; d < HD; d++) dot += q[d] * kj[d];
+        scores[j] = dot * scale;
+        mx = std::max(mx, scores[j]);
+      }
+      float sum = 0.0f;
+      for (int j = 0; j <= pos; j++) sum += scores[j] = fast_exp(scores[j] - mx);
+      float* yo = y + size_t(r) * s.NH * HD + size_t(h) * HD;
+      std::fill(yo, yo + HD, 0.0f);
+      const float inv = 1.0f / sum;
+      for (int j = 0; j <= pos; j++) {
+        const float a = scores[j] * inv;
+        const float* vj = vc + size_t(j) * HD;
+#pragma omp simd
+        for (int d = 0; d < HD; d++) yo[d] += a * vj[d];
+      }
+    }
+  }
+  matmul_forward(out, y, w.o_w, w.o_b, R, s.NH * HD, s.C);
 }
 
 }  // namespace distill

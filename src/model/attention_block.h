@@ -64,4 +64,15 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
                               const AttentionShape& s, const RopeTables& rope,
                               MatmulPrecision prec);
 
+// Incremental attention over a KV cache for the rows of an InferBatch (inference only).
+// inp (R,C) the normed hidden rows; out (R,C). qkv_scratch (R,QKV) and y_scratch (R,NH*HD) are
+// scratch. rope: tables for positions 0..max_len-1, or null tables for none. The rows' keys and
+// values are written into the cache at their positions before any row attends.
+struct KvCache;
+struct InferBatch;
+void attention_block_infer(float* out, const float* inp, const AttentionWeights& w,
+                           const AttentionShape& s, const RopeTables& rope, KvCache& cache,
+                           int layer, const InferBatch& batch, float* qkv_scratch,
+                           float* y_scratch);
+
 }  // namespace distill

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "infer/kv_cache.h"
 #include "model/attention_block.h"
 #include "model/model.h"
 
@@ -140,6 +141,37 @@ class Gpt2 final : public ArchImpl {
     embedding_backward(dwte_, dwpe_, dres_, ids_.data(), B, T, C);
   }
 
+  float* forward_rows(const InferBatch& batch, KvCache& cache) override {
+    const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
+    const float eps = c_.norm_eps;
+    ensure_infer_buffers(R);
+    AttentionShape s{1, R, C, c_.num_heads, c_.num_kv_heads, c_.head_dim, 0.0f};
+    for (int r = 0; r < R; r++) {
+      const float* te = wte_ + size_t(batch.tokens[r]) * C;
+      const float* pe = wpe_ + size_t(batch.positions[r]) * C;
+      float* x = ix_ + size_t(r) * C;
+      for (int c = 0; c < C; c++) x[c] = te[c] + pe[c];
+    }
+    for (int l = 0; l < c_.num_layers; l++) {
+      const Gpt2Layer& L = layers_[l];
+      layernorm_forward(iln_, imean_, irstd_, ix_, L.ln1_w, L.ln1_b, R, C, eps);
+      attention_block_infer(itmp_, iln_, L.attn, s, RopeTables{}, cache, l, batch, iqkv_, iy_);
+      residual_forward(ix_, ix_, itmp_, size_t(R) * C);
+      layernorm_forward(iln_, imean_, irstd_, ix_, L.ln2_w, L.ln2_b, R, C, eps);
+      matmul_forward(ifc_, iln_, L.fc_w, L.fc_b, R, C, F);
+      gelu_forward(ifc_, ifc_, size_t(R) * F);
+      matmul_forward(itmp_, ifc_, L.proj_w, L.proj_b, R, F, C);
+      residual_forward(ix_, ix_, itmp_, size_t(R) * C);
+    }
+    int M = 0;
+    for (int r = 0; r < R; r++)
+      if (batch.want_logits[r])
+        std::memcpy(iln_ + size_t(M++) * C, ix_ + size_t(r) * C, sizeof(float) * C);
+    layernorm_forward(itmp_, imean_, irstd_, iln_, lnf_w_, lnf_b_, M, C, eps);
+    matmul_forward(ilogits_, itmp_, wte_, nullptr, M, C, c_.vocab_size);
+    return ilogits_;
+  }
+
  private:
   void ensure_buffers(int B, int T) {
     if (B == B_ && T == T_) return;
@@ -176,9 +208,29 @@ class Gpt2 final : public ArchImpl {
     plan.allocate(buffer_);
   }
 
+  void ensure_infer_buffers(int R) {
+    if (R <= infer_rows_) return;
+    const size_t C = c_.hidden_size, F = c_.intermediate_size;
+    BufferPlan plan;
+    plan.add(ix_, R * C);
+    plan.add(iln_, R * C);
+    plan.add(itmp_, R * C);
+    plan.add(imean_, R);
+    plan.add(irstd_, R);
+    plan.add(iqkv_, R * 3 * C);
+    plan.add(iy_, R * C);
+    plan.add(ifc_, R * F);
+    plan.add(ilogits_, R * size_t(c_.vocab_size));
+    plan.allocate(infer_buffer_);
+    infer_rows_ = R;
+  }
+
   Model& m_;
   const ModelConfig& c_;
   std::vector<Gpt2Layer> layers_;
+  int infer_rows_ = 0;
+  FloatBuffer infer_buffer_;
+  float *ix_, *iln_, *itmp_, *imean_, *irstd_, *iqkv_, *iy_, *ifc_, *ilogits_;
   const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
   float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
 

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "infer/kv_cache.h"
 #include "model/attention_block.h"
 #include "model/model.h"
 
@@ -160,6 +161,32 @@ class Llama final : public ArchImpl {
     embedding_backward(dwte_, nullptr, dres_, ids_.data(), B, T, C);
   }
 
+  float* forward_rows(const InferBatch& batch, KvCache& cache) override {
+    const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
+    ensure_infer_buffers(R, cache.max_len);
+    AttentionShape s{1, R, C, c_.num_heads, c_.num_kv_heads, c_.head_dim, c_.norm_eps};
+    for (int r = 0; r < R; r++)
+      std::memcpy(ix_ + size_t(r) * C, wte_ + size_t(batch.tokens[r]) * C, sizeof(float) * C);
+    for (int l = 0; l < c_.num_layers; l++) {
+      const LlamaLayer& L = layers_[l];
+      rmsnorm_forward(iln_, nullptr, ix_, L.ln1, R, C, c_.norm_eps);
+      attention_block_infer(itmp_, iln_, L.attn, s, infer_rope_, cache, l, batch, iqkv_, iy_);
+      residual_forward(ix_, ix_, itmp_, size_t(R) * C);
+      rmsnorm_forward(iln_, nullptr, ix_, L.ln2, R, C, c_.norm_eps);
+      matmul_forward(igu_, iln_, L.gate_up_w, L.gate_up_b, R, C, 2 * F);
+      swiglu_forward(iswi_, igu_, R, F);
+      matmul_forward(itmp_, iswi_, L.down_w, L.down_b, R, F, C);
+      residual_forward(ix_, ix_, itmp_, size_t(R) * C);
+    }
+    int M = 0;
+    for (int r = 0; r < R; r++)
+      if (batch.want_logits[r])
+        std::memcpy(iln_ + size_t(M++) * C, ix_ + size_t(r) * C, sizeof(float) * C);
+    rmsnorm_forward(itmp_, nullptr, iln_, norm_, M, C, c_.norm_eps);
+    matmul_forward(ilogits_, itmp_, head_, nullptr, M, C, c_.vocab_size);
+    return ilogits_;
+  }
+
  private:
   void ensure_buffers(int B, int T) {
     if (B == B_ && T == T_) return;
@@ -199,9 +226,40 @@ class Llama final : public ArchImpl {
     rope_ = RopeTables{cos, sin};
   }
 
+  void ensure_infer_buffers(int R, int max_len) {
+    if (R > infer_rows_) {
+      const size_t C = c_.hidden_size, F = c_.intermediate_size;
+      BufferPlan plan;
+      plan.add(ix_, R * C);
+      plan.add(iln_, R * C);
+      plan.add(itmp_, R * C);
+      plan.add(iqkv_, R * size_t(c_.q_dim() + 2 * c_.kv_dim()));
+      plan.add(iy_, R * size_t(c_.q_dim()));
+      plan.add(igu_, R * 2 * F);
+      plan.add(iswi_, R * F);
+      plan.add(ilogits_, R * size_t(c_.vocab_size));
+      plan.allocate(infer_buffer_);
+      infer_rows_ = R;
+    }
+    if (max_len > rope_len_) {
+      const size_t half = c_.head_dim / 2;
+      rope_cos_.resize(max_len * half);
+      rope_sin_.resize(max_len * half);
+      rope_table(rope_cos_.data(), rope_sin_.data(), inv_freq_.data(), max_len, c_.head_dim, 0);
+      infer_rope_ = RopeTables{rope_cos_.data(), rope_sin_.data()};
+      rope_len_ = max_len;
+    }
+  }
+
   Model& m_;
   const ModelConfig& c_;
   std::vector<LlamaLayer> layers_;
+  // Inference buffers (rows of an InferBatch).
+  int infer_rows_ = 0, rope_len_ = 0;
+  FloatBuffer infer_buffer_;
+  float *ix_, *iln_, *itmp_, *iqkv_, *iy_, *igu_, *iswi_, *ilogits_;
+  std::vector<float> rope_cos_, rope_sin_;
+  RopeTables infer_rope_;
   const float *wte_ = nullptr, *norm_ = nullptr, *head_ = nullptr;
   float *dwte_ = nullptr, *dnorm_ = nullptr, *dhead_ = nullptr;
   std::vector<float> inv_freq_;

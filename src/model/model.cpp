@@ -1,9 +1,11 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "infer/kv_cache.h"
 
 namespace distill {
 
@@ -79,5 +81,30 @@ float* Model::forward(const int32_t* ids, int B, int T) {
 }
 
 void Model::backward(const float* dlogits) { impl_->backward(dlogits); }
+
+float* Model::forward_rows(const InferBatch& batch, KvCache& cache) {
+  for (size_t r = 0; r < batch.size(); r++) {
+    const int32_t id = batch.tokens[r];
+    if (id < 0 || id >= config_.vocab_size)
+      throw Error("token id {} is outside the vocabulary [0, {})", id, config_.vocab_size);
+    const int slot = batch.slots[r], pos = batch.positions[r];
+    if (slot < 0 || slot >= cache.slots) throw Error("cache slot {} out of range", slot);
+    if (pos >= cache.max_len)
+      throw Error("position {} exceeds the context of {} tokens", pos, cache.max_len);
+    DISTILL_CHECK(pos >= 0 && pos <= cache.length[slot] + int(r));
+  }
+  float* logits = impl_->forward_rows(batch, cache);
+  for (size_t r = 0; r < batch.size(); r++)
+    cache.length[batch.slots[r]] = std::max(cache.length[batch.slots[r]], batch.positions[r] + 1);
+  return logits;
+}
+
+std::unique_ptr<KvCache> Model::make_cache(int slots, int max_len) const {
+  if (config_.arch == Arch::Gpt2 && max_len > config_.max_position)
+    throw Error("context of {} tokens exceeds the model's n_positions {}", max_len,
+                config_.max_position);
+  return std::make_unique<KvCache>(config_.num_layers, slots, max_len, config_.num_kv_heads,
+                                   config_.head_dim);
+}
 
 }  // namespace distill

@@ -27,6 +27,9 @@ struct ParamSpec {
   }
 };
 
+struct InferBatch;
+struct KvCache;
+
 // The per-architecture forward/backward (see model/gpt2.cpp, model/llama.cpp).
 class ArchImpl {
  public:
@@ -36,6 +39,9 @@ class ArchImpl {
   virtual float* forward(const int32_t* ids, int B, int T) = 0;
   // dlogits (B,T,V) of the last forward; accumulates into the gradient arena.
   virtual void backward(const float* dlogits) = 0;
+  // Inference: runs the rows of `batch` against `cache` (see infer/kv_cache.h) and returns the
+  // logits (M,V) of the M rows that want them, in row order; valid until the next call.
+  virtual float* forward_rows(const InferBatch& batch, KvCache& cache) = 0;
 };
 
 class Model {
@@ -62,6 +68,9 @@ class Model {
 
   float* forward(const int32_t* ids, int B, int T);  // see ArchImpl::forward
   void backward(const float* dlogits);                 // see ArchImpl::backward
+  float* forward_rows(const InferBatch& batch, KvCache& cache);  // see ArchImpl::forward_rows
+  // A cache for `slots` sequences of up to max_len positions.
+  std::unique_ptr<KvCache> make_cache(int slots, int max_len) const;
 
   MatmulPrecision precision() const { return precision_; }
   void set_precision(MatmulPrecision p) { precision_ = p; }

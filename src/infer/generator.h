@@ -1,0 +1,78 @@
+// Batched generation with a KV cache: many prompts at once (continuous batching: a finished
+// sequence's slot takes the next prompt), sampling per request with its own seed, per-token
+// top-k log-probabilities, stop tokens and a stop predicate (stop strings), and a
+// logits-processor hook (watermarks plug in there). Also teacher-forced scoring of given text.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "infer/kv_cache.h"
+#include "infer/sampler.h"
+#include "model/model.h"
+
+namespace distill {
+
+// Changes the logits of request `request` (index into the prompts) before sampling; `context` is
+// the prompt followed by the tokens generated so far.
+class LogitsProcessor {
+ public:
+  virtual ~LogitsProcessor() = default;
+  virtual void process(int request, const std::vector<int32_t>& context, float* logits,
+                       int V) = 0;
+};
+
+struct GenerateOptions {
+  SamplingOptions sampling;
+  int max_tokens = 128;              // new tokens per request
+  uint64_t seed = 0;                 // request i samples with seed + i
+  int top_logprobs = 0;              // top-k log-probabilities per token (0: none)
+  std::vector<int32_t> stop_ids;     // e.g. EOS; the stop token is kept in the output
+  // Called after each token with the tokens generated so far; true stops the request (stop
+  // strings are checked here by the caller, who has the tokenizer).
+  std::function<bool(int request, const std::vector<int32_t>& generated)> stop;
+};
+
+// Log-probabilities of one position under the model's raw distribution (T = 1, before any
+// logits processor): the chosen token's, the top k, and the mass outside the top k.
+struct TokenLogprobs {
+  int32_t id = -1;
+  float logprob = 0.0f;
+  std::vector<int32_t> top_ids;
+  std::vector<float> top_logprobs;
+  float tail_mass = 0.0f;
+};
+
+struct Generation {
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;  // one per token when top_logprobs > 0 (or always for id)
+  std::string finish_reason;            // "stop" or "length"
+};
+
+// Top-k log-probabilities of a logits row (V).
+TokenLogprobs top_logprobs(const float* logits, int V, int k, int32_t chosen);
+
+class Generator {
+ public:
+  // max_batch sequences decode together; context is the longest prompt + generation.
+  Generator(Model& model, int max_batch, int context);
+
+  std::vector<Generation> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                   const GenerateOptions& options,
+                                   LogitsProcessor* processor = nullptr,
+                                   const std::function<void(int done, int total, int64_t tokens)>&
+                                       progress = {});
+
+  // Teacher-forced: for positions 1..n-1 of `ids`, the log-probabilities of ids[t] given
+  // ids[0..t-1], with the top k. Returns n-1 entries.
+  std::vector<TokenLogprobs> score(const std::vector<int32_t>& ids, int top_k);
+
+ private:
+  Model& model_;
+  int max_batch_, context_;
+  std::unique_ptr<KvCache> cache_;
+};
+
+}  // namespace distill
