@@ -51,16 +51,16 @@ std::string write_corpus(const fs::path& dir) {
 PretrainOptions small_run(const std::string& corpus, const fs::path& out) {
   PretrainOptions o;
   o.data = {corpus};
-  o.out = out.string();
+  o.loop.out = out.string();
   o.preset = "gpt2-tiny";
-  o.seq_len = 32;
-  o.batch_size = 4;
-  o.steps = 24;
-  o.warmup = 4;
-  o.lr = 3e-3f;
-  o.eval_every = 8;
-  o.eval_batches = 2;
-  o.save_every = 6;
+  o.loop.seq_len = 32;
+  o.loop.batch_size = 4;
+  o.loop.steps = 24;
+  o.loop.warmup = 4;
+  o.loop.lr = 3e-3f;
+  o.loop.eval_every = 8;
+  o.loop.eval_batches = 2;
+  o.loop.save_every = 6;
   o.val_fraction = 0.1;
   return o;
 }
@@ -80,11 +80,11 @@ std::vector<std::string> losses(const fs::path& run) {
 TEST(Pretrain, HeldOutLossGoesDownAndModelDirLoads) {
   const fs::path dir = temp_dir("pretrain-loss");
   PretrainOptions o = small_run(write_corpus(dir), dir / "run");
-  o.steps = 48;
-  o.eval_every = 12;
+  o.loop.steps = 48;
+  o.loop.eval_every = 12;
   std::vector<float> val;
-  pretrain(o, [&](const PretrainProgress& p) {
-    if (p.kind == PretrainProgress::Kind::Step && p.val_loss) val.push_back(*p.val_loss);
+  pretrain(o, [&](const TrainProgress& p) {
+    if (p.kind == TrainProgress::Kind::Step && p.val_loss) val.push_back(*p.val_loss);
   });
   ASSERT_EQ(val.size(), 4u);
   for (size_t i = 1; i < val.size(); i++) EXPECT_LT(val[i], val[i - 1]) << "evaluation " << i;
@@ -96,16 +96,16 @@ TEST(Pretrain, HeldOutLossGoesDownAndModelDirLoads) {
 TEST(Pretrain, ResumeIsBitIdentical) {
   const fs::path dir = temp_dir("pretrain-resume");
   const std::string corpus = write_corpus(dir);
-  auto quiet = [](const PretrainProgress&) {};
+  auto quiet = [](const TrainProgress&) {};
   pretrain(small_run(corpus, dir / "straight"), quiet);
 
   PretrainOptions first = small_run(corpus, dir / "split");
-  first.stop_after = 9;  // stops between checkpoints 6 and 12: steps 7..9 are redone on resume
-  first.save_every = 6;
+  first.loop.stop_after = 9;  // stops between checkpoints 6 and 12: steps 7..9 are redone on resume
+  first.loop.save_every = 6;
   pretrain(first, quiet);
   EXPECT_EQ(fs::path(*latest_checkpoint((dir / "split").string())).filename(), "step-00000009");
   PretrainOptions second = small_run(corpus, dir / "split");
-  second.resume = true;
+  second.loop.resume = true;
   pretrain(second, quiet);
   EXPECT_EQ(losses(dir / "straight"), losses(dir / "split"));
   EXPECT_EQ(losses(dir / "straight").size(), 24u + 3u);
@@ -114,10 +114,10 @@ TEST(Pretrain, ResumeIsBitIdentical) {
 TEST(Pretrain, RefusesToOverwriteARunWithoutResume) {
   const fs::path dir = temp_dir("pretrain-refuse");
   PretrainOptions o = small_run(write_corpus(dir), dir / "run");
-  o.steps = 6;
-  pretrain(o, [](const PretrainProgress&) {});
+  o.loop.steps = 6;
+  pretrain(o, [](const TrainProgress&) {});
   try {
-    pretrain(o, [](const PretrainProgress&) {});
+    pretrain(o, [](const TrainProgress&) {});
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
@@ -193,8 +193,8 @@ TEST(PretrainCli, BadInputIsOneClearErrorLine) {
   // A truncated model.safetensors: one error line naming the file.
   const fs::path model_dir = dir / "run-c";
   PretrainOptions o = small_run(write_corpus(dir), model_dir);
-  o.steps = 2;
-  pretrain(o, [](const PretrainProgress&) {});
+  o.loop.steps = 2;
+  pretrain(o, [](const TrainProgress&) {});
   const fs::path weights = model_dir / "model" / "model.safetensors";
   fs::resize_file(weights, fs::file_size(weights) - 100);
   std::tie(code, err) = run_cli("sample " + (model_dir / "model").string());

@@ -1,8 +1,6 @@
-#include <fmt/format.h>
-
 #include <memory>
 
-#include "cli/progress.h"
+#include "cli/train_cli.h"
 #include "cli/verbs.h"
 #include "train/pretrain.h"
 
@@ -10,70 +8,16 @@ namespace distill::cli {
 
 VerbRun add_pretrain(CLI::App& app) {
   auto o = std::make_shared<PretrainOptions>();
+  o->loop.out = "runs/pretrain";
   app.add_option("data", o->data, "text files to train on")->required();
-  app.add_option("--out", o->out, "run directory (metrics.jsonl, checkpoints/, model/)");
   app.add_option("--model-config", o->config, "HF config.json of the model (default: --preset)");
   app.add_option("--preset", o->preset,
                  "built-in model: gpt2-tiny, llama-tiny, gpt2-mini, gpt2-bench, llama-bench");
-  app.add_option("--seq-len", o->seq_len, "tokens per training window");
-  app.add_option("--batch-size", o->batch_size, "windows per micro-batch");
-  app.add_option("--grad-accum", o->grad_accum, "micro-batches per optimizer step");
-  app.add_option("--steps", o->steps, "optimizer steps in total");
-  app.add_option("--lr", o->lr, "peak learning rate");
-  app.add_option("--min-lr", o->min_lr, "final learning rate (cosine, wsd)");
-  app.add_option("--warmup", o->warmup, "linear warmup steps");
-  app.add_option("--schedule", o->schedule, "learning-rate schedule: constant, cosine, wsd");
-  app.add_option("--decay-fraction", o->decay_fraction, "wsd: fraction of steps spent decaying");
-  app.add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay (matrices)");
-  app.add_option("--beta1", o->beta1, "AdamW beta1");
-  app.add_option("--beta2", o->beta2, "AdamW beta2");
-  app.add_option("--adam-eps", o->eps, "AdamW epsilon");
-  app.add_option("--grad-clip", o->grad_clip, "clip the global gradient norm (0: off)");
   app.add_option("--val-fraction", o->val_fraction, "tail of each file held out for evaluation");
-  app.add_option("--eval-every", o->eval_every, "steps between held-out evaluations");
-  app.add_option("--eval-batches", o->eval_batches, "held-out batches per evaluation");
-  app.add_option("--save-every", o->save_every, "steps between checkpoints");
-  app.add_option("--keep-checkpoints", o->keep_checkpoints, "newest checkpoints kept");
-  app.add_option("--seed", o->seed, "seed for initialisation and data order");
-  app.add_flag("--resume", o->resume, "continue from the run directory's latest checkpoint");
-  app.add_option("--precision", o->precision, "matmul precision: f32 or bf16");
-  app.add_option("--stop-after", o->stop_after,
-                 "stop with a checkpoint after this many steps of this invocation (0: never)");
+  add_train_loop_options(app, o->loop);
   return [o]() {
-    std::unique_ptr<ProgressBar> bar;
-    float last_val = NAN;
-    pretrain(*o, [&](const PretrainProgress& p) {
-      using K = PretrainProgress::Kind;
-      if (!bar) bar = std::make_unique<ProgressBar>(long(p.total_steps));
-      switch (p.kind) {
-        case K::Resumed:
-          bar->print(fmt::format("resumed from {} at step {}", p.path, p.step));
-          break;
-        case K::Step: {
-          if (p.val_loss) {
-            last_val = *p.val_loss;
-            bar->print(fmt::format("step {:>6}/{}  loss {:.4f}  held-out loss {:.4f}", p.step,
-                                   p.total_steps, p.loss, *p.val_loss));
-          }
-          bar->update(long(p.step),
-                      fmt::format("step {}/{}  loss {:.4f}  val {:.4f}  lr {:.2e}  |g| {:.2f}  "
-                                  "{} tok/s  ETA {}", p.step, p.total_steps, p.loss, last_val,
-                                  p.lr, p.grad_norm, format_count(p.tokens_per_s),
-                                  format_duration(p.eta_s)));
-          break;
-        }
-        case K::Checkpoint:
-          bar->print(fmt::format("checkpoint: {}", p.path));
-          break;
-        case K::Done:
-          bar->finish();
-          std::printf("model saved to %s (held-out loss %.4f)\n", p.path.c_str(),
-                      p.val_loss ? double(*p.val_loss) : NAN);
-          break;
-        case K::Eval:
-          break;
-      }
-    });
+    TrainDisplay display;
+    pretrain(*o, std::ref(display));
     return 0;
   };
 }

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
     verbs[sub] = adder(*sub);
   };
   add("pretrain", "train a model from scratch on text files", distill::cli::add_pretrain);
+  add("train", "distill a student from a teacher (online or from a dataset)",
+      distill::cli::add_train);
   add("sample", "generate text from a model directory", distill::cli::add_sample);
   add("inspect", "print a model directory's config and parameters", distill::cli::add_inspect);
   add("bench", "measure training throughput and GEMM peak (see scripts/bench)",

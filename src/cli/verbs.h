@@ -9,6 +9,7 @@ namespace distill::cli {
 using VerbRun = std::function<int()>;
 
 VerbRun add_pretrain(CLI::App& app);
+VerbRun add_train(CLI::App& app);
 VerbRun add_sample(CLI::App& app);
 VerbRun add_bench(CLI::App& app);
 VerbRun add_inspect(CLI::App& app);

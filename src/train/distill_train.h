@@ -1,0 +1,41 @@
+// `distill train`: train a student on a teacher's distribution with the KD losses of
+// distill/losses.h, online (the frozen teacher computes dense logits for every batch) or offline
+// (top-k teacher log-probabilities from a dataset written by `distill generate` / `score`).
+// The student starts from a config or preset, from a checkpoint, or from a subset of the
+// teacher's own layers (DistilBERT-style). Shares the loop of train/train_loop.h.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "train/train_loop.h"
+
+namespace distill {
+
+struct DistillTrainOptions {
+  std::string teacher;             // teacher model directory (online mode, --init-from-teacher)
+  std::vector<std::string> data;   // online: text files the teacher scores (byte-level models)
+  double val_fraction = 0.05;      // online: tail of each file held out
+  std::string dataset;             // offline: dataset directory (top-k teacher log-probs)
+  std::string student_config;      // HF config.json of a fresh student
+  std::string student_preset;      // or a built-in shape
+  std::string init_from;           // or a checkpoint directory to start from
+  bool init_from_teacher = false;  // or the teacher's layers listed in keep_layers
+  std::string keep_layers;         // "0,2,4": teacher layers the student keeps, in order
+  std::string loss = "kl";         // e.g. "kl=0.5,ce=0.5" (see KdLossSpec::parse)
+  float temperature = 1.0f;        // T (KD terms are scaled by T^2)
+  std::string tail = "bucket";     // sparse teachers: bucket | ignore
+  TrainLoopOptions loop;
+};
+
+void distill_train(const DistillTrainOptions& options, const ProgressFn& on_progress);
+
+// The tokenizer fingerprint recorded with a model directory ("" when unknown): the
+// distill_tokenizer metadata of its weights.
+std::string model_tokenizer_fingerprint(const std::string& dir);
+
+// A student config that keeps the listed layers of the teacher, and the weights copied over.
+ModelConfig config_keeping_layers(const ModelConfig& teacher, const std::vector<int>& layers);
+void copy_kept_layers(const Model& teacher, Model& student, const std::vector<int>& layers);
+std::vector<int> parse_layer_list(const std::string& text, int num_layers);
+
+}  // namespace distill
