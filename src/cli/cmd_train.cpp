@@ -11,7 +11,7 @@ VerbRun add_train(CLI::App& app) {
   o->loop.out = "runs/student";
   app.add_option("--teacher", o->teacher, "teacher model directory");
   app.add_option("--data", o->data, "online: text files the teacher scores");
-  app.add_option("--val-fraction", o->val_fraction, "online: tail of each file held out");
+  app.add_option("--val-fraction", o->val_fraction, "held out: tail of each text file (online) or last records (offline)");
   app.add_option("--dataset", o->dataset, "offline: dataset directory of teacher log-probs");
   app.add_option("--student-config", o->student_config, "HF config.json of a fresh student");
   app.add_option("--student-preset", o->student_preset, "built-in student shape");

@@ -27,8 +27,17 @@ int main(int argc, char** argv) {
   add("pretrain", "train a model from scratch on text files", distill::cli::add_pretrain);
   add("train", "distill a student from a teacher (online or from a dataset)",
       distill::cli::add_train);
+  add("generate", "teacher completions with top-k log-probabilities, as a dataset",
+      distill::cli::add_generate);
+  add("score", "teacher top-k log-probabilities of existing text, as a dataset",
+      distill::cli::add_score);
+  add("eval", "compare teacher, student and baselines; write report.html",
+      distill::cli::add_eval);
   add("sample", "generate text from a model directory", distill::cli::add_sample);
   add("inspect", "print a model directory's config and parameters", distill::cli::add_inspect);
+  add("export", "write a model directory as GGUF for llama.cpp", distill::cli::add_export);
+  add("import", "read a GGUF model into a model directory", distill::cli::add_import);
+  add("tokenizer", "encode and decode text with a tokenizer", distill::cli::add_tokenizer);
   add("bench", "measure training throughput and GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {

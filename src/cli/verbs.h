@@ -10,8 +10,16 @@ using VerbRun = std::function<int()>;
 
 VerbRun add_pretrain(CLI::App& app);
 VerbRun add_train(CLI::App& app);
+VerbRun add_eval(CLI::App& app);
+VerbRun add_generate(CLI::App& app);
+VerbRun add_score(CLI::App& app);
 VerbRun add_sample(CLI::App& app);
 VerbRun add_bench(CLI::App& app);
 VerbRun add_inspect(CLI::App& app);
+VerbRun add_export(CLI::App& app);
+VerbRun add_import(CLI::App& app);
+VerbRun add_tokenizer(CLI::App& app);
+// Registers `tokenizer train` under the `tokenizer` verb (cmd_tokenizer_train.cpp).
+void add_tokenizer_train(CLI::App& tokenizer_app);
 
 }  // namespace distill::cli

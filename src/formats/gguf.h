@@ -81,7 +81,8 @@ class GgufFile {
   const GgufValue& get(std::string_view key) const;  // throws naming the file and key
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(std::string_view name) const;
-  // Dequantized/converted to f32 (F32, F16, BF16, Q8_0, Q4_0, Q4_K where supported).
+  // Dequantized/converted to f32: F32, F16, BF16, F64, I8, I16, I32, Q8_0, Q4_0, Q4_1, Q5_0,
+  // Q5_1, Q4_K, Q6_K (formats/ggml_quant.h); any other type is a distill::Error naming it.
   std::vector<float> read_f32(const GgufTensorInfo& tensor) const;
 
  private:

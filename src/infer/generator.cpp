@@ -73,7 +73,8 @@ std::vector<Generation> Generator::generate(
       if (slots[s].request >= 0) continue;
       slots[s].request = next;
       slots[s].context = prompts[next];
-      slots[s].rng.reseed(o.seed + uint64_t(next));
+      slots[s].rng.reseed(o.request_seeds.empty() ? o.seed + uint64_t(next)
+                                                  : o.request_seeds.at(size_t(next)));
       slots[s].prefilled = false;
       cache_->reset(s);
       next++;

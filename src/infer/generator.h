@@ -27,7 +27,8 @@ class LogitsProcessor {
 struct GenerateOptions {
   SamplingOptions sampling;
   int max_tokens = 128;              // new tokens per request
-  uint64_t seed = 0;                 // request i samples with seed + i
+  uint64_t seed = 0;                 // request i samples with seed + i ...
+  std::vector<uint64_t> request_seeds;  // ... or with request_seeds[i] when given
   int top_logprobs = 0;              // top-k log-probabilities per token (0: none)
   std::vector<int32_t> stop_ids;     // e.g. EOS; the stop token is kept in the output
   // Called after each token with the tokens generated so far; true stops the request (stop

@@ -39,7 +39,7 @@ constexpr float kGeluA = 0.044715f;
 
 // out (n) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x * sigmoid(2u).
 void gelu_forward(float* out, const float* inp, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) {
     const float x = inp[i];
     const float u = kGeluK * (x + kGeluA * x * x * x);
@@ -66,7 +66,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
 
 // gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
 void swiglu_forward(float* out, const float* gate_up, int N, int F) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
   for (int n = 0; n < N; ++n) {
     const float* g = gate_up + long(n) * 2 * F;
     const float* u = g + F;

@@ -13,6 +13,10 @@
 
 namespace distill {
 
+// Element count below which an elementwise kernel runs on one thread: waking the OpenMP team
+// costs more than the work (inference rows, decode steps of one token).
+inline constexpr size_t kParallelMin = 32768;
+
 // ---- embedding.cpp ----
 // out (B,T,C) = wte[ids[b,t]] (+ wpe[t] when wpe != nullptr: learned positions, GPT-2).
 // ids (B,T) must be in [0, V); wte (V,C); wpe (>=T, C).

@@ -13,7 +13,7 @@ namespace distill {
 // then the centred sum of squares, which avoids the cancellation of E[x^2] - E[x]^2.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + long(n) * C;
     float* y = out + long(n) * C;

@@ -136,7 +136,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
                     int IC, int OC, MatmulPrecision prec) {
   gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC, prec);
   if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * OC > kParallelMin)
     for (int n = 0; n < N; n++) {
       float* o = out + size_t(n) * OC;
 #pragma omp simd

@@ -5,7 +5,7 @@ namespace distill {
 
 // out, a, b (n). out may alias a or b (in-place residual add).
 void residual_forward(float* out, const float* a, const float* b, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 

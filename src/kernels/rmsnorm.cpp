@@ -11,7 +11,7 @@ namespace distill {
 // inp, out (N,C); weight (C); rstd (N) cached. y = x * rstd * weight, rstd = 1/sqrt(mean(x^2)+eps).
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + long(n) * C;
     float* y = out + long(n) * C;

@@ -67,7 +67,7 @@ void rope_forward(float* x, const float* cos, const float* sin, int B, int H, in
   DISTILL_CHECK(HD % 2 == 0);
   const int half = HD / 2;
   const long rows = long(B) * H * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(rows) * HD > kParallelMin)
   for (long r = 0; r < rows; ++r) {
     float* a = x + r * HD;
     float* b = a + half;

@@ -56,6 +56,9 @@ const std::vector<Preset>& presets() {
       {"gpt2-tiny", gpt2(256, 128, 4, 4, 256)},
       {"llama-tiny", llama(256, 128, 4, 4, 2, 352, 256)},
       {"gpt2-mini", gpt2(256, 256, 6, 8, 512)},
+      // The demo's teacher (4.9M parameters) and a student of about 1/8 its size (0.57M).
+      {"demo-teacher", gpt2(256, 256, 6, 8, 256)},
+      {"demo-student", gpt2(256, 104, 4, 4, 256)},
       // The benchmark shapes of ../shared/PEERS.md (17-18M parameters, vocabulary 8192).
       {"gpt2-bench", gpt2(8192, 384, 6, 6, 256)},
       {"llama-bench", untied(llama(8192, 384, 6, 6, 2, 1024, 256))},

@@ -21,7 +21,8 @@ struct ByteTokenizer {
     return s;
   }
   // Identifies the vocabulary in checkpoints and (later) dataset headers.
-  static constexpr const char* kFingerprint = "distill-bytes-v1";
+  // (hex of "distill-bytes-v1": fingerprints are hex strings, as dataset headers store them)
+  static constexpr const char* kFingerprint = "64697374696c6c2d62797465732d7631";
 };
 
 }  // namespace distill

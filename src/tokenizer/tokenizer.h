@@ -24,8 +24,13 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   virtual std::vector<int32_t> encode(std::string_view text,
                                       const EncodeOptions& options = {}) const = 0;
+  // encode() of each text, spread over the OpenMP threads (omp_get_max_threads()); the result
+  // does not depend on the thread count. encode() is thread-safe, so this is only a convenience.
+  virtual std::vector<std::vector<int32_t>> encode_batch(
+      const std::vector<std::string_view>& texts, const EncodeOptions& options = {}) const;
   // Concatenated text of the ids (with the decoder applied); special tokens are skipped when
-  // skip_special.
+  // skip_special. Ids that split a UTF-8 character give its bytes as they are (tokenizer.json and
+  // GGUF vocabularies; libsentencepiece shows U+FFFD instead). Throws for ids out of range.
   virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
   virtual int vocab_size() const = 0;  // ids are in [0, vocab_size)
   // The vocabulary entry of an id as stored (e.g. "Ġthe", "▁the", "<0x0A>"); throws if out of range.

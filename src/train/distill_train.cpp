@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/dataset.h"
 #include "data/text_corpus.h"
 #include "distill/losses.h"
 #include "formats/model_dir.h"
@@ -78,34 +79,32 @@ void copy_kept_layers(const Model& teacher, Model& student, const std::vector<in
 
 namespace {
 
-// Online distillation on random windows of a text corpus: the frozen teacher's dense logits
-// for every micro-batch.
-class OnlineDistillTask final : public TrainTask {
+// What online and offline distillation share: the student's origin and the loss spec.
+class DistillTaskBase : public TrainTask {
  public:
-  explicit OnlineDistillTask(const DistillTrainOptions& o)
+  explicit DistillTaskBase(const DistillTrainOptions& o)
       : o_(o),
         spec_(KdLossSpec::parse(o.loss, o.temperature,
-                                o.tail == "ignore" ? TailRule::Ignore : TailRule::Bucket)),
-        corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1)) {
-    if (o.teacher.empty()) throw Error("distillation needs --teacher (a model directory)");
+                                o.tail == "ignore" ? TailRule::Ignore : TailRule::Bucket)) {
     if (o.tail != "bucket" && o.tail != "ignore")
       throw Error("--tail '{}': expected bucket or ignore", o.tail);
-    teacher_ = load_model_dir(o.teacher);
-    teacher_fingerprint_ = model_tokenizer_fingerprint(o.teacher);
+    if (!o.teacher.empty()) teacher_ = load_model_dir(o.teacher);
   }
 
-  ModelConfig model_config() override {
-    ModelConfig c;
-    int sources = !o_.student_config.empty() + !o_.student_preset.empty() + !o_.init_from.empty() +
-                  o_.init_from_teacher;
+  // `fingerprint`/`vocab`: the teacher data's tokenizer (teacher model or dataset).
+  ModelConfig student_config(const std::string& fingerprint, int vocab, const std::string& origin) {
+    const int sources = !o_.student_config.empty() + !o_.student_preset.empty() +
+                        !o_.init_from.empty() + o_.init_from_teacher;
     if (sources != 1)
       throw Error("choose exactly one student: --student-config, --student-preset, --init-from "
                   "or --init-from-teacher");
+    ModelConfig c;
     std::string student_fp = ByteTokenizer::kFingerprint;
     if (o_.init_from_teacher) {
+      if (!teacher_) throw Error("--init-from-teacher needs --teacher");
       layers_ = parse_layer_list(o_.keep_layers, teacher_->config().num_layers);
       c = config_keeping_layers(teacher_->config(), layers_);
-      student_fp = teacher_fingerprint_;
+      student_fp = model_tokenizer_fingerprint(o_.teacher);
     } else if (!o_.init_from.empty()) {
       c = ModelConfig::from_file(o_.init_from + "/config.json");
       student_fp = model_tokenizer_fingerprint(o_.init_from);
@@ -113,16 +112,16 @@ class OnlineDistillTask final : public TrainTask {
       c = o_.student_config.empty() ? model_preset(o_.student_preset)
                                     : ModelConfig::from_file(o_.student_config);
     }
-    if (c.vocab_size != teacher_->config().vocab_size)
-      throw Error("student vocabulary ({} tokens) differs from the teacher's ({}): teacher and "
-                  "student must share a tokenizer", c.vocab_size, teacher_->config().vocab_size);
-    if (!teacher_fingerprint_.empty() && !student_fp.empty() && student_fp != teacher_fingerprint_)
-      throw Error("student tokenizer fingerprint {} differs from the teacher's {} ({}): teacher "
-                  "and student must share a tokenizer", student_fp, teacher_fingerprint_,
-                  o_.teacher);
+    if (c.vocab_size != vocab)
+      throw Error("student vocabulary ({} tokens) differs from {}'s ({}): teacher and student "
+                  "must share a tokenizer", c.vocab_size, origin, vocab);
+    if (!fingerprint.empty() && !student_fp.empty() && student_fp != fingerprint)
+      throw Error("student tokenizer fingerprint {} differs from {}'s {}: teacher and student "
+                  "must share a tokenizer", student_fp, origin, fingerprint);
     if (c.arch == Arch::Gpt2 && o_.loop.seq_len > c.max_position)
       throw Error("seq-len {} exceeds the student's n_positions {}", o_.loop.seq_len,
                   c.max_position);
+    fingerprint_ = fingerprint;
     return c;
   }
 
@@ -134,6 +133,44 @@ class OnlineDistillTask final : public TrainTask {
     } else {
       model.init_weights(seed);
     }
+  }
+
+  std::map<std::string, std::string> model_metadata() const override {
+    if (fingerprint_.empty()) return {};
+    return {{"distill_tokenizer", fingerprint_}};
+  }
+
+ protected:
+  nlohmann::json terms(const KdLossResult& r) const {
+    nlohmann::json j = nlohmann::json::object();
+    for (const KdTerm& t : spec_.terms)
+      j[std::string("loss_") + kd_loss_name(t.kind)] = r.per_term[int(t.kind)];
+    return j;
+  }
+  static void add(KdLossResult& total, const KdLossResult& r) {
+    total.loss += r.loss;
+    for (int k = 0; k < 8; k++) total.per_term[k] += r.per_term[k];
+  }
+
+  const DistillTrainOptions& o_;
+  KdLossSpec spec_;
+  std::unique_ptr<Model> teacher_;
+  std::string fingerprint_;
+  std::vector<int> layers_;
+};
+
+// Online distillation on random windows of a text corpus: the frozen teacher's dense logits
+// for every micro-batch.
+class OnlineDistillTask final : public DistillTaskBase {
+ public:
+  explicit OnlineDistillTask(const DistillTrainOptions& o)
+      : DistillTaskBase(o), corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1)) {
+    if (!teacher_) throw Error("online distillation needs --teacher (a model directory)");
+  }
+
+  ModelConfig model_config() override {
+    return student_config(model_tokenizer_fingerprint(o_.teacher), teacher_->config().vocab_size,
+                          "the teacher " + o_.teacher);
   }
 
   StepResult step(Model& model, Rng& rng) override {
@@ -153,12 +190,9 @@ class OnlineDistillTask final : public TrainTask {
       const float* teacher_logits = teacher_->forward(ids, B, T);
       const float* student_logits = model.forward(ids, B, T);
       std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
-      const KdLossResult r = kd_loss_dense(spec_, student_logits, teacher_logits,
-                                           targets_.data() + a * BT, weights.data(), N, V,
-                                           normalizer, dlogits_.data());
+      add(total, kd_loss_dense(spec_, student_logits, teacher_logits, targets_.data() + a * BT,
+                               weights.data(), N, V, normalizer, dlogits_.data()));
       model.backward(dlogits_.data());
-      total.loss += r.loss;
-      for (int k = 0; k < 8; k++) total.per_term[k] += r.per_term[k];
     }
     return StepResult{total.loss, int64_t(BT) * A, terms(total)};
   }
@@ -174,8 +208,8 @@ class OnlineDistillTask final : public TrainTask {
       corpus_.val_batch(i, o_.loop.eval_batches, B, T, ids.data(), targets.data());
       const float* t = teacher_->forward(ids.data(), B, T);  // the two models own separate buffers
       const float* s = model.forward(ids.data(), B, T);
-      loss += kd_loss_dense(spec_, s, t, targets.data(), weights.data(),
-                            int(BT), V, normalizer, nullptr).loss;
+      loss += kd_loss_dense(spec_, s, t, targets.data(), weights.data(), int(BT), V, normalizer,
+                            nullptr).loss;
     }
     return float(loss);
   }
@@ -185,37 +219,156 @@ class OnlineDistillTask final : public TrainTask {
             {"loss", spec_.describe()}};
   }
 
-  std::map<std::string, std::string> model_metadata() const override {
-    if (teacher_fingerprint_.empty()) return {};
-    return {{"distill_tokenizer", teacher_fingerprint_}};
+ private:
+  TextCorpus corpus_;
+  std::vector<int32_t> ids_, targets_;
+  std::vector<float> dlogits_;
+};
+
+// Offline distillation from a dataset of top-k teacher log-probabilities (`distill generate` /
+// `distill score`): random records, cut to seq-len, loss on the positions the teacher scored.
+// The last val_fraction of the records is held out for evaluation.
+class OfflineDistillTask final : public DistillTaskBase {
+ public:
+  explicit OfflineDistillTask(const DistillTrainOptions& o)
+      : DistillTaskBase(o), data_(DatasetReader::open(o.dataset)) {
+    const int64_t n = data_.size();
+    if (n < 2) throw Error("dataset {} has {} records: too few to train and evaluate", o.dataset, n);
+    n_val_ = std::max<int64_t>(1, int64_t(double(n) * o.val_fraction));
+    n_train_ = n - n_val_;
+  }
+
+  ModelConfig model_config() override {
+    const ModelConfig c = student_config(data_.header().tokenizer_fingerprint,
+                                         int(data_.header().vocab_size), "the dataset " + o_.dataset);
+    data_.check_compatible(data_.header().tokenizer_fingerprint, c.vocab_size);
+    return c;
+  }
+
+  StepResult step(Model& model, Rng& rng) override {
+    const int B = o_.loop.batch_size, A = o_.loop.grad_accum;
+    // Draw the whole step's records first: their target count normalizes the step's loss.
+    batches_.resize(A);
+    double normalizer = 0.0;
+    for (int a = 0; a < A; a++) {
+      std::vector<int64_t> picks(B);
+      for (int b = 0; b < B; b++) picks[b] = int64_t(rng.below(uint64_t(n_train_)));
+      build(batches_[a], picks, &rng);
+      for (float w : batches_[a].weights) normalizer += w;
+    }
+    KdLossResult total;
+    int64_t tokens = 0;
+    for (int a = 0; a < A; a++) {
+      total.loss += run(model, batches_[a], normalizer, true, total);
+      tokens += int64_t(batches_[a].ids.size());
+    }
+    return StepResult{total.loss, tokens, terms(total)};
+  }
+
+  float evaluate(Model& model) override {
+    const int B = o_.loop.batch_size;
+    const int64_t count = std::min<int64_t>(n_val_, int64_t(B) * o_.loop.eval_batches);
+    std::vector<Batch> batches;
+    double normalizer = 0.0;
+    for (int64_t start = 0; start < count; start += B) {
+      std::vector<int64_t> picks;
+      for (int64_t i = start; i < std::min(count, start + B); i++) picks.push_back(n_train_ + i);
+      batches.emplace_back();
+      build(batches.back(), picks, nullptr);
+      for (float w : batches.back().weights) normalizer += w;
+    }
+    KdLossResult total;
+    double loss = 0.0;
+    for (Batch& b : batches) loss += run(model, b, normalizer, false, total);
+    return float(loss);
+  }
+
+  nlohmann::json identity() const override {
+    return {{"task", "distill-offline"}, {"dataset", o_.dataset}, {"records", data_.size()},
+            {"loss", spec_.describe()}};
   }
 
  private:
-  nlohmann::json terms(const KdLossResult& r) const {
-    nlohmann::json j = nlohmann::json::object();
-    for (const KdTerm& t : spec_.terms)
-      j[std::string("loss_") + kd_loss_name(t.kind)] = r.per_term[int(t.kind)];
-    return j;
+  struct Batch {
+    int B = 0, T = 0;
+    std::vector<DatasetEntry> entries;
+    std::vector<int32_t> ids, targets;
+    std::vector<float> weights;
+    std::vector<SparseTeacherRow> rows;
+  };
+
+  // Cuts each record to at most T+1 tokens (a random window when longer and rng is given) and
+  // lays out ids, targets, weights (1 where the teacher scored the target) and teacher rows.
+  void build(Batch& b, const std::vector<int64_t>& picks, Rng* rng) {
+    const int T = o_.loop.seq_len;
+    b.B = int(picks.size());
+    b.T = T;
+    b.entries.resize(picks.size());
+    b.ids.assign(size_t(b.B) * T, 0);
+    b.targets.assign(size_t(b.B) * T, -1);
+    b.weights.assign(size_t(b.B) * T, 0.0f);
+    b.rows.assign(size_t(b.B) * T, SparseTeacherRow{nullptr, nullptr, 0, 0.0f});
+    for (int i = 0; i < b.B; i++) {
+      DatasetEntry& e = b.entries[i];
+      data_.read(picks[i], e);
+      const int n = int(e.tokens.size());
+      int start = 0;
+      if (n - 1 > T) {
+        // Windows must keep scored targets: start no later than the last scored window.
+        const int latest = n - 1 - T;
+        start = rng ? int(rng->below(uint64_t(latest + 1))) : 0;
+      }
+      const int len = std::min(T, n - 1 - start);
+      for (int t = 0; t < len; t++) {
+        const size_t pos = size_t(i) * T + t;
+        b.ids[pos] = e.tokens[start + t];
+        const int target = start + t + 1;
+        const int row = target - e.first_target;
+        if (row < 0 || row >= e.rows.rows()) continue;
+        b.targets[pos] = e.tokens[target];
+        b.weights[pos] = 1.0f;
+        b.rows[pos] = SparseTeacherRow{e.rows.ids.data() + size_t(row) * e.rows.k,
+                                       e.rows.logprobs.data() + size_t(row) * e.rows.k,
+                                       e.rows.count(row), e.rows.tail[row]};
+      }
+    }
   }
 
-  const DistillTrainOptions& o_;
-  KdLossSpec spec_;
-  TextCorpus corpus_;
-  std::unique_ptr<Model> teacher_;
-  std::string teacher_fingerprint_;
-  std::vector<int> layers_;
-  std::vector<int32_t> ids_, targets_;
+  double run(Model& model, Batch& b, double normalizer, bool backward, KdLossResult& total) {
+    const int N = b.B * b.T, V = model.config().vocab_size;
+    const float* logits = model.forward(b.ids.data(), b.B, b.T);
+    if (backward) {
+      dlogits_.assign(size_t(N) * V, 0.0f);
+    }
+    const KdLossResult r = kd_loss_sparse(spec_, logits, b.rows.data(), b.targets.data(),
+                                          b.weights.data(), N, V, normalizer,
+                                          backward ? dlogits_.data() : nullptr);
+    if (backward) {
+      for (int k = 0; k < 8; k++) total.per_term[k] += r.per_term[k];
+      model.backward(dlogits_.data());
+    }
+    return r.loss;
+  }
+
+  DatasetReader data_;
+  int64_t n_train_ = 0, n_val_ = 0;
+  std::vector<Batch> batches_;
   std::vector<float> dlogits_;
 };
 
 }  // namespace
 
 void distill_train(const DistillTrainOptions& options, const ProgressFn& on_progress) {
-  if (!options.dataset.empty())
-    throw Error("offline distillation from a dataset is not available yet: use --data with "
-                "--teacher (online)");
-  OnlineDistillTask task(options);
-  run_training(options.loop, task, on_progress);
+  if (options.dataset.empty() == options.data.empty())
+    throw Error("give either --dataset (offline: teacher log-probs) or --data with --teacher "
+                "(online: the teacher scores the text as training goes)");
+  if (!options.dataset.empty()) {
+    OfflineDistillTask task(options);
+    run_training(options.loop, task, on_progress);
+  } else {
+    OnlineDistillTask task(options);
+    run_training(options.loop, task, on_progress);
+  }
 }
 
 }  // namespace distill

@@ -1,0 +1,70 @@
+# GGUF interop with a real llama.cpp (ctest label "interop").
+#
+# The peer is npm's node-llama-cpp (tests/interop/package.json + package-lock.json; install with
+# `(cd tests/interop && npm ci --ignore-scripts)`): it ships prebuilt llama.cpp shared libraries
+# for linux-x64 and the matching llama.cpp source as a git bundle. At configure time the public
+# headers (llama.h, ggml*.h) are checked out of that bundle into the build tree — never into the
+# source tree — and tests/interop/llama_peer.cpp is built against them and linked with the
+# prebuilt libraries. tests/interop_test.cpp drives it.
+set(DISTILL_INTEROP_NODE_MODULES "${CMAKE_SOURCE_DIR}/tests/interop/node_modules")
+set(_interop_bundle "${DISTILL_INTEROP_NODE_MODULES}/node-llama-cpp/llama/gitRelease.bundle")
+set(_interop_bins "${DISTILL_INTEROP_NODE_MODULES}/@node-llama-cpp/linux-x64/bins/linux-x64")
+if(EXISTS "${_interop_bundle}" AND EXISTS "${_interop_bins}")
+  set(_interop_default ON)
+else()
+  set(_interop_default OFF)
+endif()
+option(DISTILL_INTEROP "Build the llama.cpp peer and run the GGUF interop test (needs \
+tests/interop/node_modules: cd tests/interop && npm ci --ignore-scripts)" ${_interop_default})
+
+if(DISTILL_INTEROP)
+  if(NOT EXISTS "${_interop_bundle}" OR NOT EXISTS "${_interop_bins}")
+    message(FATAL_ERROR "DISTILL_INTEROP=ON but node-llama-cpp is not installed: run "
+                        "(cd tests/interop && npm ci --ignore-scripts)")
+  endif()
+  find_package(Git REQUIRED)
+  # Headers from the bundle, re-extracted when the bundle changes.
+  set(_interop_src "${CMAKE_BINARY_DIR}/llama.cpp-headers")
+  file(SHA256 "${_interop_bundle}" _interop_hash)
+  if(NOT EXISTS "${_interop_src}/${_interop_hash}.stamp")
+    file(REMOVE_RECURSE "${_interop_src}")
+    execute_process(
+      COMMAND "${GIT_EXECUTABLE}" clone --quiet --no-checkout "${_interop_bundle}" "${_interop_src}"
+      RESULT_VARIABLE _rc ERROR_VARIABLE _err)
+    if(NOT _rc EQUAL 0)
+      message(FATAL_ERROR "cannot clone ${_interop_bundle}: ${_err}")
+    endif()
+    execute_process(
+      COMMAND "${GIT_EXECUTABLE}" -C "${_interop_src}" -c advice.detachedHead=false
+              checkout --quiet HEAD -- include ggml/include
+      RESULT_VARIABLE _rc ERROR_VARIABLE _err)
+    if(NOT _rc EQUAL 0)
+      message(FATAL_ERROR "cannot check out llama.cpp headers from the bundle: ${_err}")
+    endif()
+    file(TOUCH "${_interop_src}/${_interop_hash}.stamp")
+  endif()
+  file(GLOB _interop_llama "${_interop_bins}/libllama.*so")
+  file(GLOB _interop_ggml "${_interop_bins}/libggml.*so")
+  set(_interop_ggml_base "${_interop_bins}/libggml-base.so")
+  if(NOT _interop_llama OR NOT _interop_ggml OR NOT EXISTS "${_interop_ggml_base}")
+    message(FATAL_ERROR "prebuilt llama.cpp libraries not found in ${_interop_bins}")
+  endif()
+
+  add_executable(llama_peer tests/interop/llama_peer.cpp)
+  target_include_directories(llama_peer SYSTEM PRIVATE "${_interop_src}/include"
+                             "${_interop_src}/ggml/include")
+  target_link_libraries(llama_peer PRIVATE ${_interop_llama} ${_interop_ggml}
+                        "${_interop_ggml_base}")
+  target_compile_definitions(llama_peer PRIVATE LLAMA_PEER_BACKEND_DIR="${_interop_bins}")
+  set_target_properties(llama_peer PROPERTIES BUILD_RPATH "${_interop_bins}")
+  message(STATUS "GGUF interop: llama.cpp peer from ${_interop_bins}")
+endif()
+
+if(TARGET interop_test)
+  if(DISTILL_INTEROP)
+    target_compile_definitions(interop_test PRIVATE
+        DISTILL_LLAMA_PEER="$<TARGET_FILE:llama_peer>")
+    add_dependencies(interop_test llama_peer distill)
+  endif()
+  set_tests_properties(interop_test PROPERTIES LABELS interop)
+endif()

@@ -1,0 +1,326 @@
+#include "distill/teacher_data.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "formats/model_dir.h"
+#include "infer/generator.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/model_tokenizer.h"
+
+namespace distill {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One unit of teacher work: a record to write unless (id, sample) is already in the dataset.
+struct WorkItem {
+  std::string id;
+  int64_t sample = 0;
+  std::string prompt;              // generate: the rendered prompt text
+  std::vector<int32_t> tokens;     // generate: prompt ids; score: the text's ids
+  std::string source;
+  nlohmann::json extra = nlohmann::json::object();
+};
+
+// A stable hash (std::hash is not specified across standard libraries).
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("{}: cannot open: {}", path, std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Calls fn(line_number, json) for every non-empty line of a JSONL file; errors name the line.
+template <typename Fn>
+void for_jsonl(const std::string& path, Fn&& fn) {
+  std::ifstream in(path);
+  if (!in) throw Error("{}: cannot open: {}", path, std::strerror(errno));
+  std::string line;
+  int64_t number = 0;
+  while (std::getline(in, line)) {
+    number++;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error("{} line {}: not valid JSON: {}", path, number, e.what());
+    }
+    if (!j.is_object()) throw Error("{} line {}: expected a JSON object", path, number);
+    fn(number, j);
+  }
+}
+
+DatasetHeader make_header(const std::string& teacher, const Tokenizer& tok, int k,
+                          const std::string& encoding, nlohmann::json sampling) {
+  DatasetHeader h;
+  h.tokenizer_fingerprint = tok.fingerprint();
+  h.vocab_size = tok.vocab_size();
+  h.k = k;
+  h.encoding = logprob_encoding_from_name(encoding);
+  h.teacher = fs::path(teacher).lexically_normal().string();
+  h.sampling = std::move(sampling);
+  return h;
+}
+
+void append_rows(TopkRows& rows, const TokenLogprobs& lp) {
+  rows.append(lp.top_ids.data(), lp.top_logprobs.data(), int(lp.top_ids.size()), lp.tail_mass);
+}
+
+class Meter {
+ public:
+  Meter(const TeacherDataProgressFn& fn, int64_t total, int64_t skipped)
+      : fn_(fn), total_(total), skipped_(skipped), t0_(Clock::now()) {}
+  void record(int64_t done, int64_t tokens) {
+    tokens_ += tokens;
+    TeacherDataProgress p;
+    p.done = done;
+    p.total = total_;
+    p.skipped = skipped_;
+    p.tokens = tokens_;
+    const double s = std::chrono::duration<double>(Clock::now() - t0_).count();
+    p.tokens_per_s = s > 0 ? double(tokens_) / s : 0.0;
+    const int64_t run_done = done - skipped_;
+    p.eta_s = run_done > 0 ? s / double(run_done) * double(total_ - done) : 0.0;
+    fn_(p);
+  }
+  void note(const std::string& text) {
+    TeacherDataProgress p;
+    p.total = total_;
+    p.skipped = skipped_;
+    p.done = skipped_;
+    p.note = text;
+    fn_(p);
+  }
+
+ private:
+  const TeacherDataProgressFn& fn_;
+  int64_t total_, skipped_, tokens_ = 0;
+  Clock::time_point t0_;
+};
+
+std::string resume_note(const DatasetWriter& w) {
+  const DatasetResume& r = w.resumed();
+  std::string s = fmt::format("resuming: {} records kept", r.records);
+  if (r.dropped_partial_line) s += ", a partial records.jsonl line dropped";
+  if (r.dropped_shard_bytes) s += fmt::format(", {} shard bytes past the last record cut", r.dropped_shard_bytes);
+  return s;
+}
+
+}  // namespace
+
+void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
+  if (o.top_k <= 0) throw Error("--top-k must be positive");
+  if (o.seq_len < 2) throw Error("--seq-len must be at least 2");
+  auto model = load_model_dir(o.teacher);
+  auto tok = open_model_tokenizer(o.teacher);
+  if (tok->vocab_size() > model->config().vocab_size)
+    throw Error("{}: tokenizer has {} tokens but the model's vocabulary is {}", o.teacher,
+                tok->vocab_size(), model->config().vocab_size);
+  const int context = std::min(o.seq_len, model->config().max_position);
+  std::vector<WorkItem> items;
+  for (const std::string& path : o.text) {
+    const std::string base = fs::path(path).filename().string();
+    if (path.size() > 6 && path.substr(path.size() - 6) == ".jsonl") {
+      for_jsonl(path, [&](int64_t line, const nlohmann::json& j) {
+        if (!j.contains("text") || !j["text"].is_string())
+          throw Error("{} line {}: expected a \"text\" string", path, line);
+        WorkItem w;
+        w.id = j.contains("id") ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump())
+                                : base + ":" + std::to_string(line);
+        w.tokens = tok->encode(j["text"].get<std::string>());
+        if (int(w.tokens.size()) > context) w.tokens.resize(context);
+        w.source = path;
+        if (w.tokens.size() >= 2) items.push_back(std::move(w));
+      });
+      continue;
+    }
+    // Plain text: the training part (the held-out tail stays unseen by the student) in
+    // non-overlapping windows.
+    const std::string text = read_text(path);
+    const std::vector<int32_t> ids = tok->encode(text);
+    const size_t train = ids.size() - size_t(double(ids.size()) * o.val_fraction);
+    for (size_t start = 0, n = 0; start + 2 <= train; start += context, n++) {
+      WorkItem w;
+      w.id = base + "#" + std::to_string(n);
+      w.tokens.assign(ids.begin() + start, ids.begin() + std::min(train, start + context));
+      w.source = path;
+      w.extra["offset_tokens"] = start;
+      items.push_back(std::move(w));
+    }
+  }
+  if (o.max_records > 0 && int64_t(items.size()) > o.max_records) items.resize(o.max_records);
+  if (items.empty()) throw Error("nothing to score in {}", o.text.empty() ? "(no files)" : o.text[0]);
+
+  DatasetWriter writer = DatasetWriter::open(
+      o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, {{"mode", "score"}}), o.resume);
+  int64_t skipped = 0;
+  for (const WorkItem& w : items) skipped += writer.completed(w.id, 0);
+  Meter meter(progress, int64_t(items.size()), skipped);
+  if (writer.resumed().records > 0) meter.note(resume_note(writer));
+  Generator gen(*model, 1, context);
+  for (const WorkItem& w : items) {
+    if (writer.completed(w.id, 0)) continue;
+    const std::vector<TokenLogprobs> scored = gen.score(w.tokens, o.top_k);
+    DatasetRecord r;
+    r.id = w.id;
+    r.prompt = "";
+    r.completion = tok->decode(w.tokens);
+    r.source = w.source;
+    r.teacher = o.teacher;
+    r.tokens = w.tokens;
+    r.prompt_tokens = 0;
+    r.first_target = 1;
+    r.rows.resize(0, o.top_k);
+    for (const TokenLogprobs& lp : scored) append_rows(r.rows, lp);
+    r.extra = w.extra;
+    writer.append(r);
+    meter.record(writer.size(), int64_t(w.tokens.size()));
+  }
+  writer.close();
+}
+
+void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& progress) {
+  if (o.top_k <= 0) throw Error("--top-k must be positive");
+  if (o.num_samples <= 0 || o.max_tokens <= 0 || o.batch <= 0)
+    throw Error("--num-samples, --max-tokens and --batch must be positive");
+  auto model = load_model_dir(o.teacher);
+  auto tok = open_model_tokenizer(o.teacher);
+  std::unique_ptr<ChatTemplate> chat;
+  std::vector<WorkItem> items;
+  int max_prompt = 0;
+  for_jsonl(o.prompts, [&](int64_t line, const nlohmann::json& j) {
+    std::string prompt;
+    if (j.contains("prompt")) {
+      if (!j["prompt"].is_string())
+        throw Error("{} line {}: \"prompt\" must be a string", o.prompts, line);
+      prompt = j["prompt"].get<std::string>();
+    } else if (j.contains("messages")) {
+      if (!j["messages"].is_array())
+        throw Error("{} line {}: \"messages\" must be an array", o.prompts, line);
+      if (!chat) {
+        try {
+          chat = std::make_unique<ChatTemplate>(ChatTemplate::from_file(o.teacher));
+        } catch (const Error& e) {
+          throw Error("{} line {}: messages need the teacher's chat template: {}", o.prompts,
+                      line, e.what());
+        }
+      }
+      std::vector<ChatMessage> messages;
+      for (const auto& m : j["messages"]) {
+        if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
+            !m["role"].is_string() || !m["content"].is_string())
+          throw Error("{} line {}: each message needs \"role\" and \"content\" strings",
+                      o.prompts, line);
+        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      }
+      ChatTemplateOptions co;
+      co.add_generation_prompt = true;
+      prompt = chat->apply(messages, co);
+    } else {
+      throw Error("{} line {}: expected \"prompt\" or \"messages\"", o.prompts, line);
+    }
+    const std::string id = j.contains("id")
+                               ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump())
+                               : "line:" + std::to_string(line);
+    std::vector<int32_t> ids = tok->encode(prompt, EncodeOptions{true, j.contains("messages")});
+    if (ids.empty()) throw Error("{} line {}: the prompt is empty", o.prompts, line);
+    max_prompt = std::max(max_prompt, int(ids.size()));
+    for (int s = 0; s < o.num_samples; s++) {
+      WorkItem w;
+      w.id = id;
+      w.sample = s;
+      w.prompt = prompt;
+      w.tokens = ids;
+      w.source = o.prompts;
+      items.push_back(w);
+    }
+  });
+  if (items.empty()) throw Error("{}: no prompts", o.prompts);
+  int context = max_prompt + o.max_tokens;
+  if (model->config().arch == Arch::Gpt2) context = std::min(context, model->config().max_position);
+  if (max_prompt >= context)
+    throw Error("{}: a prompt of {} tokens leaves no room to generate within the model's {} "
+                "positions", o.prompts, max_prompt, model->config().max_position);
+
+  nlohmann::json sampling = {{"mode", "generate"}, {"temperature", o.temperature},
+                             {"top_p", o.top_p}, {"top_k", o.top_k_sampling}, {"min_p", o.min_p},
+                             {"max_tokens", o.max_tokens}, {"seed", o.seed}};
+  DatasetWriter writer = DatasetWriter::open(
+      o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, sampling), o.resume);
+  std::vector<const WorkItem*> todo;
+  for (const WorkItem& w : items)
+    if (!writer.completed(w.id, w.sample)) todo.push_back(&w);
+  Meter meter(progress, int64_t(items.size()), int64_t(items.size() - todo.size()));
+  if (writer.resumed().records > 0) meter.note(resume_note(writer));
+
+  GenerateOptions go;
+  go.sampling = SamplingOptions{o.temperature, o.top_k_sampling, o.top_p, o.min_p};
+  go.max_tokens = o.max_tokens;
+  go.top_logprobs = o.top_k;
+  if (tok->eos_id()) go.stop_ids = {*tok->eos_id()};
+  Generator gen(*model, o.batch, context);
+  // Records are written in waves of `batch` prompts so a kill loses at most one wave's work;
+  // each request's seed depends on (id, sample) only, so a resumed run samples the same text.
+  for (size_t begin = 0; begin < todo.size(); begin += size_t(o.batch)) {
+    const size_t end = std::min(todo.size(), begin + size_t(o.batch));
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t i = begin; i < end; i++) prompts.push_back(todo[i]->tokens);
+    std::vector<Generation> out;
+    if (o.stop.empty()) {
+      go.stop = nullptr;
+    } else {
+      go.stop = [&](int request, const std::vector<int32_t>& generated) {
+        const std::string text = tok->decode(generated);
+        for (const std::string& s : o.stop)
+          if (text.find(s) != std::string::npos) return true;
+        (void)request;
+        return false;
+      };
+    }
+    // Each request's seed depends on (id, sample) only, not on which requests share its wave,
+    // so a resumed run samples the same text.
+    go.request_seeds.clear();
+    for (size_t i = begin; i < end; i++)
+      go.request_seeds.push_back(o.seed ^ (fnv1a(todo[i]->id) * 1000003u + uint64_t(todo[i]->sample)));
+    out = gen.generate(prompts, go);
+    for (size_t i = begin; i < end; i++) {
+      const WorkItem& w = *todo[i];
+      const Generation& g = out[i - begin];
+      DatasetRecord r;
+      r.id = w.id;
+      r.sample = w.sample;
+      r.prompt = w.prompt;
+      r.completion = tok->decode(g.tokens);
+      r.source = w.source;
+      r.teacher = o.teacher;
+      r.tokens = w.tokens;
+      r.tokens.insert(r.tokens.end(), g.tokens.begin(), g.tokens.end());
+      r.prompt_tokens = int32_t(w.tokens.size());
+      r.first_target = r.prompt_tokens;
+      r.rows.resize(0, o.top_k);
+      for (const TokenLogprobs& lp : g.logprobs) append_rows(r.rows, lp);
+      r.extra = {{"finish_reason", g.finish_reason}};
+      writer.append(r);
+      meter.record(writer.size(), int64_t(g.tokens.size()));
+    }
+  }
+  writer.close();
+}
+
+}  // namespace distill

@@ -1,0 +1,53 @@
+// Teacher data: `distill generate` (the teacher completes prompts; per generated token its top-k
+// log-probabilities) and `distill score` (teacher-forced top-k log-probabilities of existing
+// text, like prompt_logprobs), both written as a dataset (data/dataset.h), resumable after a
+// kill with no lost or duplicated records.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace distill {
+
+struct TeacherDataProgress {
+  int64_t done = 0, total = 0;  // records in this dataset (resumed ones included)
+  int64_t skipped = 0;          // records found already written (resume)
+  int64_t tokens = 0;           // teacher tokens processed by this run
+  double tokens_per_s = 0.0, eta_s = 0.0;
+  std::string note;             // one-off messages (resume summary)
+};
+using TeacherDataProgressFn = std::function<void(const TeacherDataProgress&)>;
+
+struct ScoreOptions {
+  std::string teacher;             // model directory
+  std::vector<std::string> text;   // text files: split into windows; or .jsonl with "text" (+ "id")
+  std::string out;                 // dataset directory
+  int top_k = 20;                  // teacher log-probabilities kept per position
+  int seq_len = 256;               // tokens per window (text files)
+  double val_fraction = 0.05;      // text files: the tail held out (not scored), as TextCorpus
+  int64_t max_records = 0;         // 0: all windows
+  std::string encoding = "compact";
+  bool resume = false;
+};
+
+struct GenerateDataOptions {
+  std::string teacher;             // model directory
+  std::string prompts;             // JSONL: {"prompt": text} or {"messages": [...]}, optional "id"
+  std::string out;                 // dataset directory
+  int num_samples = 1;             // completions per prompt
+  int max_tokens = 128;
+  float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f;
+  int top_k_sampling = 0;
+  uint64_t seed = 0;
+  int top_k = 20;                  // teacher log-probabilities kept per generated token
+  int batch = 8;                   // sequences decoded together
+  std::vector<std::string> stop;   // stop strings
+  std::string encoding = "compact";
+  bool resume = false;
+};
+
+void score_text(const ScoreOptions& options, const TeacherDataProgressFn& progress);
+void generate_data(const GenerateDataOptions& options, const TeacherDataProgressFn& progress);
+
+}  // namespace distill

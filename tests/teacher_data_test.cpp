@@ -1,0 +1,234 @@
+// Teacher data end to end: `score` and `generate` write datasets whose rows are the teacher's
+// top-k log-probabilities, resume after SIGKILL with every record exactly once and the same
+// text, reject bad prompt files with the file and line, and feed offline distillation.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/dataset.h"
+#include "distill/teacher_data.h"
+#include "formats/model_dir.h"
+#include "infer/generator.h"
+#include "model/presets.h"
+#include "tokenizer/byte_tokenizer.h"
+#include "train/distill_train.h"
+
+namespace distill {
+namespace {
+namespace fs = std::filesystem;
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("distill-td-" + name + "-" + std::to_string(getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// A small byte-level teacher saved as a model directory.
+std::string make_teacher(const fs::path& dir) {
+  Model m(model_preset("gpt2-tiny"));
+  m.init_weights(21);
+  SaveModelOptions o;
+  o.metadata = {{"distill_tokenizer", ByteTokenizer::kFingerprint}};
+  save_model_dir(m, (dir / "teacher").string(), o);
+  return (dir / "teacher").string();
+}
+
+std::string write_text(const fs::path& dir) {
+  std::string text;
+  Rng rng(5);
+  const char* words[] = {"and ", "the ", "lord ", "said ", "unto ", "moses ", "go ", "forth "};
+  while (text.size() < 6000) text += words[rng.below(8)];
+  std::ofstream(dir / "text.txt") << text;
+  return (dir / "text.txt").string();
+}
+
+std::string write_prompts(const fs::path& dir, int n) {
+  std::ofstream out(dir / "prompts.jsonl");
+  for (int i = 0; i < n; i++) out << "{\"id\": \"p" << i << "\", \"prompt\": \"the lord said " << i << "\"}\n";
+  return (dir / "prompts.jsonl").string();
+}
+
+TEST(TeacherData, ScoreWritesTheTeachersTopK) {
+  const fs::path dir = temp_dir("score");
+  ScoreOptions o;
+  o.teacher = make_teacher(dir);
+  o.text = {write_text(dir)};
+  o.out = (dir / "ds").string();
+  o.seq_len = 64;
+  o.top_k = 8;
+  o.encoding = "exact";
+  score_text(o, [](const TeacherDataProgress&) {});
+  const DatasetReader r = DatasetReader::open(o.out);
+  const size_t train = 6000 - size_t(6000 * o.val_fraction);
+  EXPECT_EQ(r.size(), int64_t((train + 63) / 64));
+  EXPECT_EQ(r.header().tokenizer_fingerprint, ByteTokenizer::kFingerprint);
+  // Record 3 equals the generator's teacher-forced scoring of the same window.
+  const DatasetEntry e = r.read(3);
+  auto model = load_model_dir(o.teacher);
+  Generator gen(*model, 1, 64);
+  const auto want = gen.score(e.tokens, 8);
+  ASSERT_EQ(e.first_target, 1);
+  ASSERT_EQ(e.rows.rows(), int(want.size()));
+  for (int j = 0; j < e.rows.rows(); j++)
+    for (int c = 0; c < 8; c++) {
+      EXPECT_EQ(e.rows.ids[j * 8 + c], want[j].top_ids[c]);
+      EXPECT_FLOAT_EQ(e.rows.logprobs[j * 8 + c], want[j].top_logprobs[c]);
+    }
+  // Scoring again without --resume refuses; with it, nothing is added.
+  EXPECT_THROW(score_text(o, [](const TeacherDataProgress&) {}), Error);
+  o.resume = true;
+  score_text(o, [](const TeacherDataProgress&) {});
+  EXPECT_EQ(DatasetReader::open(o.out).size(), r.size());
+}
+
+GenerateDataOptions generate_options(const fs::path& dir, const std::string& teacher,
+                                     const std::string& out, int prompts) {
+  GenerateDataOptions o;
+  o.teacher = teacher;
+  o.prompts = write_prompts(dir, prompts);
+  o.out = out;
+  o.num_samples = 2;
+  o.max_tokens = 12;
+  o.temperature = 0.9f;
+  o.top_k = 5;
+  o.batch = 4;
+  o.seed = 3;
+  return o;
+}
+
+std::map<std::pair<std::string, int64_t>, std::string> completions(const std::string& dir) {
+  const DatasetReader r = DatasetReader::open(dir);
+  std::map<std::pair<std::string, int64_t>, std::string> out;
+  for (int64_t i = 0; i < r.size(); i++) {
+    const auto j = r.record_json(i);
+    const auto key = std::make_pair(j["id"].get<std::string>(), j["sample"].get<int64_t>());
+    EXPECT_FALSE(out.count(key)) << "duplicate " << key.first << "/" << key.second;
+    out[key] = j["completion"];
+    const DatasetEntry e = r.read(i);
+    EXPECT_EQ(e.first_target, e.prompt_tokens);
+    EXPECT_EQ(e.rows.rows(), int(e.tokens.size()) - e.prompt_tokens);
+  }
+  return out;
+}
+
+TEST(TeacherData, GenerateResumesAfterSigkillWithTheSameText) {
+  const fs::path dir = temp_dir("gen");
+  const std::string teacher = make_teacher(dir);
+  const int prompts = 16;
+  const GenerateDataOptions straight = generate_options(dir, teacher, (dir / "a").string(), prompts);
+  generate_data(straight, [](const TeacherDataProgress&) {});
+  const auto want = completions(straight.out);
+  ASSERT_EQ(want.size(), size_t(2 * prompts));
+
+  GenerateDataOptions killed = generate_options(dir, teacher, (dir / "b").string(), prompts);
+  killed.resume = true;
+  for (int round = 0; round < 3; round++) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      try {
+        generate_data(killed, [](const TeacherDataProgress&) {});
+      } catch (...) {
+        _exit(3);
+      }
+      _exit(0);
+    }
+    // Kill once some records are durable (more each round).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(dir / "b" / "records.jsonl");
+      const auto lines = std::count(std::istreambuf_iterator<char>(in), {}, '\n');
+      if (lines >= 6 * (round + 1)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+  }
+  generate_data(killed, [](const TeacherDataProgress&) {});
+  EXPECT_EQ(completions(killed.out), want);
+}
+
+TEST(TeacherData, BadPromptLinesNameFileAndLine) {
+  const fs::path dir = temp_dir("bad");
+  const std::string teacher = make_teacher(dir);
+  GenerateDataOptions o = generate_options(dir, teacher, (dir / "ds").string(), 2);
+  std::ofstream(o.prompts, std::ios::app) << "{\"prompt\": \"ok\"}\nnot json\n";
+  try {
+    generate_data(o, [](const TeacherDataProgress&) {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("prompts.jsonl line 4: not valid JSON"), std::string::npos)
+        << e.what();
+  }
+  std::ofstream(o.prompts) << "{\"text\": \"no prompt\"}\n";
+  try {
+    generate_data(o, [](const TeacherDataProgress&) {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("line 1: expected \"prompt\" or \"messages\""),
+              std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "ds" / "records.jsonl") &&
+               fs::file_size(dir / "ds" / "records.jsonl") > 0);
+}
+
+TEST(TeacherData, OfflineDistillationLowersTheLossAndChecksTheTokenizer) {
+  const fs::path dir = temp_dir("offline");
+  ScoreOptions s;
+  s.teacher = make_teacher(dir);
+  s.text = {write_text(dir)};
+  s.out = (dir / "ds").string();
+  s.seq_len = 64;
+  score_text(s, [](const TeacherDataProgress&) {});
+
+  DistillTrainOptions o;
+  o.dataset = s.out;
+  o.student_preset = "llama-tiny";
+  o.loss = "kl=0.7,ce=0.3";
+  o.val_fraction = 0.2;
+  o.loop.out = (dir / "student").string();
+  o.loop.seq_len = 64;
+  o.loop.batch_size = 4;
+  o.loop.steps = 30;
+  o.loop.warmup = 3;
+  o.loop.lr = 3e-3f;
+  o.loop.eval_every = 10;
+  o.loop.eval_batches = 2;
+  o.loop.save_every = 0;
+  std::vector<float> val;
+  distill_train(o, [&](const TrainProgress& p) {
+    if (p.kind == TrainProgress::Kind::Step && p.val_loss) val.push_back(*p.val_loss);
+  });
+  ASSERT_EQ(val.size(), 3u);
+  EXPECT_LT(val.back(), val.front());
+  EXPECT_EQ(model_tokenizer_fingerprint((dir / "student" / "model").string()),
+            ByteTokenizer::kFingerprint);
+
+  // A student whose vocabulary differs from the dataset's tokenizer is refused.
+  nlohmann::json cfg = model_preset("llama-tiny").to_json();
+  cfg["vocab_size"] = 300;
+  std::ofstream(dir / "big.json") << cfg.dump();
+  o.student_preset.clear();
+  o.student_config = (dir / "big.json").string();
+  o.loop.out = (dir / "student2").string();
+  try {
+    distill_train(o, [](const TrainProgress&) {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("student vocabulary (300 tokens) differs from the "
+                                         "dataset"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace distill
