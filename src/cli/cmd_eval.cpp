@@ -16,12 +16,12 @@ namespace distill::cli {
 namespace {
 
 struct EvalCliOptions {
-  std::string teacher;                  // teacher model directory
-  std::string student;                  // student model directory
-  std::vector<std::string> baselines;   // baseline model directories
-  std::vector<std::string> models;      // NAME=DIR extra models
-  std::vector<std::string> runs;        // NAME=RUN_DIR training runs (metrics.jsonl)
-  std::string out;                      // report directory
+  std::string teacher;                 // teacher model directory
+  std::string student;                 // student model directory
+  std::vector<std::string> baselines;  // baseline model directories
+  std::vector<std::string> models;     // NAME=DIR extra models
+  std::vector<std::string> runs;       // NAME=RUN_DIR training runs (metrics.jsonl)
+  std::string out;                     // report directory
   EvalOptions eval;
 };
 
@@ -45,10 +45,10 @@ class EvalDisplay {
     const double eta = p.done > 0 ? elapsed / double(p.done) * double(p.total - p.done) : NAN;
     std::string status;
     if (p.phase == "cost") {
-      status = p.done < p.total ? fmt::format("cost: timing {} ({}/{} models)", p.model,
-                                              p.done + 1, p.total)
-                                : fmt::format("cost: {} models timed in {}", p.total,
-                                              format_duration(elapsed));
+      status =
+          p.done < p.total
+              ? fmt::format("cost: measuring {} ({}/{} models)", p.model, p.done + 1, p.total)
+              : fmt::format("cost: {} models measured in {}", p.total, format_duration(elapsed));
     } else if (p.phase == "held-out") {
       status = fmt::format("held-out: {}/{} model-windows, ETA {}", p.done, p.total,
                            format_duration(eta));
@@ -70,8 +70,10 @@ class EvalDisplay {
 
  private:
   void line(const std::string& text) {
-    if (bar_) bar_->print(text);
-    else std::fprintf(stderr, "%s\n", text.c_str());
+    if (bar_)
+      bar_->print(text);
+    else
+      std::fprintf(stderr, "%s\n", text.c_str());
   }
   std::unique_ptr<ProgressBar> bar_;
   std::string key_;

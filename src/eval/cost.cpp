@@ -78,8 +78,8 @@ CostMetrics measure_cost(const std::string& dir, const std::vector<int32_t>& sam
     const int G = o.gen_tokens;
     const int P = std::min(o.prompt_tokens, context - G - 1);
     if (P < 1)
-      throw Error("{}: context of {} tokens is too short to time {} generated tokens", dir,
-                  context, G);
+      throw Error("{}: context of {} tokens is too short to time {} generated tokens", dir, context,
+                  G);
     for (int B : o.batches) {
       std::vector<std::vector<int32_t>> prompts(B);
       for (int b = 0; b < B; b++)
@@ -129,8 +129,11 @@ CostMetrics measure_cost(const std::string& dir, const std::vector<int32_t>& sam
     const int64_t peak = proc_status_bytes("VmHWM");
     if (reset && base >= 0 && peak >= 0) {
       c.peak_rss_delta_bytes = std::max<int64_t>(0, peak - base);
-      c.memory_method = "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before "
-                        "loading the model";
+      c.memory_method =
+          "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before "
+          "loading the model; models are measured one at a time, and one-time "
+          "library allocations (oneDNN kernels, threads) count for the first "
+          "model of a shape";
     } else {
       c.memory_method = "unavailable: /proc/self/clear_refs or /proc/self/status not usable";
     }

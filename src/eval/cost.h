@@ -8,10 +8,10 @@
 namespace distill {
 
 struct CostOptions {
-  int prompt_tokens = 64;       // tokens per prompt for prompt processing (shrunk to fit context)
-  int gen_tokens = 32;          // tokens generated per sequence for the generation speed
-  int repeats = 3;              // timed runs after one warm-up (at least); the fastest counts
-  double min_seconds = 0.5;     // keep repeating (up to 100 runs) until this much time is timed
+  int prompt_tokens = 64;    // tokens per prompt for prompt processing (shrunk to fit context)
+  int gen_tokens = 32;       // tokens generated per sequence for the generation speed
+  int repeats = 3;           // timed runs after one warm-up (at least); the fastest counts
+  double min_seconds = 0.5;  // keep repeating (up to 100 runs) until this much time is timed
   std::vector<int> batches = {1, 8};
 };
 
@@ -23,27 +23,28 @@ struct CostOptions {
 // count.
 struct ThroughputSample {
   int batch = 0;
-  int prompt_tokens = 0;               // P per sequence
-  int gen_tokens = 0;                  // G per sequence (after the first)
-  double prefill_s = 0.0;              // t_p (fastest run)
-  double decode_s = 0.0;               // t_d (fastest run)
-  double prompt_tokens_per_s = 0.0;    // B * P / t_p
-  double gen_tokens_per_s = 0.0;       // B * G / t_d
-  int repeats = 0;                     // timed runs
+  int prompt_tokens = 0;             // P per sequence
+  int gen_tokens = 0;                // G per sequence (after the first)
+  double prefill_s = 0.0;            // t_p (fastest run)
+  double decode_s = 0.0;             // t_d (fastest run)
+  double prompt_tokens_per_s = 0.0;  // B * P / t_p
+  double gen_tokens_per_s = 0.0;     // B * G / t_d
+  int repeats = 0;                   // timed runs
 };
 
 struct CostMetrics {
-  int64_t parameters = 0;           // distinct parameters (a tied head counts once)
-  int64_t weights_file_bytes = 0;   // *.safetensors in the model directory, on disk
-  int64_t weights_memory_bytes = 0; // fp32 parameters in memory: parameters * 4
+  int64_t parameters = 0;                    // distinct parameters (a tied head counts once)
+  int64_t weights_file_bytes = 0;            // *.safetensors in the model directory, on disk
+  int64_t weights_memory_bytes = 0;          // fp32 parameters in memory: parameters * 4
   std::vector<ThroughputSample> throughput;  // one per CostOptions::batches
   // Peak resident memory of the process while the model is loaded and measured, minus the
   // resident memory just before loading (bytes): the kernel's peak counter (VmHWM) is reset
   // through /proc/self/clear_refs first. Includes the weights, the gradient arena Model always
-  // allocates, activations and KV caches. -1 when the counter cannot be reset.
+  // allocates, activations and KV caches, and one-time allocations the libraries make for the
+  // first model of a shape (oneDNN kernels, thread pools). -1 when the counter cannot be reset.
   int64_t peak_rss_delta_bytes = -1;
-  std::string memory_method;        // how peak_rss_delta_bytes was measured
-  int threads = 0;                  // OpenMP threads during the timings
+  std::string memory_method;  // how peak_rss_delta_bytes was measured
+  int threads = 0;            // OpenMP threads during the timings
   // The speed at `batch`, or nullptr.
   const ThroughputSample* at_batch(int batch) const;
 };

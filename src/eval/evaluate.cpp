@@ -26,7 +26,8 @@ std::pair<std::string, std::string> split_name_value(const std::string& text,
 std::vector<EvalModelSpec> eval_model_list(const std::string& teacher, const std::string& student,
                                            const std::vector<std::string>& baselines,
                                            const std::vector<std::string>& named) {
-  if (teacher.empty()) throw Error("--teacher is required (the model the others are compared with)");
+  if (teacher.empty())
+    throw Error("--teacher is required (the model the others are compared with)");
   std::vector<EvalModelSpec> models = {{"teacher", "teacher", teacher}};
   if (!student.empty()) models.push_back({"student", "student", student});
   for (size_t i = 0; i < baselines.size(); i++)
@@ -50,8 +51,9 @@ std::string read_held_out_text(const EvalOptions& o, bool bytes) {
     return text;
   }
   if (o.text_files.empty())
-    throw Error("no held-out text: give --text FILE (its last --val-fraction is held out) or "
-                "--held-out FILE");
+    throw Error(
+        "no held-out text: give --text FILE (its last --val-fraction is held out) or "
+        "--held-out FILE");
   if (!(o.val_fraction > 0.0 && o.val_fraction < 1.0))
     throw Error("--val-fraction must be in (0, 1), found {}", o.val_fraction);
   for (const std::string& f : o.text_files) {
@@ -59,8 +61,7 @@ std::string read_held_out_text(const EvalOptions& o, bool bytes) {
     // The same split as TextCorpus::load: the last size * val_fraction bytes.
     size_t start = all.size() - size_t(double(all.size()) * o.val_fraction);
     if (!bytes)
-      while (start < all.size() && (static_cast<unsigned char>(all[start]) & 0xC0) == 0x80)
-        start++;
+      while (start < all.size() && (static_cast<unsigned char>(all[start]) & 0xC0) == 0x80) start++;
     text.append(all, start, std::string::npos);
   }
   return text;
@@ -115,17 +116,21 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
     const EvalModelSpec& m = o.models[i];
     const LoadedSpec& s = specs[i];
     if (s.config.vocab_size != V)
-      throw Error("model '{}' ({}) has a vocabulary of {} tokens, the teacher ({}) {}: every "
-                  "model must share the teacher's vocabulary", m.name, m.dir,
-                  s.config.vocab_size, tm.dir, V);
+      throw Error(
+          "model '{}' ({}) has a vocabulary of {} tokens, the teacher ({}) {}: every "
+          "model must share the teacher's vocabulary",
+          m.name, m.dir, s.config.vocab_size, tm.dir, V);
     if (s.tokenizer->fingerprint() != tok.fingerprint())
-      throw Error("model '{}' ({}) uses tokenizer {} ({}), the teacher ({}) {} ({}): every model "
-                  "must share the teacher's tokenizer", m.name, m.dir, s.tokenizer->fingerprint(),
-                  s.tokenizer->kind(), tm.dir, tok.fingerprint(), tok.kind());
+      throw Error(
+          "model '{}' ({}) uses tokenizer {} ({}), the teacher ({}) {} ({}): every model "
+          "must share the teacher's tokenizer",
+          m.name, m.dir, s.tokenizer->fingerprint(), s.tokenizer->kind(), tm.dir, tok.fingerprint(),
+          tok.kind());
     if (s.tokenizer->vocab_size() > s.config.vocab_size)
-      throw Error("model '{}' ({}): its tokenizer has {} tokens, more than the model's "
-                  "vocabulary of {}", m.name, m.dir, s.tokenizer->vocab_size(),
-                  s.config.vocab_size);
+      throw Error(
+          "model '{}' ({}): its tokenizer has {} tokens, more than the model's "
+          "vocabulary of {}",
+          m.name, m.dir, s.tokenizer->vocab_size(), s.config.vocab_size);
     if (o.seq_len > s.config.max_position)
       throw Error("--seq-len {} exceeds the context of model '{}' ({}): {} positions", o.seq_len,
                   m.name, m.dir, s.config.max_position);
@@ -144,7 +149,7 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
   for (const auto& [name, dir] : o.runs) r.runs.push_back(load_run_curve(name, dir));
   r.text_files = o.held_out_files.empty() ? o.text_files : o.held_out_files;
   r.held_out_rule = o.held_out_files.empty()
-                        ? fmt::format("last {}% of each file", format_sig(o.val_fraction * 100))
+                        ? fmt::format("last {:g}% of each file", o.val_fraction * 100)
                         : "whole files";
   const std::vector<int32_t> tokens = tok.encode(read_held_out_text(o, tok.kind() == "bytes"));
   r.held_out_tokens = int64_t(tokens.size());
@@ -219,10 +224,9 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
       t.model_name = r.models[i].name;
       const int64_t total = int64_t(r.task_examples.size());
       emit("task", r.models[i].name, 0, total);
-      r.models[i].task = run_task_suite(*models[i], tok, r.task_examples, t,
-                                        [&](int done, int) {
-                                          emit("task", r.models[i].name, done, total);
-                                        });
+      r.models[i].task = run_task_suite(*models[i], tok, r.task_examples, t, [&](int done, int) {
+        emit("task", r.models[i].name, done, total);
+      });
     }
   }
   return r;

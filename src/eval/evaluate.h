@@ -19,17 +19,17 @@ struct EvalModelSpec {
 };
 
 struct EvalOptions {
-  std::vector<EvalModelSpec> models;       // exactly one with role "teacher"
-  std::vector<std::string> text_files;     // held-out split = last val_fraction of each file
+  std::vector<EvalModelSpec> models;    // exactly one with role "teacher"
+  std::vector<std::string> text_files;  // held-out split = last val_fraction of each file
   double val_fraction = 0.05;
-  std::vector<std::string> held_out_files; // or whole files held out (then text_files unused)
-  std::string task_file;                   // JSONL {"prompt", "answer"}; "" for none
+  std::vector<std::string> held_out_files;  // or whole files held out (then text_files unused)
+  std::string task_file;                    // JSONL {"prompt", "answer"}; "" for none
   std::vector<std::pair<std::string, std::string>> runs;  // (name, run dir) training curves
-  int seq_len = 128;                       // tokens per held-out window
-  int max_windows = 64;                    // held-out windows scored (evenly spread if more)
-  int batch = 8;                           // held-out windows per forward pass
-  int max_new_tokens = 16;                 // task generation
-  bool measure_cost = true;                // speed and memory (off: sizes only)
+  int seq_len = 128;                                      // tokens per held-out window
+  int max_windows = 64;      // held-out windows scored (evenly spread if more)
+  int batch = 8;             // held-out windows per forward pass
+  int max_new_tokens = 16;   // task generation
+  bool measure_cost = true;  // speed and memory (off: sizes only)
   CostOptions cost;
 };
 
@@ -44,8 +44,8 @@ std::pair<std::string, std::string> split_name_value(const std::string& text,
                                                      const std::string& flag);
 
 struct EvalProgress {
-  std::string phase;   // "cost", "held-out", "task", or "note" (a message only)
-  std::string model;   // the model being evaluated
+  std::string phase;            // "cost", "held-out", "task", or "note" (a message only)
+  std::string model;            // the model being evaluated
   int64_t done = 0, total = 0;  // units of this phase: models, windows x models, prompts
   std::string message;
 };

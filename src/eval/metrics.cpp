@@ -13,8 +13,10 @@ HeldOutWindows make_held_out_windows(const std::vector<int32_t>& tokens, int seq
   if (max_windows < 1) throw Error("max-windows must be at least 1, found {}", max_windows);
   const int64_t n = int64_t(tokens.size()), span = seq_len + 1;
   if (n < span)
-    throw Error("held-out text has {} tokens: fewer than one window of {} (seq-len + 1); use a "
-                "larger held-out split or a smaller --seq-len", n, span);
+    throw Error(
+        "held-out text has {} tokens: fewer than one window of {} (seq-len + 1); use a "
+        "larger held-out split or a smaller --seq-len",
+        n, span);
   HeldOutWindows w;
   w.seq_len = seq_len;
   w.source_tokens = n;
@@ -26,8 +28,7 @@ HeldOutWindows make_held_out_windows(const std::vector<int32_t>& tokens, int seq
     const int64_t start = consecutive <= max_windows
                               ? i * seq_len
                               : (w.count > 1 ? i * last_start / (w.count - 1) : 0);
-    std::copy(tokens.begin() + start, tokens.begin() + start + span,
-              w.tokens.begin() + i * span);
+    std::copy(tokens.begin() + start, tokens.begin() + start + span, w.tokens.begin() + i * span);
   }
   return w;
 }
@@ -61,8 +62,8 @@ void QualityAccumulator::add(const float* logits, const float* teacher_logits,
   // Forward KL(p || q) of distill/losses.h at T = 1, summed over positions (normalizer 1).
   const KdLossSpec kl;  // one term, kl, weight 1, T = 1
   const std::vector<float> ones(size_t(N), 1.0f);
-  kl_sum_ += kd_loss_dense(kl, logits, teacher_logits, targets, ones.data(), N, V, 1.0, nullptr)
-                 .loss;
+  kl_sum_ +=
+      kd_loss_dense(kl, logits, teacher_logits, targets, ones.data(), N, V, 1.0, nullptr).loss;
   positions_ += N;
 }
 

@@ -10,9 +10,9 @@ namespace distill {
 // (the inputs shifted by one), so a window scores seq_len next-token positions.
 struct HeldOutWindows {
   int seq_len = 0;
-  int64_t count = 0;             // windows
-  int64_t source_tokens = 0;     // held-out tokens they were cut from
-  std::vector<int32_t> tokens;   // (count, seq_len + 1)
+  int64_t count = 0;            // windows
+  int64_t source_tokens = 0;    // held-out tokens they were cut from
+  std::vector<int32_t> tokens;  // (count, seq_len + 1)
   const int32_t* window(int64_t w) const { return tokens.data() + w * (seq_len + 1); }
 };
 
@@ -24,13 +24,13 @@ HeldOutWindows make_held_out_windows(const std::vector<int32_t>& tokens, int seq
                                      int max_windows);
 
 struct QualityMetrics {
-  int64_t positions = 0;       // next-token positions behind every number below
+  int64_t positions = 0;  // next-token positions behind every number below
   int64_t windows = 0;
-  double mean_nll = 0.0;       // nats per token (teacher-forced)
-  double perplexity = 0.0;     // exp(mean_nll)
-  double kl_to_teacher = 0.0;  // mean over positions of KL(teacher || model), nats, T = 1
-  double top1_agreement = 0.0; // fraction of positions where argmax model == argmax teacher
-  double top1_accuracy = 0.0;  // fraction where argmax model == the actual next token
+  double mean_nll = 0.0;        // nats per token (teacher-forced)
+  double perplexity = 0.0;      // exp(mean_nll)
+  double kl_to_teacher = 0.0;   // mean over positions of KL(teacher || model), nats, T = 1
+  double top1_agreement = 0.0;  // fraction of positions where argmax model == argmax teacher
+  double top1_accuracy = 0.0;   // fraction where argmax model == the actual next token
 };
 
 // Sums per-position metrics over batches; result() averages them.

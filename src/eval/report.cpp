@@ -109,14 +109,14 @@ std::vector<ReportMetric> report_metrics(const EvalReport& report) {
        [](M r) { return std::optional<double>(r.quality.top1_accuracy); }, pct},
   };
   if (!report.task_file.empty()) {
-    m.push_back({"task.exact_match", "Task exact match", "", true, "task",
-                 [](M r) { return r.task ? std::optional<double>(r.task->exact_rate) : std::nullopt; },
-                 pct});
-    m.push_back({"task.contains", "Task contains answer", "", true, "task",
-                 [](M r) {
-                   return r.task ? std::optional<double>(r.task->contains_rate) : std::nullopt;
-                 },
-                 pct});
+    m.push_back(
+        {"task.exact_match", "Task exact match", "", true, "task",
+         [](M r) { return r.task ? std::optional<double>(r.task->exact_rate) : std::nullopt; },
+         pct});
+    m.push_back(
+        {"task.contains", "Task contains answer", "", true, "task",
+         [](M r) { return r.task ? std::optional<double>(r.task->contains_rate) : std::nullopt; },
+         pct});
   }
   auto speed = [](int batch, bool prompt) {
     return [batch, prompt](M r) -> std::optional<double> {
@@ -181,8 +181,8 @@ nlohmann::json report_to_json(const EvalReport& r) {
                      {"vocab_size", r.vocab_size}}}};
   j["held_out"] = {{"tokens", r.held_out_tokens}};
   if (!r.models.empty())
-    j["held_out"].update({{"windows", r.models[0].quality.windows},
-                          {"positions", r.models[0].quality.positions}});
+    j["held_out"].update(
+        {{"windows", r.models[0].quality.windows}, {"positions", r.models[0].quality.positions}});
   j["models"] = json::array();
   for (const ModelReport& m : r.models) {
     json mj;
@@ -199,8 +199,10 @@ nlohmann::json report_to_json(const EvalReport& r) {
                       {"kl_to_teacher", q.kl_to_teacher}, {"top1_agreement", q.top1_agreement},
                       {"top1_accuracy", q.top1_accuracy}};
     if (m.task)
-      mj["task"] = {{"prompts", m.task->prompts},        {"exact", m.task->exact},
-                    {"contains_count", m.task->contains}, {"exact_match", m.task->exact_rate},
+      mj["task"] = {{"prompts", m.task->prompts},
+                    {"exact", m.task->exact},
+                    {"contains_count", m.task->contains},
+                    {"exact_match", m.task->exact_rate},
                     {"contains", m.task->contains_rate}};
     else
       mj["task"] = nullptr;

@@ -17,8 +17,8 @@
 namespace distill {
 
 struct ModelReport {
-  std::string name;        // "teacher", "student", "baseline", or a --model name
-  std::string role;        // teacher | student | baseline | model
+  std::string name;  // "teacher", "student", "baseline", or a --model name
+  std::string role;  // teacher | student | baseline | model
   std::string dir;
   std::string model_type;  // HF model_type: gpt2, llama, ...
   int layers = 0, hidden_size = 0, vocab_size = 0;
@@ -30,22 +30,22 @@ struct ModelReport {
 // A training run's metrics.jsonl: training loss and held-out loss against the step.
 struct RunCurve {
   std::string name;
-  std::string path;  // the metrics.jsonl read
+  std::string path;                                 // the metrics.jsonl read
   std::vector<std::pair<double, double>> loss;      // (step, loss)
   std::vector<std::pair<double, double>> val_loss;  // (step, val_loss)
 };
 
 struct EvalReport {
-  std::string created;                 // UTC, ISO 8601
-  std::vector<std::string> text_files; // where the held-out text came from
-  std::string held_out_rule;           // e.g. "last 5% of each file" or "whole file"
+  std::string created;                  // UTC, ISO 8601
+  std::vector<std::string> text_files;  // where the held-out text came from
+  std::string held_out_rule;            // e.g. "last 5% of each file" or "whole file"
   int seq_len = 0, max_windows = 0, max_new_tokens = 0;
-  int64_t held_out_tokens = 0;         // tokens of the held-out split
+  int64_t held_out_tokens = 0;  // tokens of the held-out split
   std::string tokenizer_kind, tokenizer_fingerprint;
   int vocab_size = 0;
   std::string task_file;
   std::vector<TaskExample> task_examples;
-  std::vector<ModelReport> models;     // teacher first
+  std::vector<ModelReport> models;  // teacher first
   std::vector<RunCurve> runs;
   int threads = 0;
 };
@@ -58,11 +58,11 @@ RunCurve load_run_curve(const std::string& name, const std::string& run);
 
 // One metric as the table, the charts, the terminal and the tests show it.
 struct ReportMetric {
-  std::string key;            // report.json key path, e.g. "held_out.perplexity"
-  std::string label;          // "Perplexity"
-  std::string unit;           // "nats", "tok/s", "" ...
+  std::string key;    // report.json key path, e.g. "held_out.perplexity"
+  std::string label;  // "Perplexity"
+  std::string unit;   // "nats", "tok/s", "" ...
   bool higher_is_better = false;
-  std::string group;          // "quality", "task" or "cost"
+  std::string group;                                               // "quality", "task" or "cost"
   std::function<std::optional<double>(const ModelReport&)> value;  // nullopt: not measured
   std::function<std::string(double)> format;  // how the page and the terminal print it
 };

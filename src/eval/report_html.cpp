@@ -1,6 +1,7 @@
 // report.html: one self-contained page (inline CSS and SVG, no scripts, no external resources).
-#include <cmath>
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "eval/report.h"
 #include "eval/svg.h"
@@ -15,7 +16,8 @@ constexpr const char* kCss = R"css(
 :root { --fg: #1d2430; --muted: #667085; --line: #e4e7ec; --bg: #f4f6f9; --card: #ffffff; }
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--fg);
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+    sans-serif; }
 main { max-width: 1200px; margin: 0 auto; padding: 32px 28px 56px; }
 header h1 { font-size: 28px; line-height: 1.2; margin: 0 0 6px; letter-spacing: -0.01em; }
 header .meta { color: var(--muted); font-size: 13.5px; margin: 2px 0; }
@@ -50,7 +52,8 @@ td.na { color: #98a2b3; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 3px; margin-right: 7px;
   vertical-align: -1px; }
 .legend-row { display: flex; flex-wrap: wrap; gap: 18px; margin: 0 0 12px; font-size: 13.5px; }
-.chart-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 14px; }
+.chart-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr));
+  gap: 14px; }
 .chart-grid.wide { grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); }
 .chart-box { border: 1px solid var(--line); border-radius: 10px; overflow: hidden; }
 svg.chart { width: 100%; height: auto; display: block; }
@@ -77,18 +80,21 @@ td.text { text-align: left; white-space: pre-wrap; word-break: break-word; max-w
 footer { color: var(--muted); font-size: 12.5px; margin-top: 26px; }
 )css";
 
-const char* kModelColors[] = {"#2f9e44", "#ae3ec9", "#1098ad", "#e64980", "#74b816", "#5c7cfa",
-                              "#868e96"};
-const char* kRunColors[] = {"#3b5bdb", "#f76707", "#2f9e44", "#ae3ec9", "#1098ad", "#e03131",
-                            "#74b816", "#868e96"};
+const char* kModelColors[] = {"#2f9e44", "#ae3ec9", "#1098ad", "#e64980",
+                              "#74b816", "#5c7cfa", "#868e96"};
+const char* kRunColors[] = {"#3b5bdb", "#f76707", "#2f9e44", "#ae3ec9",
+                            "#1098ad", "#e03131", "#74b816", "#868e96"};
 
 std::vector<std::string> model_colors(const EvalReport& r) {
   std::vector<std::string> colors;
   size_t other = 0;
   for (const ModelReport& m : r.models) {
-    if (m.role == "teacher") colors.push_back("#3b5bdb");
-    else if (m.role == "student") colors.push_back("#f76707");
-    else colors.push_back(kModelColors[other++ % std::size(kModelColors)]);
+    if (m.role == "teacher")
+      colors.push_back("#3b5bdb");
+    else if (m.role == "student")
+      colors.push_back("#f76707");
+    else
+      colors.push_back(kModelColors[other++ % std::size(kModelColors)]);
   }
   return colors;
 }
@@ -118,27 +124,30 @@ std::string metrics_table(const EvalReport& r, const std::vector<ReportMetric>& 
   for (const ReportMetric& m : metrics) {
     if (m.group != group) {
       group = m.group;
-      s += fmt::format("<tr class=\"group\"><td colspan=\"{}\">{}</td></tr>\n",
-                       r.models.size() + 1, escape(group_title(group)));
+      s += fmt::format("<tr class=\"group\"><td colspan=\"{}\">{}</td></tr>\n", r.models.size() + 1,
+                       escape(group_title(group)));
     }
-    // The best value among the models it is fair to compare (only with two or more of them);
-    // every model that ties with it is marked.
+    // The best value among the models it is fair to compare (only with two or more of them,
+    // and not when they all tie); every model that ties with it is marked.
     auto comparable = [&](size_t i) {
       const auto v = m.value(r.models[i]);
       return v && std::isfinite(*v) && !(teacher_referenced(m) && r.models[i].role == "teacher");
     };
-    std::optional<double> best;
+    std::optional<double> best, worst;
     int candidates = 0;
     for (size_t i = 0; i < r.models.size(); i++) {
       if (!comparable(i)) continue;
       const double v = *m.value(r.models[i]);
       candidates++;
       if (!best || (m.higher_is_better ? v > *best : v < *best)) best = v;
+      if (!worst || (m.higher_is_better ? v < *worst : v > *worst)) worst = v;
     }
-    s += fmt::format("<tr><td class=\"metric\">{}<span class=\"unit\">{}</span><span "
-                     "class=\"dir\">{}</span></td>",
-                     escape(m.label), escape(m.unit),
-                     m.higher_is_better ? "\u2191 higher is better" : "\u2193 lower is better");
+    if (best == worst) candidates = 0;  // nothing to tell apart
+    s += fmt::format(
+        "<tr><td class=\"metric\">{}<span class=\"unit\">{}</span><span "
+        "class=\"dir\">{}</span></td>",
+        escape(m.label), escape(m.unit),
+        m.higher_is_better ? "\u2191 higher is better" : "\u2193 lower is better");
     for (size_t i = 0; i < r.models.size(); i++) {
       const auto v = m.value(r.models[i]);
       if (!v) {
@@ -146,8 +155,7 @@ std::string metrics_table(const EvalReport& r, const std::vector<ReportMetric>& 
         continue;
       }
       const bool is_best = candidates >= 2 && comparable(i) && *v == *best;
-      s += fmt::format("<td class=\"num{}\">{}</td>", is_best ? " best" : "",
-                       escape(m.format(*v)));
+      s += fmt::format("<td class=\"num{}\">{}</td>", is_best ? " best" : "", escape(m.format(*v)));
     }
     s += "</tr>\n";
   }
@@ -162,9 +170,10 @@ const ModelReport* find_role(const EvalReport& r, const char* role) {
 }
 
 std::string card(const std::string& label, const std::string& big, const std::string& sub) {
-  return fmt::format("<div class=\"card\"><div class=\"label\">{}</div><div class=\"big\">{}</div>"
-                     "<div class=\"sub\">{}</div></div>\n",
-                     escape(label), escape(big), escape(sub));
+  return fmt::format(
+      "<div class=\"card\"><div class=\"label\">{}</div><div class=\"big\">{}</div>"
+      "<div class=\"sub\">{}</div></div>\n",
+      escape(label), escape(big), escape(sub));
 }
 
 // Headline numbers: the student against the teacher.
@@ -174,23 +183,23 @@ std::string summary_cards(const EvalReport& r) {
   if (!t || !s) return "";
   std::string out = "<div class=\"cards\">\n";
   if (t->cost.parameters > 0)
-    out += card("Size", format_percent(double(s->cost.parameters) / double(t->cost.parameters)),
-                fmt::format("of the teacher's parameters ({} vs {})",
-                            format_si(double(s->cost.parameters)),
-                            format_si(double(t->cost.parameters))));
+    out += card(
+        "Size", format_percent(double(s->cost.parameters) / double(t->cost.parameters)),
+        fmt::format("of the teacher's parameters ({} vs {})", format_si(double(s->cost.parameters)),
+                    format_si(double(t->cost.parameters))));
   const ThroughputSample* ts = t->cost.at_batch(1);
   const ThroughputSample* ss = s->cost.at_batch(1);
   if (ts && ss && ts->gen_tokens_per_s > 0)
-    out += card("Generation speed", fmt::format("{}\u00d7", format_sig(ss->gen_tokens_per_s /
-                                                                      ts->gen_tokens_per_s, 3)),
-                fmt::format("the teacher's, batch 1 ({} vs {} tok/s)",
-                            format_sig(ss->gen_tokens_per_s, 3),
-                            format_sig(ts->gen_tokens_per_s, 3)));
+    out +=
+        card("Generation speed",
+             fmt::format("{}\u00d7", format_sig(ss->gen_tokens_per_s / ts->gen_tokens_per_s, 3)),
+             fmt::format("the teacher's, batch 1 ({} vs {} tok/s)",
+                         format_sig(ss->gen_tokens_per_s, 3), format_sig(ts->gen_tokens_per_s, 3)));
   out += card("Perplexity", format_sig(s->quality.perplexity),
               fmt::format("student; teacher {}", format_sig(t->quality.perplexity)));
-  out += card("Top-1 agreement", format_percent(s->quality.top1_agreement),
-              fmt::format("with the teacher; KL {} nats/token",
-                          format_sig(s->quality.kl_to_teacher)));
+  out +=
+      card("Top-1 agreement", format_percent(s->quality.top1_agreement),
+           fmt::format("with the teacher; KL {} nats/token", format_sig(s->quality.kl_to_teacher)));
   if (s->task && t->task)
     out += card("Task exact match", format_percent(s->task->exact_rate),
                 fmt::format("student; teacher {} ({} prompts)", format_percent(t->task->exact_rate),
@@ -199,16 +208,18 @@ std::string summary_cards(const EvalReport& r) {
 }
 
 std::string models_table(const EvalReport& r, const std::vector<std::string>& colors) {
-  std::string s = "<table>\n<thead><tr><th>Model</th><th>Role</th><th>Type</th>"
-                  "<th class=\"num\">Layers</th><th class=\"num\">Hidden</th>"
-                  "<th class=\"num\">Vocabulary</th><th>Directory</th></tr></thead>\n<tbody>\n";
+  std::string s =
+      "<table>\n<thead><tr><th>Model</th><th>Role</th><th>Type</th>"
+      "<th class=\"num\">Layers</th><th class=\"num\">Hidden</th>"
+      "<th class=\"num\">Vocabulary</th><th>Directory</th></tr></thead>\n<tbody>\n";
   for (size_t i = 0; i < r.models.size(); i++) {
     const ModelReport& m = r.models[i];
-    s += fmt::format("<tr><td>{}{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>"
-                     "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"text\">{}</td>"
-                     "</tr>\n",
-                     swatch(colors[i]), escape(m.name), escape(m.role), escape(m.model_type),
-                     m.layers, m.hidden_size, m.vocab_size, escape(m.dir));
+    s += fmt::format(
+        "<tr><td>{}{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>"
+        "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"text\">{}</td>"
+        "</tr>\n",
+        swatch(colors[i]), escape(m.name), escape(m.role), escape(m.model_type), m.layers,
+        m.hidden_size, m.vocab_size, escape(m.dir));
   }
   return s + "</tbody>\n</table>\n";
 }
@@ -216,10 +227,12 @@ std::string models_table(const EvalReport& r, const std::vector<std::string>& co
 std::string training_section(const EvalReport& r) {
   std::string s = "<section id=\"training\">\n<h2>Training curves</h2>\n";
   if (r.runs.empty())
-    return s + "<p class=\"note\">No runs given (<code>--runs NAME=RUN_DIR</code> adds the "
-               "training and held-out loss of a run's metrics.jsonl).</p>\n</section>\n";
+    return s +
+           "<p class=\"note\">No runs given (<code>--runs NAME=RUN_DIR</code> adds the "
+           "training and held-out loss of a run's metrics.jsonl).</p>\n</section>\n";
   s += "<p class=\"note\">Solid: training loss per step. Dashed with dots: held-out loss. One "
-       "colour per run.</p>\n";
+       "colour per run. Each run logs its own objective (a distillation run its KD loss, a "
+       "pretraining run cross-entropy).</p>\n";
   svg::LineChart chart;
   chart.title = "Loss against step";
   chart.x_label = "step";
@@ -234,17 +247,18 @@ std::string training_section(const EvalReport& r) {
   s += "<div class=\"chart-box\">" + svg::line_chart(chart) + "</div>\n";
   std::string files;
   for (const RunCurve& c : r.runs)
-    files += fmt::format("{}<code>{}</code> ({} training, {} held-out points)",
-                         files.empty() ? "" : "; ", escape(c.path), c.loss.size(),
-                         c.val_loss.size());
+    files +=
+        fmt::format("{}<code>{}</code> ({} training, {} held-out points)",
+                    files.empty() ? "" : "; ", escape(c.path), c.loss.size(), c.val_loss.size());
   return s + "<p class=\"note\" style=\"margin-top:10px\">From " + files + ".</p>\n</section>\n";
 }
 
 std::string bars_section(const EvalReport& r, const std::vector<ReportMetric>& metrics,
                          const std::vector<std::string>& colors) {
-  std::string s = "<section id=\"comparison\">\n<h2>Teacher, student and baselines</h2>\n"
-                  "<p class=\"note\">One chart per metric; the arrow says which way is better."
-                  "</p>\n<div class=\"legend-row\">";
+  std::string s =
+      "<section id=\"comparison\">\n<h2>Teacher, student and baselines</h2>\n"
+      "<p class=\"note\">One chart per metric; the arrow says which way is better."
+      "</p>\n<div class=\"legend-row\">";
   for (size_t i = 0; i < r.models.size(); i++)
     s += fmt::format("<span>{}{} <span class=\"muted\">({})</span></span>", swatch(colors[i]),
                      escape(r.models[i].name), escape(r.models[i].role));
@@ -278,9 +292,10 @@ std::string bars_section(const EvalReport& r, const std::vector<ReportMetric>& m
 }
 
 std::string scatter_section(const EvalReport& r, const std::vector<std::string>& colors) {
-  std::string s = "<section id=\"tradeoff\">\n<h2>Quality against cost</h2>\n<p class=\"note\">"
-                  "Down and to the left is better on the first chart; up and to the right on "
-                  "the second.</p>\n<div class=\"chart-grid wide\">\n";
+  std::string s =
+      "<section id=\"tradeoff\">\n<h2>Quality against cost</h2>\n<p class=\"note\">"
+      "Down and to the left is better on the first chart; up and to the right on "
+      "the second.</p>\n<div class=\"chart-grid wide\">\n";
   svg::ScatterChart ppl;
   ppl.title = "Perplexity against parameters";
   ppl.x_label = "parameters (log scale)";
@@ -333,15 +348,15 @@ std::string examples_section(const EvalReport& r) {
   s += "</tr></thead>\n<tbody>\n";
   for (size_t i = 0; i < shown; i++) {
     const TaskExample& ex = r.task_examples[i];
-    s += fmt::format("<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td>",
-                     ex.line, shown_text(ex.prompt, 80), shown_text(ex.answer, 40));
+    s += fmt::format("<tr><td>{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td>", ex.line,
+                     shown_text(ex.prompt, 80), shown_text(ex.answer, 40));
     for (const ModelReport& m : r.models) {
       if (!m.task || i >= m.task->outcomes.size()) {
         s += "<td class=\"na\">\u2013</td>";
         continue;
       }
       const TaskOutcome& o = m.task->outcomes[i];
-      const char* mark = o.exact ? "<span class=\"ok\">\u2713</span>"
+      const char* mark = o.exact      ? "<span class=\"ok\">\u2713</span>"
                          : o.contains ? "<span class=\"part\">\u2248</span>"
                                       : "<span class=\"bad\">\u2717</span>";
       s += fmt::format("<td class=\"text\">{} {}</td>", mark, shown_text(o.continuation, 48));
@@ -352,32 +367,35 @@ std::string examples_section(const EvalReport& r) {
 }
 
 std::string method_notes(const EvalReport& r) {
-  std::string s = "<ul class=\"note\" style=\"color:#667085;font-size:13px;margin:12px 0 0;"
-                  "padding-left:18px\">\n";
+  std::string s =
+      "<ul class=\"note\" style=\"color:#667085;font-size:13px;margin:12px 0 0;"
+      "padding-left:18px\">\n";
   if (!r.models.empty()) {
     const QualityMetrics& q = r.models[0].quality;
-    s += fmt::format("<li>Held-out quality: {} next-token positions in {} windows of {} tokens, "
-                     "cut from {} held-out tokens ({}); teacher-forced, T = 1. Perplexity = "
-                     "exp(mean NLL); KL and agreement compare with the teacher's full "
-                     "distribution at the same positions.</li>\n",
-                     q.positions, q.windows, r.seq_len, r.held_out_tokens,
-                     escape(r.held_out_rule));
+    s += fmt::format(
+        "<li>Held-out quality: {} next-token positions in {} windows of {} tokens, "
+        "cut from {} held-out tokens ({}); teacher-forced, T = 1. Perplexity = "
+        "exp(mean NLL); KL and agreement compare with the teacher's full "
+        "distribution at the same positions.</li>\n",
+        q.positions, q.windows, r.seq_len, r.held_out_tokens, escape(r.held_out_rule));
     for (const ModelReport& m : r.models)
       if (m.task) {
-        s += fmt::format("<li>Task: {} prompts, greedy, up to {} new tokens; the first line "
-                         "of the continuation is compared with the answer (exact match at a "
-                         "word boundary, or contains).</li>\n",
-                         m.task->prompts, r.max_new_tokens);
+        s += fmt::format(
+            "<li>Task: {} prompts, greedy, up to {} new tokens; the first line "
+            "of the continuation is compared with the answer (exact match at a "
+            "word boundary, or contains).</li>\n",
+            m.task->prompts, r.max_new_tokens);
         break;
       }
     const CostMetrics& c = r.models[0].cost;
     if (!c.throughput.empty())
-      s += fmt::format("<li>Speed: the Generator at batch 1 and 8, greedy, prompts of {} tokens "
-                       "then {} more tokens per sequence after the first; prompt processing "
-                       "is timed up to the first token, generation after it; the fastest of "
-                       "repeated runs after a warm-up ({} at batch 1), {} threads.</li>\n",
-                       c.throughput[0].prompt_tokens, c.throughput[0].gen_tokens,
-                       c.throughput[0].repeats, c.threads);
+      s += fmt::format(
+          "<li>Speed: the Generator at batch 1 and 8, greedy, prompts of {} tokens "
+          "then {} more tokens per sequence after the first; prompt processing "
+          "is timed up to the first token, generation after it; the fastest of "
+          "repeated runs after a warm-up ({} at batch 1), {} threads.</li>\n",
+          c.throughput[0].prompt_tokens, c.throughput[0].gen_tokens, c.throughput[0].repeats,
+          c.threads);
     s += fmt::format("<li>Peak memory: {}.</li>\n", escape(c.memory_method));
   }
   return s + "</ul>\n";
@@ -393,17 +411,18 @@ std::string render_report_html(const EvalReport& r) {
   std::string files;
   for (const std::string& f : r.text_files)
     files += (files.empty() ? "" : ", ") + fmt::format("<code>{}</code>", escape(f));
-  std::string s = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                  "<title>distill eval report</title>\n<style>" +
-                  std::string(kCss) + "</style>\n</head>\n<body>\n<main>\n";
-  s += fmt::format("<header>\n<h1>Distillation report</h1>\n<p class=\"meta\">{} \u00b7 {}"
-                   "</p>\n<p class=\"meta\">Held-out text: {} ({}) \u00b7 tokenizer {} "
-                   "(vocabulary {}){}</p>\n</header>\n",
-                   escape(names), escape(r.created), files, escape(r.held_out_rule),
-                   escape(r.tokenizer_kind), r.vocab_size,
-                   r.task_file.empty() ? ""
-                                       : " \u00b7 task <code>" + escape(r.task_file) + "</code>");
+  std::string s =
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<title>distill eval report</title>\n<style>" +
+      std::string(kCss) + "</style>\n</head>\n<body>\n<main>\n";
+  s += fmt::format(
+      "<header>\n<h1>Distillation report</h1>\n<p class=\"meta\">{} \u00b7 {}"
+      "</p>\n<p class=\"meta\">Held-out text: {} ({}) \u00b7 tokenizer {} "
+      "(vocabulary {}){}</p>\n</header>\n",
+      escape(names), escape(r.created), files, escape(r.held_out_rule), escape(r.tokenizer_kind),
+      r.vocab_size,
+      r.task_file.empty() ? "" : " \u00b7 task <code>" + escape(r.task_file) + "</code>");
   s += summary_cards(r);
   s += "<section id=\"metrics\">\n<h2>Metrics</h2>\n<p class=\"note\">Best value per row in "
        "green (the teacher is left out of the rows measured against itself).</p>\n";

@@ -1,8 +1,9 @@
 #include "eval/svg.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 
 namespace distill::svg {
 
@@ -41,8 +42,8 @@ std::string header(int width, int height, const std::string& title) {
 }
 
 std::string title_text(const std::string& title, const std::string& subtitle) {
-  std::string s = fmt::format("<text class=\"chart-title\" x=\"16\" y=\"24\">{}</text>\n",
-                              escape(title));
+  std::string s =
+      fmt::format("<text class=\"chart-title\" x=\"16\" y=\"24\">{}</text>\n", escape(title));
   if (!subtitle.empty())
     s += fmt::format("<text class=\"chart-sub\" x=\"16\" y=\"41\">{}</text>\n", escape(subtitle));
   return s;
@@ -60,17 +61,19 @@ std::string y_axis(const Frame& fr, const Scale& ys, const Ticks& t, const Forma
     const double y = ys(v);
     s += fmt::format("<line class=\"grid\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n",
                      num(fr.left), num(y), num(fr.right), num(y));
-    s += fmt::format("<text class=\"tick\" x=\"{}\" y=\"{}\" dy=\"0.32em\" "
-                     "text-anchor=\"end\">{}</text>\n",
-                     num(fr.left - 8), num(y), escape(label_of(f, v, t.step)));
+    s += fmt::format(
+        "<text class=\"tick\" x=\"{}\" y=\"{}\" dy=\"0.32em\" "
+        "text-anchor=\"end\">{}</text>\n",
+        num(fr.left - 8), num(y), escape(label_of(f, v, t.step)));
   }
   s += fmt::format("<line class=\"axis\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n",
                    num(fr.left), num(fr.top), num(fr.bottom));
   if (!label.empty()) {
     const double cy = (fr.top + fr.bottom) / 2;
-    s += fmt::format("<text class=\"axis-label\" x=\"{0}\" y=\"{1}\" text-anchor=\"middle\" "
-                     "transform=\"rotate(-90 {0} {1})\">{2}</text>\n",
-                     num(18), num(cy), escape(label));
+    s += fmt::format(
+        "<text class=\"axis-label\" x=\"{0}\" y=\"{1}\" text-anchor=\"middle\" "
+        "transform=\"rotate(-90 {0} {1})\">{2}</text>\n",
+        num(18), num(cy), escape(label));
   }
   return s;
 }
@@ -84,26 +87,41 @@ std::string x_axis(const Frame& fr, const Scale& xs, const Ticks& t, const Forma
     if (grid)
       s += fmt::format("<line class=\"grid\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n",
                        num(x), num(fr.top), num(fr.bottom));
-    s += fmt::format("<line class=\"axis\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n",
-                     num(x), num(fr.bottom), num(fr.bottom + 5));
+    s += fmt::format("<line class=\"axis\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>\n", num(x),
+                     num(fr.bottom), num(fr.bottom + 5));
     s += fmt::format("<text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
                      num(x), num(fr.bottom + 19), escape(label_of(f, v, t.step)));
   }
   s += fmt::format("<line class=\"axis\" x1=\"{0}\" y1=\"{2}\" x2=\"{1}\" y2=\"{2}\"/>\n",
                    num(fr.left), num(fr.right), num(fr.bottom));
   if (!label.empty())
-    s += fmt::format("<text class=\"axis-label\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}"
-                     "</text>\n",
-                     num((fr.left + fr.right) / 2), num(fr.bottom + 40), escape(label));
+    s += fmt::format(
+        "<text class=\"axis-label\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}"
+        "</text>\n",
+        num((fr.left + fr.right) / 2), num(fr.bottom + 40), escape(label));
   return s;
 }
 
-// Ticks of a data range with some room around the points (scatter plots).
+// The nearest of 1, 2, 5 times a power of ten at or below (down) or at or above v > 0.
+double round_125(double v, bool down) {
+  const double p = std::pow(10.0, std::floor(std::log10(v)));
+  const double steps[] = {1, 2, 5, 10};
+  if (down) {
+    for (int i = 3; i >= 0; i--)
+      if (steps[i] * p <= v * (1 + 1e-9)) return steps[i] * p;
+    return p;
+  }
+  for (double m : steps)
+    if (m * p >= v * (1 - 1e-9)) return m * p;
+  return 10 * p;
+}
+
+// Ticks of a data range with some room around the points (scatter plots). A log axis ends on
+// round values (1, 2 or 5 times a power of ten) so that both ends carry a tick.
 Ticks padded_ticks(double lo, double hi, bool log, int target) {
   if (log) {
-    if (lo == hi) return log_ticks(lo / 3, hi * 3);
-    const double r = std::pow(hi / lo, 0.08);
-    return log_ticks(lo / r, hi * r);
+    const double r = lo == hi ? 3.0 : std::pow(hi / lo, 0.08);
+    return log_ticks(round_125(lo / r, true), round_125(hi * r, false));
   }
   const double pad = lo == hi ? (lo == 0 ? 1.0 : std::fabs(lo) * 0.1) : (hi - lo) * 0.08;
   double a = lo - pad;
@@ -123,10 +141,14 @@ size_t utf8_length(std::string_view text, size_t i) {
   if (c < 0x80) return 1;
   size_t n = 0;
   unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-  else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-  else return 0;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+  else if (c >= 0xF0 && c <= 0xF4)
+    n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+  else
+    return 0;
   if (i + n > text.size() || u(i + 1) < lo || u(i + 1) > hi) return 0;
   for (size_t k = 2; k < n; k++)
     if ((u(i + k) & 0xC0) != 0x80) return 0;
@@ -151,11 +173,21 @@ std::string escape(std::string_view text) {
       continue;
     }
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
       default:
         // Control characters are not allowed in XML 1.0 text; tabs and newlines are.
         if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') {
@@ -271,10 +303,10 @@ std::string line_chart(const LineChart& c) {
   const double lx = fr.right + 24;
   s += "<g class=\"legend\">\n";
   for (const LineSeries& ser : c.series) {
-    s += fmt::format("<line class=\"series{}\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" "
-                     "stroke=\"{}\"/>\n",
-                     ser.dashed ? " dashed" : "", num(lx), num(ly), num(lx + 26), num(ly),
-                     ser.color);
+    s += fmt::format(
+        "<line class=\"series{}\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" "
+        "stroke=\"{}\"/>\n",
+        ser.dashed ? " dashed" : "", num(lx), num(ly), num(lx + 26), num(ly), ser.color);
     if (ser.markers)
       s += fmt::format("<circle class=\"marker\" cx=\"{}\" cy=\"{}\" r=\"3.5\" fill=\"{}\"/>\n",
                        num(lx + 13), num(ly), ser.color);
@@ -308,17 +340,20 @@ std::string bar_chart(const BarChart& c) {
       const double y_top = ys(std::max(b.value, 0.0)), y_bot = ys(std::min(b.value, 0.0));
       // A zero (e.g. the teacher's KL to itself) still shows as a hairline.
       const double h = std::max(1.0, y_bot - y_top);
-      s += fmt::format("<rect class=\"bar\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" "
-                       "fill=\"{}\" rx=\"2\"><title>{}: {}</title></rect>\n",
-                       num(cx - bw / 2), num(y_bot - h), num(bw), num(h), b.color,
-                       escape(b.label), escape(b.value_text));
-      s += fmt::format("<text class=\"bar-value\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}"
-                       "</text>\n",
-                       num(cx), num(y_bot - h - 5), escape(b.value_text));
+      s += fmt::format(
+          "<rect class=\"bar\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" "
+          "fill=\"{}\" rx=\"2\"><title>{}: {}</title></rect>\n",
+          num(cx - bw / 2), num(y_bot - h), num(bw), num(h), b.color, escape(b.label),
+          escape(b.value_text));
+      s += fmt::format(
+          "<text class=\"bar-value\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}"
+          "</text>\n",
+          num(cx), num(y_bot - h - 5), escape(b.value_text));
     } else {
-      s += fmt::format("<text class=\"bar-value muted\" x=\"{}\" y=\"{}\" "
-                       "text-anchor=\"middle\">not measured</text>\n",
-                       num(cx), num(fr.bottom - 6));
+      s += fmt::format(
+          "<text class=\"bar-value muted\" x=\"{}\" y=\"{}\" "
+          "text-anchor=\"middle\">not measured</text>\n",
+          num(cx), num(fr.bottom - 6));
     }
     s += fmt::format("<text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
                      num(cx), num(fr.bottom + 18), escape(truncate(b.label, max_chars)));
@@ -357,19 +392,42 @@ std::string scatter_chart(const ScatterChart& c) {
     lx += 30 + 7.2 * double(name.size());
   }
   s += "</g>\n";
+  // Points first, then their labels, each moved down (or up, near the bottom) past the labels
+  // already placed so that models at the same spot stay readable.
+  struct Box {
+    double x0, x1, y;
+  };
+  std::vector<Box> placed;
+  std::string labels;
   for (const ScatterPoint& p : c.points) {
     if (!std::isfinite(p.x) || !std::isfinite(p.y)) continue;
     if ((c.log_x && p.x <= 0) || (c.log_y && p.y <= 0)) continue;
     const double x = xs(p.x), y = ys(p.y);
-    const bool right_side = x < fr.right - 110;
-    s += fmt::format("<circle class=\"point\" cx=\"{}\" cy=\"{}\" r=\"7\" fill=\"{}\">"
-                     "<title>{}</title></circle>\n",
-                     num(x), num(y), p.color, escape(p.label));
-    s += fmt::format("<text class=\"point-label\" x=\"{}\" y=\"{}\" dy=\"0.32em\" "
-                     "text-anchor=\"{}\">{}</text>\n",
-                     num(right_side ? x + 12 : x - 12), num(y), right_side ? "start" : "end",
-                     escape(truncate(p.label, 20)));
+    s += fmt::format(
+        "<circle class=\"point\" cx=\"{}\" cy=\"{}\" r=\"7\" fill=\"{}\">"
+        "<title>{}</title></circle>\n",
+        num(x), num(y), p.color, escape(p.label));
+    const std::string text = truncate(p.label, 20);
+    const double w = 7.5 * double(text.size());
+    const bool right_side = x < fr.right - w - 16;
+    const double x0 = right_side ? x + 12 : x - 12 - w, x1 = x0 + w;
+    const double step = y > fr.bottom - 30 ? -15.0 : 15.0;
+    double ly = y;
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (const Box& b : placed)
+        if (x0 < b.x1 && b.x0 < x1 && std::fabs(ly - b.y) < 14) {
+          ly += step;
+          moved = true;
+        }
+    }
+    placed.push_back({x0, x1, ly});
+    labels += fmt::format(
+        "<text class=\"point-label\" x=\"{}\" y=\"{}\" dy=\"0.32em\" "
+        "text-anchor=\"{}\">{}</text>\n",
+        num(right_side ? x + 12 : x - 12), num(ly), right_side ? "start" : "end", escape(text));
   }
+  s += labels;
   s += "</svg>\n";
   return s;
 }

@@ -11,7 +11,9 @@ namespace distill {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // Letters and digits, counting every byte of a multi-byte UTF-8 character as a letter.
 bool is_word_byte(char c) {
@@ -30,8 +32,10 @@ const char* json_type(const nlohmann::json& j) {
 
 std::string string_field(const nlohmann::json& j, const char* key, const std::string& where) {
   const auto it = j.find(key);
-  if (it == j.end()) throw Error("{}: missing \"{}\" (expected {{\"prompt\": ..., \"answer\": ...}})", where, key);
-  if (!it->is_string()) throw Error("{}: \"{}\" must be a string, found {}", where, key, json_type(*it));
+  if (it == j.end())
+    throw Error("{}: missing \"{}\" (expected {{\"prompt\": ..., \"answer\": ...}})", where, key);
+  if (!it->is_string())
+    throw Error("{}: \"{}\" must be a string, found {}", where, key, json_type(*it));
   return it->get<std::string>();
 }
 
@@ -66,7 +70,9 @@ std::vector<TaskExample> load_task_file(const std::string& path) {
     examples.push_back(std::move(ex));
   }
   if (in.bad()) throw Error("{}: read error", path);
-  if (examples.empty()) throw Error("{}: no task examples (expected JSONL lines {{\"prompt\": ..., \"answer\": ...}})", path);
+  if (examples.empty())
+    throw Error("{}: no task examples (expected JSONL lines {{\"prompt\": ..., \"answer\": ...}})",
+                path);
   return examples;
 }
 
@@ -131,7 +137,8 @@ TaskScore score_task_outputs(const std::vector<TaskExample>& examples,
 TaskScore run_task_suite(Model& model, const Tokenizer& tokenizer,
                          const std::vector<TaskExample>& examples, const TaskRunOptions& o,
                          const std::function<void(int, int)>& progress) {
-  if (o.max_new_tokens < 1) throw Error("max-new-tokens must be at least 1, found {}", o.max_new_tokens);
+  if (o.max_new_tokens < 1)
+    throw Error("max-new-tokens must be at least 1, found {}", o.max_new_tokens);
   const int context = model.config().max_position;
   EncodeOptions enc;
   enc.add_special_tokens = true;
@@ -143,9 +150,10 @@ TaskScore run_task_suite(Model& model, const Tokenizer& tokenizer,
       throw Error("{} line {}: the prompt encodes to no tokens", o.source, ex.line);
     const int need = int(prompts.back().size()) + o.max_new_tokens;
     if (need > context)
-      throw Error("{} line {}: prompt of {} tokens + {} new tokens exceeds the context of {} "
-                  "({} tokens)", o.source, ex.line, prompts.back().size(), o.max_new_tokens,
-                  o.model_name, context);
+      throw Error(
+          "{} line {}: prompt of {} tokens + {} new tokens exceeds the context of {} "
+          "({} tokens)",
+          o.source, ex.line, prompts.back().size(), o.max_new_tokens, o.model_name, context);
     longest = std::max(longest, need);
   }
   Generator gen(model, std::max(1, std::min(o.batch, int(prompts.size()))), longest + 1);
@@ -158,8 +166,8 @@ TaskScore run_task_suite(Model& model, const Tokenizer& tokenizer,
     const std::string text = tokenizer.decode(tokens, true);
     return task_continuation(text).size() < text.size();
   };
-  const std::vector<Generation> out = gen.generate(
-      prompts, g, nullptr, [&](int done, int total, int64_t) {
+  const std::vector<Generation> out =
+      gen.generate(prompts, g, nullptr, [&](int done, int total, int64_t) {
         if (progress) progress(done, total);
       });
   std::vector<std::string> texts;

@@ -50,10 +50,10 @@ struct TaskOutcome {
 };
 
 struct TaskScore {
-  int64_t prompts = 0;       // examples behind the rates
-  int64_t exact = 0;         // examples scored as exact matches
-  int64_t contains = 0;      // examples whose continuation contains the answer
-  double exact_rate = 0.0;   // exact / prompts
+  int64_t prompts = 0;      // examples behind the rates
+  int64_t exact = 0;        // examples scored as exact matches
+  int64_t contains = 0;     // examples whose continuation contains the answer
+  double exact_rate = 0.0;  // exact / prompts
   double contains_rate = 0.0;
   std::vector<TaskOutcome> outcomes;  // one per example, in file order
 };

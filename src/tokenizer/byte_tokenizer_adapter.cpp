@@ -8,8 +8,7 @@
 
 namespace distill {
 
-std::vector<int32_t> ByteLevelTokenizer::encode(std::string_view text,
-                                                const EncodeOptions&) const {
+std::vector<int32_t> ByteLevelTokenizer::encode(std::string_view text, const EncodeOptions&) const {
   return ByteTokenizer::encode(text);
 }
 
@@ -43,15 +42,18 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& dir) {
   const auto& meta = weights.metadata();
   const auto it = meta.find("distill_tokenizer");
   // Early checkpoints wrote the name itself; later ones write ByteTokenizer::kFingerprint.
-  if (it != meta.end() && (it->second == ByteTokenizer::kFingerprint ||
-                           it->second == kByteTokenizerName))
+  if (it != meta.end() &&
+      (it->second == ByteTokenizer::kFingerprint || it->second == kByteTokenizerName))
     return std::make_unique<ByteLevelTokenizer>();
   if (it != meta.end())
-    throw Error("{}: no tokenizer.json or tokenizer.model, and its weights name an unknown "
-                "tokenizer '{}' (expected {})", dir, it->second, kByteTokenizerName);
-  throw Error("{}: no tokenizer.json or tokenizer.model, and its weights do not say they are "
-              "byte-level (safetensors metadata distill_tokenizer = {})", dir,
-              kByteTokenizerName);
+    throw Error(
+        "{}: no tokenizer.json or tokenizer.model, and its weights name an unknown "
+        "tokenizer '{}' (expected {})",
+        dir, it->second, kByteTokenizerName);
+  throw Error(
+      "{}: no tokenizer.json or tokenizer.model, and its weights do not say they are "
+      "byte-level (safetensors metadata distill_tokenizer = {})",
+      dir, kByteTokenizerName);
 }
 
 }  // namespace distill
