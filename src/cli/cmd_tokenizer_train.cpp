@@ -69,7 +69,7 @@ int run_tokenizer_train(const TokenizerTrainOptions& o) {
   merging.print(fmt::format("learned {} merges in {:.2f}s ({} tokens{})", v.merges.size(),
                             seconds_since(t1), v.tokens.size(),
                             int64_t(v.merges.size()) < wanted
-                                ? "; stopped early: no pair is seen --min-frequency times"
+                                ? "; stopped early: no pair left that is seen --min-frequency times or more"
                                 : ""));
   save_bpe_tokenizer(v, o.out);
   std::printf("wrote %s/tokenizer.json and %s/tokenizer_config.json (%zu tokens)\n", o.out.c_str(),
