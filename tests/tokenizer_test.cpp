@@ -451,6 +451,8 @@ TEST(HfTokenizer, MalformedFilesGiveClearErrors) {
   const std::string bpe_model =
       R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
   expect_contains(load_error("{ \"model\": "), "bad/tokenizer.json: not valid JSON");
+  expect_contains(load_error(R"({"model": {"vocab": {"a": 9e99999}}})"),
+                  "bad/tokenizer.json: not valid JSON");  // a number nlohmann cannot hold
   expect_contains(load_error("[]"), "bad/tokenizer.json: /: expected an object");
   expect_contains(load_error("{}"), "bad/tokenizer.json: /: missing field \"model\"");
   expect_contains(load_error(R"({"model": {"type": "WordPiece", "vocab": {}}})"),
@@ -482,6 +484,19 @@ TEST(HfTokenizer, MalformedFilesGiveClearErrors) {
   expect_contains(load_error(R"({"model": )" + bpe_model +
                              R"(, "added_tokens": [{"content": "x"}]})"),
                   "/added_tokens/0: missing field \"id\"");
+  // Sizes and ids that would allocate or recurse without bound.
+  expect_contains(load_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000},
+                                 "merges": []}})"),
+                  "token \"a\" has id 2000000000 (expected 0..16777215)");
+  std::string deep = R"({"type": "NFC"})";
+  for (int i = 0; i < 100; i++)
+    deep = R"({"type": "Sequence", "normalizers": [)" + deep + "]}";
+  expect_contains(load_error(R"({"model": )" + bpe_model + R"(, "normalizer": )" + deep + "}"),
+                  "nested more than 64 levels deep");
+  expect_contains(load_error(R"({"model": )" + bpe_model +
+                             R"(, "post_processor": {"type": "RobertaProcessing",
+                                 "cls": ["<s>", 7], "sep": ["</s>", 1]}})"),
+                  "the post-processor adds id 7, outside the vocabulary [0, 3)");
   // A well-formed minimal file works.
   auto tok = hf_tokenizer_from_json(R"({"model": )" + bpe_model + "}", "ok", nullptr);
   EXPECT_EQ(tok->encode("abba"), (std::vector<int32_t>{2, 1, 0}));

@@ -56,7 +56,8 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, int32_t>>& vocab,
                 "end_of_word_suffix", where);
   int32_t limit = 0;
   for (const auto& [text, id] : vocab) {
-    if (id < 0) throw Error("{}: token \"{}\" has a negative id {}", where, text, id);
+    if (id < 0 || id > kMaxId)
+      throw Error("{}: token \"{}\" has id {} (expected 0..{})", where, text, id, kMaxId);
     limit = std::max(limit, id + 1);
   }
   id_to_text_.resize(size_t(limit));

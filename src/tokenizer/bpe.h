@@ -38,6 +38,9 @@ struct BpeConfig {
 // Thrown-by-constructor errors name the merge or token and `where` (e.g. "/model/merges/12").
 class BpeModel {
  public:
+  // Ids are dense tables indexed by id: a file claiming a larger id is refused, not allocated.
+  static constexpr int32_t kMaxId = (1 << 24) - 1;
+
   // vocab: (token text, id) pairs; merges: pairs of token texts in rank order.
   BpeModel(const std::vector<std::pair<std::string, int32_t>>& vocab,
            const std::vector<std::pair<std::string, std::string>>& merges, BpeConfig config,

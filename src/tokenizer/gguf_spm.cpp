@@ -88,7 +88,8 @@ class GgufSpmTokenizer final : public Tokenizer {
           }
           break;
         case VocabTokenType::Byte:
-          piece += char(byte_of_token(t));
+          if (int b = byte_of_token(t); b >= 0) piece += char(b);
+          else piece = t;  // a byte token not spelled <0xXX>: shown as written
           break;
         case VocabTokenType::UserDefined:
           piece = t;
@@ -148,9 +149,15 @@ class GgufSpmTokenizer final : public Tokenizer {
       throw Error("{}: id {} is outside the vocabulary [0, {})", what, id, v_.tokens.size());
   }
 
+  // The byte a "<0xXX>" token stands for, or -1.
   static int byte_of_token(const std::string& t) {
-    if (t.size() == 6 && t.compare(0, 3, "<0x") == 0) return std::stoi(t.substr(3, 2), nullptr, 16);
-    return t.empty() ? 0 : static_cast<unsigned char>(t[0]);
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                            : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
+    const int hi = hex(t[3]), lo = hex(t[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
   }
 
   void tokenize(const std::string& text, std::vector<int32_t>& out) const;

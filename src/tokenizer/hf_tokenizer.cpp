@@ -143,8 +143,23 @@ std::string fingerprint_of(const json& root, const std::string& model_kind, cons
   return fp.hex();
 }
 
+// Components nest (Sequence of Sequence ...) and are built recursively: a file nested deeper than
+// any real tokenizer is refused before it can exhaust the stack.
+void check_depth(const json& root) {
+  constexpr int kMaxDepth = 64;
+  std::vector<std::pair<const json*, int>> stack{{&root, 1}};
+  while (!stack.empty()) {
+    auto [j, depth] = stack.back();
+    stack.pop_back();
+    if (depth > kMaxDepth) throw Error("/: nested more than {} levels deep", kMaxDepth);
+    if (j->is_structured())
+      for (const json& child : *j) stack.push_back({&child, depth + 1});
+  }
+}
+
 std::unique_ptr<Tokenizer> build(const json& root, const json* tokenizer_config) {
   require_object(root, "/");
+  check_depth(root);
   const json& model = require_object(field(root, "model", "/"), "/model");
   const std::string type = model_type(model);
   if (type != "BPE")
@@ -206,12 +221,14 @@ std::unique_ptr<Tokenizer> hf_tokenizer_from_json(std::string_view json_text,
   json root;
   try {
     root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for huge numbers
     throw Error("{}: not valid JSON: {}", source, e.what());
   }
   try {
     return build(root, tokenizer_config);
   } catch (const Error& e) {
+    throw Error("{}: {}", source, e.what());
+  } catch (const json::exception& e) {  // a value of a type the checks above did not expect
     throw Error("{}: {}", source, e.what());
   }
 }
@@ -225,7 +242,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& path) {
     try {
       config = json::parse(read_file_text(config_path.string()));
       have_config = true;
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw Error("{}: not valid JSON: {}", config_path.string(), e.what());
     }
   }

@@ -13,6 +13,14 @@ namespace {
 
 using namespace hf_json;
 
+// Normalizers that add text (Replace, Prepend) could be chained to grow a text without bound.
+constexpr size_t kMaxNormalizedBytes = size_t(1) << 30;
+
+void check_size(const std::string& text) {
+  if (text.size() > kMaxNormalizedBytes)
+    throw Error("normalization made a text of more than {} bytes", kMaxNormalizedBytes);
+}
+
 class UnicodeForm final : public Normalizer {
  public:
   explicit UnicodeForm(unicode::NormalForm form) : form_(form) {}
@@ -35,6 +43,7 @@ class Prepend final : public Normalizer {
   explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}
   void normalize(std::string& text) const override {
     if (!text.empty()) text.insert(0, prefix_);  // HF leaves an empty string empty
+    check_size(text);
   }
 
  private:
@@ -52,6 +61,7 @@ class Replace final : public Normalizer {
       out.append(text, copied, begin - copied);
       out += content_;
       copied = end;
+      check_size(out);
     };
     if (regex_) {
       regex_->for_each_match(text, on_match);

@@ -13,7 +13,17 @@ PipelineTokenizer::PipelineTokenizer(PipelineParts parts) : parts_(std::move(par
   DISTILL_CHECK(parts_.model != nullptr);
   added_ = AddedVocabulary(parts_.added_tokens, parts_.normalizer.get());
   vocab_size_ = parts_.model->id_limit();
-  for (const AddedToken& t : parts_.added_tokens) vocab_size_ = std::max(vocab_size_, t.id + 1);
+  for (const AddedToken& t : parts_.added_tokens) {
+    if (t.id < 0 || t.id > BpeModel::kMaxId)
+      throw Error("added token \"{}\" has id {} (expected 0..{})", t.content, t.id,
+                  BpeModel::kMaxId);
+    vocab_size_ = std::max(vocab_size_, t.id + 1);
+  }
+  for (const auto* ids : {&parts_.special_template.prefix, &parts_.special_template.suffix})
+    for (int32_t id : *ids)
+      if (id < 0 || id >= vocab_size_)
+        throw Error("the post-processor adds id {}, outside the vocabulary [0, {})", id,
+                    vocab_size_);
   added_kind_.assign(size_t(vocab_size_), 0);
   for (const AddedToken& t : parts_.added_tokens) added_kind_[size_t(t.id)] = t.special ? 2 : 1;
 }

@@ -11,9 +11,10 @@ using namespace hf_json;
 int32_t token_pair_id(const json& j, std::string_view key, const std::string& path) {
   const std::string p = child(path, key);
   const json& pair = require_array(field(j, key, path), p);
-  if (pair.size() != 2 || !pair[0].is_string() || !pair[1].is_number_integer())
+  if (pair.size() != 2 || !pair[0].is_string() || !pair[1].is_number_integer() ||
+      pair[1].get<int64_t>() < 0 || pair[1].get<int64_t>() > INT32_MAX)
     throw Error("{}: expected [\"token\", id], found {}", p, pair.dump());
-  return pair[1].get<int32_t>();
+  return int32_t(pair[1].get<int64_t>());
 }
 
 }  // namespace
@@ -50,8 +51,9 @@ SpecialTemplate special_template_from_json(const json& j, const std::string& pat
       const std::string ids_path = child(child(specials_path, name), "ids");
       const json& ids = require_array(field(*it, "ids", child(specials_path, name)), ids_path);
       for (const json& id : ids) {
-        if (!id.is_number_integer()) throw Error("{}: expected integer ids", ids_path);
-        (after_sequence ? result.suffix : result.prefix).push_back(id.get<int32_t>());
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+          throw Error("{}: expected non-negative integer ids, found {}", ids_path, id.dump());
+        (after_sequence ? result.suffix : result.prefix).push_back(int32_t(id.get<int64_t>()));
       }
     }
     return result;
