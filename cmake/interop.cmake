@@ -1,26 +1,40 @@
 # GGUF interop with a real llama.cpp (ctest label "interop").
 #
-# The peer is npm's node-llama-cpp (tests/interop/package.json + package-lock.json; install with
-# `(cd tests/interop && npm ci --ignore-scripts)`): it ships prebuilt llama.cpp shared libraries
-# for linux-x64 and the matching llama.cpp source as a git bundle. At configure time the public
-# headers (llama.h, ggml*.h) are checked out of that bundle into the build tree — never into the
-# source tree — and tests/interop/llama_peer.cpp is built against them and linked with the
-# prebuilt libraries. tests/interop_test.cpp drives it.
+# The peer is npm's node-llama-cpp, pinned by tests/interop/package.json + package-lock.json and
+# installed with `(cd tests/interop && npm ci --ignore-scripts --omit=optional)` (no postinstall
+# build, no GPU variants: ~80 MB). It ships prebuilt llama.cpp shared libraries for linux-x64 and
+# the matching llama.cpp source as a git bundle. At configure time the public headers (llama.h,
+# ggml*.h) are checked out of that bundle into the build tree — never into the source tree — and
+# tests/interop/llama_peer.cpp is built against them and linked with the prebuilt libraries.
+# tests/interop_test.cpp drives it.
 set(DISTILL_INTEROP_NODE_MODULES "${CMAKE_SOURCE_DIR}/tests/interop/node_modules")
 set(_interop_bundle "${DISTILL_INTEROP_NODE_MODULES}/node-llama-cpp/llama/gitRelease.bundle")
 set(_interop_bins "${DISTILL_INTEROP_NODE_MODULES}/@node-llama-cpp/linux-x64/bins/linux-x64")
-if(EXISTS "${_interop_bundle}" AND EXISTS "${_interop_bins}")
-  set(_interop_default ON)
+# AUTO (the default) decides at every configure, and the configure re-runs when tests/interop
+# changes (npm ci creates node_modules there), so a build directory configured before the npm
+# install picks the peer up without being deleted.
+set(DISTILL_INTEROP AUTO CACHE STRING
+    "Build the llama.cpp peer and the GGUF interop test: ON, OFF, or AUTO (ON when \
+tests/interop/node_modules holds node-llama-cpp: cd tests/interop && npm ci --ignore-scripts --omit=optional)")
+set_property(CACHE DISTILL_INTEROP PROPERTY STRINGS AUTO ON OFF)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/tests/interop")
+if(DISTILL_INTEROP STREQUAL "AUTO")
+  if(EXISTS "${_interop_bundle}" AND EXISTS "${_interop_bins}")
+    set(_interop_on ON)
+  else()
+    set(_interop_on OFF)
+    message(STATUS "GGUF interop: off (no tests/interop/node_modules; see cmake/interop.cmake)")
+  endif()
+elseif(DISTILL_INTEROP)
+  set(_interop_on ON)
 else()
-  set(_interop_default OFF)
+  set(_interop_on OFF)
 endif()
-option(DISTILL_INTEROP "Build the llama.cpp peer and run the GGUF interop test (needs \
-tests/interop/node_modules: cd tests/interop && npm ci --ignore-scripts)" ${_interop_default})
 
-if(DISTILL_INTEROP)
+if(_interop_on)
   if(NOT EXISTS "${_interop_bundle}" OR NOT EXISTS "${_interop_bins}")
     message(FATAL_ERROR "DISTILL_INTEROP=ON but node-llama-cpp is not installed: run "
-                        "(cd tests/interop && npm ci --ignore-scripts)")
+                        "(cd tests/interop && npm ci --ignore-scripts --omit=optional)")
   endif()
   find_package(Git REQUIRED)
   # Headers from the bundle, re-extracted when the bundle changes.
@@ -61,7 +75,7 @@ if(DISTILL_INTEROP)
 endif()
 
 if(TARGET interop_test)
-  if(DISTILL_INTEROP)
+  if(_interop_on)
     target_compile_definitions(interop_test PRIVATE
         DISTILL_LLAMA_PEER="$<TARGET_FILE:llama_peer>")
     add_dependencies(interop_test llama_peer distill)

@@ -1,11 +1,13 @@
 // libFuzzer target: GgufFile::open on arbitrary bytes, then every typed accessor on every value,
-// read_f32 on every (small) tensor, and load_gguf_model (config from metadata, tensor checks,
-// dequantization, the q/k permutation). Anything but a distill::Error is a finding.
+// read_f32 on every (small) tensor, load_gguf_model (config from metadata, tensor checks,
+// dequantization, the q/k permutation), and the vocabulary read back and written as tokenizer
+// files (gguf_import_vocab.h). Anything but a distill::Error is a finding.
 #include <cstdint>
 
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/gguf_import.h"
+#include "formats/gguf_import_vocab.h"
 #include "fuzz_input_file.h"
 
 using namespace distill;
@@ -38,6 +40,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     try {
       load_gguf_model(f);
+    } catch (const Error&) {
+    }
+    try {
+      const std::string dir = path + ".tokenizer";
+      std::filesystem::create_directories(dir);
+      write_tokenizer_files(gguf_vocab_read(f), dir, 64);
     } catch (const Error&) {
     }
   } catch (const Error&) {

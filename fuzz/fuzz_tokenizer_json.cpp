@@ -1,9 +1,11 @@
 // libFuzzer target: load_tokenizer on an arbitrary tokenizer.json, then encode (plain and with
-// special-token parsing) and decode a few texts. Anything but a distill::Error is a finding.
+// special-token parsing) and decode a few texts; and the GGUF export's reading of the same file
+// (gguf_vocab_from_file). Anything but a distill::Error is a finding.
 #include <cstdint>
 #include <string>
 
 #include "core/error.h"
+#include "formats/gguf_export_vocab.h"
 #include "fuzz_input_file.h"
 #include "tokenizer/tokenizer.h"
 
@@ -11,6 +13,10 @@ using namespace distill;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = fuzz::write_input(data, size, "tokenizer.json");
+  try {
+    gguf_vocab_from_file(path);
+  } catch (const Error&) {
+  }
   try {
     const std::unique_ptr<Tokenizer> t = load_tokenizer(path);
     static const char* texts[] = {"Hello world", "  \n\t x", "h\xC3\xA9llo \xF0\x9F\x98\x80 \xE4\xB8\xAD",

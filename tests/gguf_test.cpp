@@ -804,10 +804,11 @@ TEST_F(GgufTest, ImportErrorsNameTheTensorOrKey) {
   const GgufFile good = GgufFile::open(path("m.gguf"));
   // Rewrite with one tensor dropped, one reshaped, one key missing, an extra tensor.
   auto rewrite = [&](const std::function<bool(GgufWriter&, const GgufTensorInfo&)>& edit,
-                     const std::string& skip_key) {
+                     const std::string& skip_key, uint32_t block_count = 0) {
     GgufWriter w;
     for (const auto& [k, v] : good.metadata())
       if (k != skip_key) w.set(k, v);
+    if (block_count) w.set("llama.block_count", GgufValue::of_u32(block_count));
     for (const GgufTensorInfo& t : good.tensors()) {
       if (edit(w, t)) continue;
       const std::vector<float> data = good.read_f32(t);
@@ -829,6 +830,9 @@ TEST_F(GgufTest, ImportErrorsNameTheTensorOrKey) {
               HasSubstr("tensor 'output_norm.weight' has dims [32], expected [64]"));
   EXPECT_THAT(rewrite(none, "llama.block_count"),
               HasSubstr("GGUF metadata key 'llama.block_count' is missing"));
+  // Found by fuzzing: a huge block_count must not build a huge parameter list first.
+  EXPECT_THAT(rewrite(none, "", 1u << 30),
+              HasSubstr("block_count 1073741824 but the file has only 21 tensors"));
   EXPECT_THAT(rewrite([](GgufWriter& w, const GgufTensorInfo& t) {
                 if (t.name == "output_norm.weight") {
                   const float z[4] = {};

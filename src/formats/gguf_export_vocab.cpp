@@ -57,9 +57,37 @@ json read_json_file(const std::string& path) {
   const std::string text = read_file_text(path);
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for huge numbers
     throw Error("{}: not valid JSON: {}", path, e.what());
   }
+}
+
+// Whether some object within `j` (searched to a bounded depth: the file may be hostile) has
+// "type" == `type`, or, for "Metaspace", is a Replace with "▁" as content.
+bool json_mentions(const json& j, const std::string& type, int depth = 0) {
+  if (depth > 16) return false;
+  if (j.is_object()) {
+    const auto t = j.find("type");
+    if (t != j.end() && t->is_string()) {
+      if (*t == type) return true;
+      if (type == "Metaspace" && *t == "Replace" && j.contains("content") &&
+          j["content"] == "\u2581")
+        return true;
+    }
+    for (const auto& [k, v] : j.items())
+      if (json_mentions(v, type, depth + 1)) return true;
+  } else if (j.is_array()) {
+    for (const json& v : j)
+      if (json_mentions(v, type, depth + 1)) return true;
+  }
+  return false;
+}
+
+// A short description of a JSON value for messages (dump() recurses and could be huge).
+std::string json_brief(const json& j) {
+  if (j.is_object() && j.contains("type") && j["type"].is_string())
+    return "of type '" + j["type"].get<std::string>() + "'";
+  return std::string("(") + j.type_name() + ")";
 }
 
 // "gpt-2" for a lone ByteLevel pre-tokenizer with its built-in regex; the table's name for a
@@ -81,33 +109,7 @@ std::string detect_bpe_pre(const json& pre, const std::string& path) {
     }
   }
   throw Error("{}: pre_tokenizer {} is not supported for GGUF export (supported: ByteLevel, or "
-              "Split(regex) + ByteLevel as in Qwen2 and Llama 3)", path, pre.dump().substr(0, 200));
-}
-
-bool json_mentions_metaspace(const json& j) {
-  if (j.is_object()) {
-    if (j.value("type", "") == "Metaspace") return true;
-    if (j.value("type", "") == "Replace" && j.contains("content") && j["content"] == "\u2581")
-      return true;
-    for (const auto& [k, v] : j.items())
-      if (json_mentions_metaspace(v)) return true;
-  } else if (j.is_array()) {
-    for (const json& v : j)
-      if (json_mentions_metaspace(v)) return true;
-  }
-  return false;
-}
-
-bool json_mentions_byte_level(const json& j) {
-  if (j.is_object()) {
-    if (j.value("type", "") == "ByteLevel") return true;
-    for (const auto& [k, v] : j.items())
-      if (json_mentions_byte_level(v)) return true;
-  } else if (j.is_array()) {
-    for (const json& v : j)
-      if (json_mentions_byte_level(v)) return true;
-  }
-  return false;
+              "Split(regex) + ByteLevel as in Qwen2 and Llama 3)", path, json_brief(pre));
 }
 
 // The content of a tokenizer_config.json token entry: "…" or {"content": "…"}.
@@ -120,7 +122,7 @@ std::optional<std::string> config_token(const json& cfg, const char* key) {
   return std::nullopt;
 }
 
-GgufVocab vocab_from_tokenizer_json(const std::string& path) {
+GgufVocab vocab_from_tokenizer_json_unchecked(const std::string& path) {
   const json j = read_json_file(path);
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     throw Error("{}: not a tokenizer.json (no \"model\" object)", path);
@@ -137,7 +139,7 @@ GgufVocab vocab_from_tokenizer_json(const std::string& path) {
   std::map<int64_t, int32_t> added_type;
   auto put = [&](const std::string& text, const json& id_json) {
     if (!id_json.is_number_integer())
-      throw Error("{}: token '{}' has a non-integer id {}", path, text, id_json.dump());
+      throw Error("{}: token '{}' has a non-integer id {}", path, text, json_brief(id_json));
     const int64_t id = id_json.get<int64_t>();
     if (id < 0 || id >= (int64_t(1) << 24))
       throw Error("{}: token '{}' has id {}, outside [0, 2^24)", path, text, id);
@@ -149,7 +151,7 @@ GgufVocab vocab_from_tokenizer_json(const std::string& path) {
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const json& t : j["added_tokens"]) {
       if (!t.is_object() || !t.contains("content") || !t["content"].is_string() || !t.contains("id"))
-        throw Error("{}: malformed added_tokens entry {}", path, t.dump().substr(0, 200));
+        throw Error("{}: malformed added_tokens entry {}", path, json_brief(t));
       const std::string text = t["content"].get<std::string>();
       put(text, t["id"]);
       added_type[t["id"].get<int64_t>()] =
@@ -184,7 +186,7 @@ GgufVocab vocab_from_tokenizer_json(const std::string& path) {
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
         merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
       } else {
-        throw Error("{}: malformed merge {}", path, m.dump().substr(0, 200));
+        throw Error("{}: malformed merge {}", path, json_brief(m));
       }
     }
   }
@@ -192,11 +194,11 @@ GgufVocab vocab_from_tokenizer_json(const std::string& path) {
   const json pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json();
   const json norm = j.contains("normalizer") ? j["normalizer"] : json();
   const bool byte_fallback = model.value("byte_fallback", false);
-  if (json_mentions_byte_level(pre)) {
+  if (json_mentions(pre, "ByteLevel")) {
     v.model = "gpt2";
     v.pre = detect_bpe_pre(pre, path);
     v.merges = std::move(merges);
-  } else if (byte_fallback || json_mentions_metaspace(norm) || json_mentions_metaspace(pre)) {
+  } else if (byte_fallback || json_mentions(norm, "Metaspace") || json_mentions(pre, "Metaspace")) {
     // SentencePiece-style: llama.cpp merges the adjacent pair whose concatenation has the highest
     // score, so a token's score is minus the rank of the first merge producing it.
     v.model = "llama";
@@ -263,6 +265,16 @@ GgufVocab vocab_from_tokenizer_json(const std::string& path) {
   }
   if (!v.add_bos) v.add_bos = false;
   return v;
+}
+
+// Values of an unexpected JSON type (e.g. "type": 5) make nlohmann::json throw; they are errors
+// in the file like any other.
+GgufVocab vocab_from_tokenizer_json(const std::string& path) {
+  try {
+    return vocab_from_tokenizer_json_unchecked(path);
+  } catch (const json::exception& e) {
+    throw Error("{}: unexpected tokenizer.json structure: {}", path, e.what());
+  }
 }
 
 // ---- SentencePiece .model (protobuf) ----

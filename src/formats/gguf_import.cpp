@@ -162,11 +162,30 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   if (const auto v = optional_count(f, a + "attention.value_length"); v && *v != c.head_dim)
     throw Error("{}: attention.value_length {} differs from key_length {}; distill needs them equal",
                 f.path(), *v, c.head_dim);
+  // Bounds before anything is sized by these numbers (a hostile file must not make us build
+  // a billion-layer parameter list): every layer has tensors in the file, and the products the
+  // model computes in int stay far from overflow.
+  if (size_t(c.num_layers) > f.tensors().size())
+    throw Error("{}: block_count {} but the file has only {} tensors", f.path(), c.num_layers,
+                f.tensors().size());
+  for (const auto& [value, key] : {std::pair{c.hidden_size, "embedding_length"},
+                                   std::pair{c.num_heads, "attention.head_count"},
+                                   std::pair{c.num_kv_heads, "attention.head_count_kv"},
+                                   std::pair{c.head_dim, "attention.key_length"},
+                                   std::pair{c.intermediate_size, "feed_forward_length"}})
+    if (value > (1 << 20))
+      throw Error("{}: {}{} = {} is beyond what distill supports (2^20)", f.path(), a, key, value);
+  if (int64_t(c.num_heads) * c.head_dim > (1 << 24) || int64_t(c.vocab_size) * c.hidden_size > (int64_t(1) << 40))
+    throw Error("{}: attention or embedding size out of range ({} heads x {}, vocab {} x {})",
+                f.path(), c.num_heads, c.head_dim, c.vocab_size, c.hidden_size);
   c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
-  if (const GgufValue* v = f.find("tokenizer.ggml.bos_token_id"))
-    c.bos_token_id = int(v->as_int("tokenizer.ggml.bos_token_id"));
-  if (const GgufValue* v = f.find("tokenizer.ggml.eos_token_id"))
-    c.eos_token_id = int(v->as_int("tokenizer.ggml.eos_token_id"));
+  auto token_id = [&](const char* key) {
+    const GgufValue* v = f.find(key);
+    const int64_t id = v ? v->as_int(key) : -1;
+    return id >= 0 && id < c.vocab_size ? int(id) : -1;  // llama.cpp ignores bad ids too
+  };
+  c.bos_token_id = token_id("tokenizer.ggml.bos_token_id");
+  c.eos_token_id = token_id("tokenizer.ggml.eos_token_id");
 
   if (c.arch == Arch::Gpt2) {
     c.norm_eps = optional_float(f, a + "attention.layer_norm_epsilon", 1e-5f);
@@ -205,6 +224,15 @@ ModelConfig gguf_model_config(const GgufFile& f) {
     }
   }
   c.validate(f.path());
+  // The model directory's config.json must describe the same model: e.g. transformers' qwen2
+  // always has q/k/v biases and qwen3 always has q/k norms.
+  const ModelConfig hf = ModelConfig::from_json(c.to_json(), f.path());
+  if (hf.qkv_bias != c.qkv_bias || hf.o_bias != c.o_bias || hf.mlp_bias != c.mlp_bias ||
+      hf.qk_norm != c.qk_norm)
+    throw Error("{}: a '{}' GGUF with{} q/k/v biases, with{} an output bias, with{} MLP biases and "
+                "with{} q/k norms has no Hugging Face {} equivalent", f.path(), arch,
+                c.qkv_bias ? "" : "out", c.o_bias ? "" : "out", c.mlp_bias ? "" : "out",
+                c.qk_norm ? "" : "out", c.model_type);
   return c;
 }
 

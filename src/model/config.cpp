@@ -135,7 +135,7 @@ ModelConfig ModelConfig::from_file(const std::string& path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors and number overflow (1e999)
     throw Error("{}: config is not valid JSON: {}", path, e.what());
   }
   return from_json(j, path);
