@@ -11,7 +11,7 @@
 #include "formats/model_dir.h"
 #include "infer/generator.h"
 #include "tokenizer/chat_template.h"
-#include "tokenizer/model_tokenizer.h"
+#include "tokenizer/byte_tokenizer_adapter.h"
 
 namespace distill {
 namespace fs = std::filesystem;
@@ -128,7 +128,7 @@ void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
   if (o.top_k <= 0) throw Error("--top-k must be positive");
   if (o.seq_len < 2) throw Error("--seq-len must be at least 2");
   auto model = load_model_dir(o.teacher);
-  auto tok = open_model_tokenizer(o.teacher);
+  auto tok = load_model_tokenizer(o.teacher);
   if (tok->vocab_size() > model->config().vocab_size)
     throw Error("{}: tokenizer has {} tokens but the model's vocabulary is {}", o.teacher,
                 tok->vocab_size(), model->config().vocab_size);
@@ -200,7 +200,7 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
   if (o.num_samples <= 0 || o.max_tokens <= 0 || o.batch <= 0)
     throw Error("--num-samples, --max-tokens and --batch must be positive");
   auto model = load_model_dir(o.teacher);
-  auto tok = open_model_tokenizer(o.teacher);
+  auto tok = load_model_tokenizer(o.teacher);
   std::unique_ptr<ChatTemplate> chat;
   std::vector<WorkItem> items;
   int max_prompt = 0;
