@@ -671,6 +671,16 @@ TEST(Dataset, DamageIsAnErrorNamingTheFileAndRecord) {
     EXPECT_EQ(e.rfind(d + "/records.jsonl line 2: not JSON: ", 0), 0u) << e;
     restore();
   }
+  // A number JSON can parse but not hold (1e999) is the same clear error, not a foreign throw.
+  {
+    std::string bad = records;
+    const size_t second = bad.find('\n') + 1;
+    bad.insert(second + 1, "\"x\":1e999,");
+    spit(d + "/records.jsonl", bad);
+    const std::string e = error_of([&] { DatasetReader::open(d); });
+    EXPECT_EQ(e.rfind(d + "/records.jsonl line 2: not JSON: ", 0), 0u) << e;
+    restore();
+  }
   // A shard cut inside the last record.
   {
     spit(d + "/shard-00000.bin", shard.substr(0, off4 + 10));

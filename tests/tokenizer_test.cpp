@@ -269,6 +269,28 @@ TEST(Fingerprint, Sha256KnownAnswers) {
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+// Fuzz finding: a model whose third piece is empty made SentencePiece's trie builder throw a
+// foreign exception out of the loader (std::terminate). It must be a clear distill::Error.
+TEST(SpmTokenizer, EmptyPieceIsAClearError) {
+  const unsigned char bytes[] = {
+      0x0a, 0x0e, 0x0a, 0x05, 0x3c, 0x75, 0x6e, 0x6b, 0x3e, 0x15, 0x00, 0x00, 0x00, 0x00,
+      0x18, 0x02, 0x0a, 0x0c, 0x0a, 0x03, 0x3c, 0x73, 0x3e, 0x15, 0x00, 0x00, 0x00, 0x00,
+      0x18, 0x04, 0x15, 0x00, 0x00, 0x00, 0x00, 0x18, 0x06, 0x0a, 0x0f, 0x0a, 0x06, 0x00,
+      0x00, 0x00, 0x36, 0x32, 0x3e, 0x15, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00};
+  const auto path = std::filesystem::temp_directory_path() / "distill-empty-piece.model";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes), sizeof bytes);
+  }
+  try {
+    load_tokenizer(path.string());
+    ADD_FAILURE() << "loaded a model with an empty piece";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+
 TEST(Fingerprint, StableAndDistinct) {
   const std::string gpt2 = hf("gpt2").fingerprint();
   EXPECT_EQ(gpt2.size(), 64u);

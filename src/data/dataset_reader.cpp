@@ -37,7 +37,7 @@ std::vector<RecordLine> scan_records_jsonl(const char* text, size_t size, const 
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(text + pos, text + pos + len);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       throw Error("{} line {}: not JSON: {}", path, line_no, e.what());
     }
     if (!j.is_object()) throw Error("{} line {}: not a JSON object", path, line_no);
@@ -104,7 +104,7 @@ DatasetReader DatasetReader::open(const std::string& dir) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_file_text(json_path));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw Error("{}: not JSON: {}", json_path, e.what());
   }
   rd.header_ = DatasetHeader::from_json(j, json_path);

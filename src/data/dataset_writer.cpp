@@ -302,7 +302,7 @@ DatasetWriter DatasetWriter::open(const std::string& dir, const DatasetHeader& h
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(read_file_text(json_path));
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       throw Error("{}: not JSON: {}", json_path, e.what());
     }
     w.header_ = DatasetHeader::from_json(j, json_path);

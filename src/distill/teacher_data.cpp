@@ -58,7 +58,7 @@ void for_jsonl(const std::string& path, Fn&& fn) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       throw Error("{} line {}: not valid JSON: {}", path, number, e.what());
     }
     if (!j.is_object()) throw Error("{} line {}: expected a JSON object", path, number);

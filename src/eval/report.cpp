@@ -32,8 +32,8 @@ RunCurve load_run_curve(const std::string& name, const std::string& run) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error("{}: not valid JSON (error at byte {})", where, e.byte);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("{}: not valid JSON: {}", where, e.what());
     }
     if (!j.is_object()) throw Error("{}: expected a JSON object", where);
     const bool has_loss = j.contains("loss"), has_val = j.contains("val_loss");

@@ -55,8 +55,8 @@ std::vector<TaskExample> load_task_file(const std::string& path) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error("{}: not valid JSON (error at byte {})", where, e.byte);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("{}: not valid JSON: {}", where, e.what());
     }
     if (!j.is_object())
       throw Error("{}: expected a JSON object {{\"prompt\": ..., \"answer\": ...}}, found {}",

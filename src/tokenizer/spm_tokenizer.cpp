@@ -14,7 +14,12 @@ class SpmTokenizer final : public Tokenizer {
  public:
   explicit SpmTokenizer(const std::string& path) : path_(path) {
     const std::string bytes = read_file_text(path);
-    auto status = processor_.LoadFromSerializedProto(bytes);
+    sentencepiece::util::Status status;
+    try {
+      status = processor_.LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {  // its trie builder throws on, e.g., an empty piece
+      throw Error("{}: not a valid SentencePiece model: {}", path, e.what());
+    }
     if (!status.ok())
       throw Error("{}: not a SentencePiece model: {}", path, status.ToString());
     // Control pieces (<s>, </s>, ...) are recognised in text only with parse_special;
