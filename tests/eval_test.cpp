@@ -23,6 +23,7 @@
 #include "eval/metrics.h"
 #include "eval/report.h"
 #include "eval/svg.h"
+#include "eval/task_builder.h"
 #include "eval/task_suite.h"
 #include "formats/model_dir.h"
 #include "infer/sampler.h"
@@ -666,6 +667,74 @@ TEST_F(EvalTest, CliWritesTheReportAndReportsBadTaskLines) {
   EXPECT_NE(std::system(bad_cmd.c_str()), 0);
   const std::string err = slurp(dir_ / "stderr");
   EXPECT_NE(err.find("error: " + bad + " line 2: not valid JSON"), std::string::npos) << err;
+}
+
+// ---------------------------------------------------------------- next-words task builder
+
+TEST(NextWordsTask, AnswersFollowTheirPromptsInsideTheRightPart) {
+  const fs::path dir = fs::temp_directory_path() / ("distill-nwt-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::string text;
+  Rng rng(5);
+  const char* words[] = {"the", "Lord", "said", "unto", "Moses,", "and", "7", "it", "was", "good."};
+  while (text.size() < 20000) {
+    text += words[rng.below(10)];
+    text += rng.below(9) == 0 ? "\n" : " ";
+  }
+  const std::string path = (dir / "corpus.txt").string();
+  { std::ofstream(path, std::ios::binary) << text; }
+  const size_t split = text.size() - size_t(double(text.size()) * 0.1);
+
+  NextWordsTaskOptions o;
+  o.val_fraction = 0.1;
+  o.count = 40;
+  o.context_bytes = 64;
+  o.answer_words = 2;
+  const auto held = make_next_words_task({path}, o);
+  ASSERT_EQ(held.size(), 40u);
+  std::set<std::string> ids;
+  for (const auto& e : held) {
+    const size_t at = std::stoul(e.id.substr(e.id.find(':') + 1));
+    EXPECT_EQ(e.id.substr(0, e.id.find(':')), "corpus");
+    EXPECT_TRUE(ids.insert(e.id).second) << "duplicate " << e.id;
+    EXPECT_GE(at - e.prompt.size(), split) << "prompt reaches into the training part";
+    EXPECT_EQ(text.substr(at - e.prompt.size(), e.prompt.size() + e.answer.size()),
+              e.prompt + e.answer);
+    EXPECT_LE(e.prompt.size(), 64u);
+    EXPECT_EQ(e.prompt.back(), ' ');
+    // Two words of letters, the second ending where the text's word ends.
+    ASSERT_EQ(std::count(e.answer.begin(), e.answer.end(), ' '), 1) << e.answer;
+    for (char c : e.answer) EXPECT_TRUE(c == ' ' || std::isalpha(static_cast<unsigned char>(c)));
+    EXPECT_FALSE(std::isalpha(static_cast<unsigned char>(text[at + e.answer.size()])));
+    EXPECT_GE(e.answer.size(), 3u);
+    // A prompt starts at a word, never inside one.
+    const size_t start = at - e.prompt.size();
+    EXPECT_TRUE(start == 0 || std::isspace(static_cast<unsigned char>(text[start - 1])));
+  }
+  EXPECT_EQ(make_next_words_task({path}, o)[7].id, held[7].id);  // seeded
+  o.seed = 2;
+  EXPECT_NE(make_next_words_task({path}, o)[7].id, held[7].id);
+
+  o.held_out = false;
+  for (const auto& e : make_next_words_task({path}, o))
+    EXPECT_LE(std::stoul(e.id.substr(e.id.find(':') + 1)) + e.answer.size(), split);
+
+  o.held_out = true;
+  o.count = 100000;
+  try {
+    make_next_words_task({path}, o);
+    ADD_FAILURE() << "no error for too many examples";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fewer than the 100000 asked for"), std::string::npos)
+        << e.what();
+  }
+  const std::string out = (dir / "task.jsonl").string();
+  write_next_words_task(out, held);
+  const auto loaded = load_task_file(out);
+  ASSERT_EQ(loaded.size(), held.size());
+  EXPECT_EQ(loaded[3].prompt, held[3].prompt);
+  EXPECT_EQ(loaded[3].answer, held[3].answer);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(name, help);
     verbs[sub] = adder(*sub);
   };
+  add("prepare", "make task and prompt files from text (distill prepare task)",
+      distill::cli::add_prepare);
   add("pretrain", "train a model from scratch on text files", distill::cli::add_pretrain);
   add("train", "distill a student from a teacher (online or from a dataset)",
       distill::cli::add_train);

@@ -19,6 +19,7 @@ VerbRun add_inspect(CLI::App& app);
 VerbRun add_export(CLI::App& app);
 VerbRun add_import(CLI::App& app);
 VerbRun add_tokenizer(CLI::App& app);
+VerbRun add_prepare(CLI::App& app);
 // Registers `tokenizer train` under the `tokenizer` verb (cmd_tokenizer_train.cpp).
 void add_tokenizer_train(CLI::App& tokenizer_app);
 
