@@ -16,6 +16,7 @@
 #include "formats/model_dir.h"
 #include "train/checkpoint.h"
 #include "train/pretrain.h"
+#include "tokenizer/byte_tokenizer_adapter.h"
 
 namespace distill {
 namespace {
@@ -91,6 +92,11 @@ TEST(Pretrain, HeldOutLossGoesDownAndModelDirLoads) {
   EXPECT_LT(val.back(), 0.6f * std::log(256.0f));  // well below the uniform byte model
   auto model = load_model_dir((dir / "run" / "model").string());
   EXPECT_EQ(model->config().model_type, "gpt2");
+  // A checkpoint is a model directory a teacher can be loaded from, byte-level tokenizer and
+  // all (it lacked the tokenizer metadata once, so `distill score` refused it).
+  const std::string ckpt = *latest_checkpoint((dir / "run").string());
+  EXPECT_EQ(load_model_tokenizer(ckpt)->fingerprint(),
+            load_model_tokenizer((dir / "run" / "model").string())->fingerprint());
 }
 
 TEST(Pretrain, ResumeIsBitIdentical) {

@@ -34,7 +34,7 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& dir) 
 }  // namespace
 
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
-                            const TrainerState& state, int keep) {
+                            const TrainerState& state, int keep, const SaveModelOptions& save) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   std::error_code ec;
   fs::create_directories(root, ec);
@@ -43,7 +43,7 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   const fs::path tmp = root / (name + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
 
-  save_model_dir(model, tmp.string());
+  save_model_dir(model, tmp.string(), save);
   SafetensorsWriter moments;
   for (const ParamSpec& s : model.param_specs()) {
     moments.add("exp_avg." + s.name, DType::F32, s.shape, optimizer.m().data() + s.offset,

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "formats/model_dir.h"
 #include "model/model.h"
 #include "train/optimizer.h"
 
@@ -29,9 +30,11 @@ struct TrainerState {
 };
 
 // Writes checkpoints/step-<step>/ under run_dir, updates `latest`, and deletes older
-// checkpoints beyond `keep` (keep <= 0 keeps all). Returns the checkpoint directory.
+// checkpoints beyond `keep` (keep <= 0 keeps all). Returns the checkpoint directory, which is a
+// model directory too (`save` as for the final model: its tokenizer metadata included).
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
-                            const TrainerState& state, int keep);
+                            const TrainerState& state, int keep,
+                            const SaveModelOptions& save = {});
 
 // The newest complete checkpoint directory of run_dir, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);

@@ -79,7 +79,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     p.kind = TrainProgress::Kind::Checkpoint;
     p.step = state.step;
     p.total_steps = o.steps;
-    p.path = save_checkpoint(o.out, model, optimizer, state, o.keep_checkpoints);
+    p.path = save_checkpoint(o.out, model, optimizer, state, o.keep_checkpoints, save);
     on_progress(p);
   };
 
