@@ -174,6 +174,7 @@ TEST_F(EvalTest, ModelAgainstItselfHasZeroKlAndFullAgreement) {
   ASSERT_EQ(r.models.size(), 2u);
   for (const ModelReport& m : r.models) {
     EXPECT_LT(std::fabs(m.quality.kl_to_teacher), 1e-9) << m.name;
+    EXPECT_GE(m.quality.kl_to_teacher, 0.0) << m.name;  // never a rounding negative
     EXPECT_EQ(m.quality.top1_agreement, 1.0) << m.name;
     EXPECT_GT(m.quality.positions, 0);
   }
@@ -668,6 +669,35 @@ TEST_F(EvalTest, CliWritesTheReportAndReportsBadTaskLines) {
   const std::string err = slurp(dir_ / "stderr");
   EXPECT_NE(err.find("error: " + bad + " line 2: not valid JSON"), std::string::npos) << err;
 }
+
+TEST(Report, GapClosedIsTheStudentsShareOfTheBaselineToTeacherGap) {
+  EvalReport r;
+  r.task_file = "task.jsonl";
+  auto model = [](const char* role, double ppl, double exact) {
+    ModelReport m;
+    m.name = m.role = role;
+    m.quality.perplexity = ppl;
+    m.task = TaskScore{};
+    m.task->exact_rate = exact;
+    return m;
+  };
+  r.models = {model("teacher", 4.0, 0.20), model("student", 6.0, 0.16),
+              model("baseline", 8.0, 0.12)};
+  std::map<std::string, std::optional<double>> g;
+  for (const ReportMetric& m : report_metrics(r)) g[m.key] = gap_closed(r, m);
+  EXPECT_DOUBLE_EQ(*g["held_out.perplexity"], 0.5);   // lower is better: still (s-b)/(t-b)
+  EXPECT_DOUBLE_EQ(*g["task.exact_match"], 0.5);
+  EXPECT_FALSE(g["held_out.mean_nll"].has_value());    // teacher == baseline (both 0)
+  EXPECT_FALSE(g["cost.parameters"].has_value());      // cost metrics are not a gap
+  const std::string table = render_report_table(r);
+  EXPECT_NE(table.find("gap closed"), std::string::npos) << table;
+  EXPECT_NE(table.find("50.0%"), std::string::npos) << table;
+  EXPECT_EQ(report_to_json(r)["gap_closed"]["task.exact_match"], 0.5);
+  r.models.pop_back();  // no baseline: no column, no key
+  EXPECT_EQ(render_report_table(r).find("gap closed"), std::string::npos);
+  EXPECT_FALSE(report_to_json(r).contains("gap_closed"));
+}
+
 
 // ---------------------------------------------------------------- next-words task builder
 

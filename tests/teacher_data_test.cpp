@@ -88,6 +88,15 @@ TEST(TeacherData, ScoreWritesTheTeachersTopK) {
   o.resume = true;
   score_text(o, [](const TeacherDataProgress&) {});
   EXPECT_EQ(DatasetReader::open(o.out).size(), r.size());
+  // --max-records keeps windows spread evenly over the text, not its first ones.
+  o.out = (dir / "ds-few").string();
+  o.resume = false;
+  o.max_records = 4;
+  score_text(o, [](const TeacherDataProgress&) {});
+  const DatasetReader few = DatasetReader::open(o.out);
+  ASSERT_EQ(few.size(), 4);
+  for (int64_t i = 0; i < 4; i++)
+    EXPECT_EQ(few.record_json(i)["id"], "text.txt#" + std::to_string(i * r.size() / 4));
 }
 
 GenerateDataOptions generate_options(const fs::path& dir, const std::string& teacher,

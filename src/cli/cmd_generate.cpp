@@ -61,7 +61,7 @@ VerbRun add_score(CLI::App& app) {
   app.add_option("--top-k", o->top_k, "teacher log-probabilities stored per position");
   app.add_option("--seq-len", o->seq_len, "tokens per window of a text file");
   app.add_option("--val-fraction", o->val_fraction, "tail of each text file left out (held out)");
-  app.add_option("--max-records", o->max_records, "score at most this many windows (0: all)");
+  app.add_option("--max-records", o->max_records, "score at most this many windows, spread evenly over the text (0: all)");
   app.add_option("--encoding", o->encoding, "log-probability encoding: compact or exact");
   app.add_flag("--resume", o->resume, "continue an interrupted dataset");
   return [o]() {

@@ -164,7 +164,13 @@ void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
       items.push_back(std::move(w));
     }
   }
-  if (o.max_records > 0 && int64_t(items.size()) > o.max_records) items.resize(o.max_records);
+  // At most max_records windows, spread evenly over the text (not just its beginning).
+  if (o.max_records > 0 && int64_t(items.size()) > o.max_records) {
+    std::vector<WorkItem> kept;
+    const size_t n = items.size(), m = size_t(o.max_records);
+    for (size_t i = 0; i < m; i++) kept.push_back(std::move(items[i * n / m]));
+    items = std::move(kept);
+  }
   if (items.empty()) throw Error("nothing to score in {}", o.text.empty() ? "(no files)" : o.text[0]);
 
   DatasetWriter writer = DatasetWriter::open(

@@ -26,7 +26,7 @@ struct ScoreOptions {
   int top_k = 20;                  // teacher log-probabilities kept per position
   int seq_len = 256;               // tokens per window (text files)
   double val_fraction = 0.05;      // text files: the tail held out (not scored), as TextCorpus
-  int64_t max_records = 0;         // 0: all windows
+  int64_t max_records = 0;         // 0: all windows; else this many, spread evenly over the text
   std::string encoding = "compact";
   bool resume = false;
 };

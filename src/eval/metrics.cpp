@@ -1,5 +1,7 @@
 #include "eval/metrics.h"
 
+#include <algorithm>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -75,7 +77,8 @@ QualityMetrics QualityAccumulator::result() const {
   const double n = double(positions_);
   m.mean_nll = nll_sum_ / n;
   m.perplexity = std::exp(m.mean_nll);
-  m.kl_to_teacher = kl_sum_ / n;
+  // KL is non-negative; rounding makes the teacher's own KL a tiny negative (-1.8e-14).
+  m.kl_to_teacher = std::max(0.0, kl_sum_ / n);
   m.top1_agreement = double(agree_) / n;
   m.top1_accuracy = double(correct_) / n;
   return m;

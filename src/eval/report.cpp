@@ -183,6 +183,11 @@ nlohmann::json report_to_json(const EvalReport& r) {
   if (!r.models.empty())
     j["held_out"].update(
         {{"windows", r.models[0].quality.windows}, {"positions", r.models[0].quality.positions}});
+  // Student vs the first baseline, as a share of the baseline-to-teacher gap (gap_closed).
+  json gaps = json::object();
+  for (const ReportMetric& m : report_metrics(r))
+    if (const auto g = gap_closed(r, m)) gaps[m.key] = *g;
+  if (!gaps.empty()) j["gap_closed"] = gaps;
   j["models"] = json::array();
   for (const ModelReport& m : r.models) {
     json mj;
@@ -255,6 +260,20 @@ nlohmann::json report_to_json(const EvalReport& r) {
   return j;
 }
 
+std::optional<double> gap_closed(const EvalReport& r, const ReportMetric& metric) {
+  if (metric.group == "cost") return std::nullopt;
+  const ModelReport *teacher = nullptr, *student = nullptr, *baseline = nullptr;
+  for (const ModelReport& m : r.models) {
+    if (m.role == "teacher" && !teacher) teacher = &m;
+    if (m.role == "student" && !student) student = &m;
+    if (m.role == "baseline" && !baseline) baseline = &m;
+  }
+  if (!teacher || !student || !baseline) return std::nullopt;
+  const auto t = metric.value(*teacher), s = metric.value(*student), b = metric.value(*baseline);
+  if (!t || !s || !b || *t == *b) return std::nullopt;
+  return (*s - *b) / (*t - *b);
+}
+
 std::string render_report_table(const EvalReport& r) {
   const std::vector<ReportMetric> metrics = report_metrics(r);
   size_t label_w = 6;
@@ -265,6 +284,9 @@ std::string render_report_table(const EvalReport& r) {
   out << fmt::format("{:<{}}", "metric", label_w);
   for (size_t i = 0; i < r.models.size(); i++)
     out << fmt::format("  {:>{}}", r.models[i].name, col_w[i]);
+  bool any_gap = false;
+  for (const ReportMetric& m : metrics) any_gap = any_gap || gap_closed(r, m).has_value();
+  if (any_gap) out << "  gap closed";
   out << "\n";
   for (const ReportMetric& m : metrics) {
     out << fmt::format("{:<{}}", m.label, label_w);
@@ -272,8 +294,12 @@ std::string render_report_table(const EvalReport& r) {
       const auto v = m.value(r.models[i]);
       out << fmt::format("  {:>{}}", v ? m.format(*v) : "-", col_w[i]);
     }
+    if (const auto g = gap_closed(r, m)) out << fmt::format("  {:>10}", format_percent(*g));
     out << "\n";
   }
+  if (any_gap)
+    out << "gap closed: the share of the baseline-to-teacher gap the student closes (100% = "
+           "the teacher's value)\n";
   return out.str();
 }
 

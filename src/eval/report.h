@@ -80,7 +80,14 @@ std::string format_bytes(double bytes);
 
 nlohmann::json report_to_json(const EvalReport& report);
 std::string render_report_html(const EvalReport& report);  // report_html.cpp
-// The metrics table as fixed-width text for the terminal.
+// How much of the baseline-to-teacher gap the student closes on a quality or task metric:
+// (student - baseline) / (teacher - baseline), 1 = the teacher's value, 0 = no better than the
+// baseline, negative = worse. nullopt without a student and a baseline (the first one), for cost
+// metrics, when a value is missing, or when teacher and baseline are equal.
+std::optional<double> gap_closed(const EvalReport& report, const ReportMetric& metric);
+
+// The metrics table as fixed-width text for the terminal (with a "gap closed" column when the
+// report has a student and a baseline).
 std::string render_report_table(const EvalReport& report);
 
 // Writes report.json and report.html into `dir` (created if missing), each atomically.
