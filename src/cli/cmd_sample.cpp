@@ -6,10 +6,9 @@
 #include "core/error.h"
 
 #include "cli/verbs.h"
-#include "core/rng.h"
 #include "formats/model_dir.h"
-#include "infer/sampler.h"
-#include "tokenizer/byte_tokenizer.h"
+#include "infer/generator.h"
+#include "tokenizer/byte_tokenizer_adapter.h"
 
 namespace distill::cli {
 
@@ -38,23 +37,37 @@ VerbRun add_sample(CLI::App& app) {
   app.add_option("--top-p", o->top_p, "nucleus mass");
   app.add_option("--seed", o->seed, "sampling seed");
   return [o]() {
-    // Byte-level models only until the tokenizer issue lands.
+    // KV-cache generation, all samples of all prompts decoded together; stops at the EOS token.
     std::unique_ptr<Model> model = load_model_dir(o->model);
-    if (model->config().vocab_size < ByteTokenizer::kVocabSize)
-      throw Error("{}: vocabulary of {} tokens is not byte-level (256)", o->model,
-                  model->config().vocab_size);
-    Rng rng(o->seed);
-    SamplingOptions s{o->temperature, o->top_k, o->top_p};
-    const int context = std::min(model->config().max_position, 1024);
+    auto tok = load_model_tokenizer(o->model);
+    if (o->num_samples < 1 || o->max_tokens < 1)
+      throw Error("--num-samples and --max-tokens must be positive");
+    std::vector<std::vector<int32_t>> prompts;
+    size_t longest = 0;
     for (const std::string& prompt : o->prompts) {
-      for (int i = 0; i < o->num_samples; i++) {
-        const auto ids = generate(*model, ByteTokenizer::encode(prompt), o->max_tokens, context,
-                                  s, rng);
-        std::printf("--- sample %d (prompt %s)\n%s%s\n", i + 1,
-                    nlohmann::json(prompt).dump().c_str(), prompt.c_str(),
-                    ByteTokenizer::decode(ids.data(), ids.size()).c_str());
-      }
+      std::vector<int32_t> ids = tok->encode(prompt);
+      if (ids.empty()) throw Error("prompt {} encodes to no tokens", nlohmann::json(prompt).dump());
+      longest = std::max(longest, ids.size());
+      for (int i = 0; i < o->num_samples; i++) prompts.push_back(ids);
     }
+    const int context = int(longest) + o->max_tokens;
+    if (context > model->config().max_position)
+      throw Error("prompt of {} tokens + {} new tokens exceeds the context of {} ({} tokens)",
+                  longest, o->max_tokens, o->model, model->config().max_position);
+    GenerateOptions g;
+    g.sampling = SamplingOptions{o->temperature, o->top_k, o->top_p};
+    g.max_tokens = o->max_tokens;
+    g.seed = o->seed;
+    if (const auto eos = tok->eos_id()) g.stop_ids.push_back(*eos);
+    Generator gen(*model, std::min<int>(int(prompts.size()), 8), context);
+    const std::vector<Generation> out = gen.generate(prompts, g);
+    for (size_t p = 0; p < o->prompts.size(); p++)
+      for (int i = 0; i < o->num_samples; i++) {
+        const Generation& r = out[p * size_t(o->num_samples) + size_t(i)];
+        std::printf("--- sample %d (prompt %s)\n%s%s\n", i + 1,
+                    nlohmann::json(o->prompts[p]).dump().c_str(), o->prompts[p].c_str(),
+                    tok->decode(r.tokens).c_str());
+      }
     return 0;
   };
 }
