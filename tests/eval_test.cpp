@@ -758,6 +758,21 @@ TEST(NextWordsTask, AnswersFollowTheirPromptsInsideTheRightPart) {
     EXPECT_NE(std::string(e.what()).find("fewer than the 100000 asked for"), std::string::npos)
         << e.what();
   }
+  // Word completion: the prompt ends two letters into the word, the answer is the rest.
+  o.count = 40;
+  o.answer_words = 1;
+  o.prefix_letters = 2;
+  o.min_answer_bytes = 2;
+  for (const auto& e : make_next_words_task({path}, o)) {
+    const size_t at = std::stoul(e.id.substr(e.id.find(':') + 1));
+    EXPECT_EQ(text.substr(at - e.prompt.size(), e.prompt.size() + e.answer.size()),
+              e.prompt + e.answer);
+    ASSERT_GE(e.prompt.size(), 3u);
+    EXPECT_EQ(e.prompt[e.prompt.size() - 3], ' ') << e.prompt;  // "... Mo" + "ses"
+    EXPECT_TRUE(std::isalpha(static_cast<unsigned char>(e.prompt.back())));
+    EXPECT_GE(e.answer.size(), 2u);
+    EXPECT_FALSE(std::isalpha(static_cast<unsigned char>(text[at + e.answer.size()])));
+  }
   const std::string out = (dir / "task.jsonl").string();
   write_next_words_task(out, held);
   const auto loaded = load_task_file(out);

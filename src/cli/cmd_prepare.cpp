@@ -28,6 +28,8 @@ VerbRun add_prepare(CLI::App& app) {
   task->add_option("--context-bytes", a->o.context_bytes, "prompt length in bytes, at most");
   task->add_option("--answer-words", a->o.answer_words, "words per answer");
   task->add_option("--min-answer-bytes", a->o.min_answer_bytes, "shortest answer kept");
+  task->add_option("--prefix-letters", a->o.prefix_letters,
+                   "word completion: the prompt ends this many letters into the answer's word");
   task->add_option("--seed", a->o.seed, "seed for the positions");
   return [a] {
     a->o.held_out = a->part == "held-out";

@@ -41,10 +41,13 @@ std::vector<NextWordsExample> make_next_words_task(const std::vector<std::string
   if (paths.empty()) throw Error("next-words task: no text files given");
   if (!(o.val_fraction > 0.0 && o.val_fraction < 1.0))
     throw Error("next-words task: held-out fraction must be in (0, 1), found {}", o.val_fraction);
-  if (o.count < 1 || o.context_bytes < 8 || o.answer_words < 1 || o.min_answer_bytes < 1)
-    throw Error("next-words task: count, answer words and minimum answer bytes must be positive "
-                "and the context at least 8 bytes (found {}, {}, {}, {})", o.count,
-                o.answer_words, o.min_answer_bytes, o.context_bytes);
+  if (o.count < 1 || o.context_bytes < 8 || o.answer_words < 1 || o.min_answer_bytes < 1 ||
+      o.prefix_letters < 0)
+    throw Error("next-words task: count, answer words and minimum answer bytes must be positive, "
+                "prefix letters not negative and the context at least 8 bytes (found {}, {}, {}, "
+                "{}, {})", o.count, o.answer_words, o.min_answer_bytes, o.prefix_letters,
+                o.context_bytes);
+  const size_t prefix = size_t(o.prefix_letters);
   struct Candidate {
     size_t file;
     size_t pos;
@@ -61,7 +64,10 @@ std::vector<NextWordsExample> make_next_words_task(const std::vector<std::string
     for (size_t pos = begin + size_t(o.context_bytes); pos < end; pos++) {
       if (text[pos - 1] != ' ' || !is_letter(text[pos])) continue;
       const std::string a = answer_at(text, pos, end, o.answer_words);
-      if (a.size() >= size_t(o.min_answer_bytes)) candidates.push_back({f, pos});
+      // The first word must be longer than the prefix (the answer starts inside it).
+      const size_t first_word = std::min(a.find(' '), a.size());
+      if (first_word > prefix && a.size() - prefix >= size_t(o.min_answer_bytes))
+        candidates.push_back({f, pos});
     }
   }
   if (candidates.size() < size_t(o.count))
@@ -86,9 +92,9 @@ std::vector<NextWordsExample> make_next_words_task(const std::vector<std::string
       while (start < c.pos && is_space(text[start])) start++;
     }
     NextWordsExample e;
-    e.id = fmt::format("{}:{}", std::filesystem::path(paths[c.file]).stem().string(), c.pos);
-    e.prompt = text.substr(start, c.pos - start);
-    e.answer = answer_at(text, c.pos, text.size(), o.answer_words);
+    e.id = fmt::format("{}:{}", std::filesystem::path(paths[c.file]).stem().string(), c.pos + prefix);
+    e.prompt = text.substr(start, c.pos + prefix - start);
+    e.answer = answer_at(text, c.pos, text.size(), o.answer_words).substr(prefix);
     out.push_back(std::move(e));
   }
   return out;

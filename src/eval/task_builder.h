@@ -19,13 +19,17 @@ struct NextWordsTaskOptions {
   int context_bytes = 256;     // prompt length, at most (cut back to the start of a word)
   int answer_words = 1;        // words in the answer
   int min_answer_bytes = 3;    // skip answers shorter than this ("a", "of")
+  // Word completion: the prompt also holds the first `prefix_letters` letters of the answer's
+  // first word, and the answer is the rest (at least min_answer_bytes of it): "children of Is"
+  // -> "rael". 0: the prompt ends with the space before the answer.
+  int prefix_letters = 0;
   uint64_t seed = 1;
 };
 
 struct NextWordsExample {
   std::string id;      // "<file stem>:<byte offset of the answer>"
-  std::string prompt;  // text before the answer, ending with the space before it
-  std::string answer;  // answer_words words of letters (and apostrophes), as in the text
+  std::string prompt;  // text before the answer (the space before it, or the word's prefix)
+  std::string answer;  // answer_words words of letters, as in the text
 };
 
 // Examples are distinct, in text order, at random positions (seeded); each answer word is made
