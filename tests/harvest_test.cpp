@@ -160,7 +160,7 @@ TEST_F(HarvestTest, StoresTheTeachersTopLogprobsAsTokenIds) {
 TEST_F(HarvestTest, EveryPromptExactlyOnceThroughFaultsRestartsAndKills) {
   const int n = 40;
   const std::string prompts = write_prompts(n);
-  const std::string faults = "429=0.12,500=0.1,malformed=0.06,truncated=0.06,slow=0.04,slow_ms=2500,seed=3";
+  const std::string faults = "429=0.04,429_burst=6,500=0.1,malformed=0.06,truncated=0.06,slow=0.04,slow_ms=2500,seed=3";
   auto server = std::make_unique<ServeProcess>(serve_args((dir_ / "usage1.db").string(), faults),
                                                (dir_ / "serve1.log").string());
   const int port = server->port();
@@ -202,9 +202,11 @@ TEST_F(HarvestTest, EveryPromptExactlyOnceThroughFaultsRestartsAndKills) {
   check_dataset(n);
   // The faults did happen and were retried (the rerun's error counts are in its progress lines).
   const std::string h2 = read_file(dir_ / "h2.log") + read_file(dir_ / "h1.log");
+  if (std::getenv("DISTILL_TEST_VERBOSE")) std::fprintf(stderr, "%s\n", h2.c_str());
   EXPECT_NE(h2.find("429:"), std::string::npos) << h2;
   EXPECT_NE(h2.find("5xx:"), std::string::npos) << h2;
   EXPECT_NE(h2.find("malformed:"), std::string::npos) << h2;
+  EXPECT_NE(h2.find("connect:"), std::string::npos) << "the server's kill went unnoticed: " << h2;
   // Stopped cleanly, the second server's usage store holds exactly the requests it logged.
   EXPECT_EQ(server->stop(SIGTERM), 0);
   const int64_t logged = count_of(read_file(dir_ / "serve2.log"), " serve: request ");

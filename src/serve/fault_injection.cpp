@@ -35,11 +35,12 @@ FaultOptions parse_fault_spec(const std::string& spec) {
     else if (name == "truncated") probability(o.truncated);
     else if (name == "slow") probability(o.slow);
     else if (name == "slow_ms" && v >= 0 && v <= 600000) o.slow_ms = int(v);
+    else if (name == "429_burst" && v >= 1 && v <= 1000) o.rate_limit_burst = int(v);
     else if (name == "retry_after" && v >= 0 && v <= 3600) o.retry_after_s = int(v);
     else if (name == "seed" && v >= 0) o.seed = uint64_t(v);
     else
       throw Error("--inject-faults: unknown or out-of-range item '{}' (known: 429, 500, malformed, "
-                  "truncated, slow, slow_ms, retry_after, seed)", item);
+                  "truncated, slow, slow_ms, 429_burst, retry_after, seed)", item);
   }
   if (o.rate_limit + o.server_error + o.malformed + o.truncated + o.slow > 1.0)
     throw Error("--inject-faults: the probabilities add up to more than 1");
@@ -50,7 +51,15 @@ Fault FaultInjector::draw() {
   double u;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (burst_left_ > 0) {
+      burst_left_--;
+      return Fault::RateLimit;
+    }
     u = rng_.uniform();
+    if (u < o_.rate_limit) {
+      burst_left_ = o_.rate_limit_burst - 1;
+      return Fault::RateLimit;
+    }
   }
   const std::pair<double, Fault> table[] = {{o_.rate_limit, Fault::RateLimit},
                                             {o_.server_error, Fault::ServerError},
