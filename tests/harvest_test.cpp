@@ -70,14 +70,14 @@ class HarvestTest : public ::testing::Test {
   std::string write_prompts(int n) {
     std::ofstream out(dir_ / "prompts.jsonl");
     for (int i = 0; i < n; i++) {
+      const std::string id = fmt::format("q{}", i);
       if (i % 3 == 0)
-        out << json{{"id", "q" + std::to_string(i)},
-                    {"messages", {{{"role", "user"}, {"content", "tell me about " + std::to_string(i)}}}}}
+        out << json{{"id", id},
+                    {"messages", {{{"role", "user"}, {"content", fmt::format("tell me about {}", i)}}}}}
                    .dump()
             << "\n";
       else
-        out << json{{"id", "q" + std::to_string(i)}, {"prompt", "once upon a time " + std::to_string(i)}}.dump()
-            << "\n";
+        out << json{{"id", id}, {"prompt", fmt::format("once upon a time {}", i)}}.dump() << "\n";
     }
     return (dir_ / "prompts.jsonl").string();
   }
@@ -116,7 +116,7 @@ class HarvestTest : public ::testing::Test {
       EXPECT_GT(e.rows.rows(), 0);
       for (int row = 0; row < e.rows.rows(); row++) EXPECT_GE(e.rows.count(row), 1);
     }
-    for (int i = 0; i < prompts; i++) EXPECT_TRUE(ids.count("q" + std::to_string(i))) << i;
+    for (int i = 0; i < prompts; i++) EXPECT_TRUE(ids.count(fmt::format("q{}", i))) << i;
     return ids;
   }
 
