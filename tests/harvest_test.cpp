@@ -9,12 +9,18 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
+#include "core/error.h"
+#include "core/rng.h"
 #include "data/dataset.h"
+#include "harvest/http_client.h"
+#include "harvest/openai_response.h"
+#include "harvest/pacing.h"
 #include "serve/api_keys.h"
 #include "serve_process.h"
 
@@ -124,6 +130,52 @@ class HarvestTest : public ::testing::Test {
   std::string model_;
 };
 
+TEST(HarvestUnits, BackoffGrowsIsCappedAndHonoursRetryAfter) {
+  Rng rng(1);
+  for (int i = 0; i < 50; i++) {
+    const double d0 = harvest::backoff_delay(0, 1.0, 30.0, -1.0, rng);
+    EXPECT_GE(d0, 0.5);
+    EXPECT_LE(d0, 1.0);
+    const double d3 = harvest::backoff_delay(3, 1.0, 30.0, -1.0, rng);
+    EXPECT_GE(d3, 4.0);
+    EXPECT_LE(d3, 8.0);
+    const double capped = harvest::backoff_delay(20, 1.0, 30.0, -1.0, rng);
+    EXPECT_GE(capped, 15.0);
+    EXPECT_LE(capped, 30.0);
+    EXPECT_GE(harvest::backoff_delay(0, 1.0, 30.0, 7.0, rng), 7.0);
+  }
+  EXPECT_DOUBLE_EQ(harvest::parse_retry_after(" 3"), 3.0);
+  EXPECT_DOUBLE_EQ(harvest::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), 0.0);  // past
+  EXPECT_LT(harvest::parse_retry_after("soon"), 0.0);
+}
+
+TEST(HarvestUnits, PacerHoldsTheRate) {
+  harvest::RatePacer pacer(1200);  // 20 per second, a bucket of 1200
+  std::atomic<bool> stop{false};
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 1200; i++) ASSERT_TRUE(pacer.acquire(1.0, stop));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
+  ASSERT_TRUE(pacer.acquire(4.0, stop));  // 4 more need ~0.2 s of draining
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(150));
+  stop = true;
+  EXPECT_FALSE(pacer.acquire(1000.0, stop));
+}
+
+TEST(HarvestUnits, ResponsesParseOrSayWhatIsWrong) {
+  const auto chat = harvest::parse_completion_response(
+      R"({"choices":[{"message":{"content":"hi"},"finish_reason":"stop","logprobs":{"content":[)"
+      R"({"token":"h","logprob":-0.5,"bytes":[104],"top_logprobs":[{"token":"h","logprob":-0.5,"bytes":[104]}]}]}}],)"
+      R"("usage":{"prompt_tokens":3,"completion_tokens":1}})", true);
+  EXPECT_EQ(chat.text, "hi");
+  ASSERT_EQ(chat.tokens.size(), 1u);
+  EXPECT_EQ(chat.tokens[0].bytes, "h");
+  EXPECT_EQ(chat.completion_tokens, 1);
+  for (const char* bad : {"", "{\"choices\": [", "{\"choices\": []}", "{\"choices\": [{\"text\": 1}]}",
+                          R"({"choices":[{"text":"x","logprobs":{"tokens":["x"],"token_logprobs":[0.5]}}]})"}) {
+    EXPECT_THROW(harvest::parse_completion_response(bad, false), Error) << bad;
+  }
+}
+
 TEST_F(HarvestTest, StoresTheTeachersTopLogprobsAsTokenIds) {
   ServeProcess server(serve_args((dir_ / "usage.db").string()), (dir_ / "serve.log").string());
   const std::string prompts = write_prompts(9);
@@ -155,6 +207,36 @@ TEST_F(HarvestTest, StoresTheTeachersTopLogprobsAsTokenIds) {
   EXPECT_NE(read_file(dir_ / "enc.err").find("encoding"), std::string::npos) << read_file(dir_ / "enc.err");
   EXPECT_EQ(usage_rows(dir_ / "usage.db"), rows);
   check_dataset(9);
+}
+
+TEST_F(HarvestTest, CompletionsModeKeepsUnmappableLogprobsAsJson) {
+  // Legacy completions logprobs carry token text only: a byte-level token that is part of a UTF-8
+  // character arrives as U+FFFD and maps onto no local id. Such records keep the text (re-tokenized
+  // locally, no teacher rows) and the endpoint's log-probabilities as JSON; the others map.
+  ServeProcess server(serve_args((dir_ / "usage.db").string()), (dir_ / "serve.log").string());
+  const std::string prompts = write_prompts(6);
+  ASSERT_EQ(std::system((harvest_cmd(server.port(), prompts, "--mode completions", "1.5") + " 2>" +
+                         (dir_ / "h.err").string() + " >/dev/null").c_str()), 0)
+      << read_file(dir_ / "h.err");
+  const DatasetReader r = DatasetReader::open((dir_ / "ds").string());
+  ASSERT_EQ(r.size(), 6);
+  int unmapped = 0;
+  for (int64_t i = 0; i < r.size(); i++) {
+    const json j = r.record_json(i);
+    const DatasetEntry e = r.read(i);
+    EXPECT_EQ(j["teacher"], "teacher @ http://127.0.0.1:" + std::to_string(server.port()) + "/v1/completions");
+    if (j["logprobs_mapped"] == true) {
+      EXPECT_EQ(e.rows.rows(), int(e.tokens.size()) - e.prompt_tokens);
+    } else {
+      unmapped++;
+      EXPECT_EQ(e.first_target, int(e.tokens.size()));
+      EXPECT_EQ(e.rows.rows(), 0);
+      ASSERT_TRUE(j["teacher_logprobs"].is_array()) << j.dump();
+      EXPECT_EQ(j["teacher_logprobs"].size(), 24u);
+      EXPECT_GE(j["teacher_logprobs"][0]["top"].size(), 1u);
+    }
+  }
+  EXPECT_GT(unmapped, 0) << "a hot byte-level model writes some non-ASCII bytes";
 }
 
 TEST_F(HarvestTest, EveryPromptExactlyOnceThroughFaultsRestartsAndKills) {

@@ -12,7 +12,11 @@
 #include <sstream>
 #include <thread>
 
+#include "core/error.h"
 #include "serve/api_keys.h"
+#include "serve/api_request.h"
+#include "serve/engine.h"
+#include "serve/fault_injection.h"
 #include "serve_process.h"
 
 namespace distill {
@@ -370,6 +374,76 @@ TEST_F(ServeTest, UsageStoreMatchesTheRequestLogAndKeysAreNeverLogged) {
   EXPECT_EQ(text.find(kKey), std::string::npos);
   EXPECT_EQ(text.find(kLimitedKey), std::string::npos);
   EXPECT_NE(text.find("key=alice"), std::string::npos);
+}
+
+TEST(ServeUnits, Utf8PrefixHoldsBackACutCharacter) {
+  using serve::complete_utf8_prefix;
+  EXPECT_EQ(complete_utf8_prefix("abc"), 3u);
+  EXPECT_EQ(complete_utf8_prefix("a\xC3"), 1u);             // é cut after its lead byte
+  EXPECT_EQ(complete_utf8_prefix("a\xC3\xA9"), 3u);
+  EXPECT_EQ(complete_utf8_prefix("\xE2\x82"), 0u);          // € missing its last byte
+  EXPECT_EQ(complete_utf8_prefix("x\xF0\x9F\x98\x80"), 5u);  // a whole emoji
+  EXPECT_EQ(complete_utf8_prefix("x\xF0\x9F\x98"), 1u);
+  EXPECT_EQ(complete_utf8_prefix("\x80\x80"), 2u);          // stray continuation bytes pass
+}
+
+TEST(ServeUnits, RequestLimitsAndRateWindow) {
+  serve::RequestLimits limits;
+  limits.max_tokens = 10;
+  EXPECT_THROW(serve::parse_api_request(R"({"model":"m","prompt":"x","max_tokens":11})", false, limits),
+               serve::ApiError);
+  const serve::ApiRequest r = serve::parse_api_request(
+      R"({"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":4})",
+      true, limits);
+  EXPECT_EQ(r.logprobs, 4);
+  try {
+    serve::parse_api_request(R"({"model":"m","prompt":"x","stop":["a","b","c","d","e"]})", false, limits);
+    ADD_FAILURE() << "five stop sequences were accepted";
+  } catch (const serve::ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, "stop");
+  }
+  serve::RateLimiter limiter(2, 0);
+  serve::ApiKey key{"k", 0, 0};
+  EXPECT_FALSE(limiter.admit(key, nullptr).has_value());
+  EXPECT_FALSE(limiter.admit(key, nullptr).has_value());
+  std::string kind;
+  const auto wait = limiter.admit(key, &kind);
+  ASSERT_TRUE(wait);
+  EXPECT_GT(*wait, 55.0);
+  EXPECT_LE(*wait, 60.0);
+  EXPECT_EQ(kind, "requests");
+  serve::ApiKey tokens{"t", 0, 100};
+  EXPECT_FALSE(limiter.admit(tokens, nullptr).has_value());
+  limiter.add_tokens(tokens, 150);
+  EXPECT_TRUE(limiter.admit(tokens, &kind).has_value());
+  EXPECT_EQ(kind, "tokens");
+}
+
+TEST(ServeUnits, FaultBurstsComeInARow) {
+  serve::FaultOptions o = serve::parse_fault_spec("429=0.2,429_burst=3,seed=9");
+  EXPECT_EQ(o.rate_limit_burst, 3);
+  serve::FaultInjector f(o);
+  std::string seq;
+  for (int i = 0; i < 400; i++) seq += f.draw() == serve::Fault::RateLimit ? 'R' : '.';
+  // Every run of 429s is a multiple of 3 long (back-to-back bursts merge).
+  size_t runs = 0;
+  for (size_t i = 0; i < seq.size();) {
+    if (seq[i] != 'R') {
+      i++;
+      continue;
+    }
+    size_t j = i;
+    while (j < seq.size() && seq[j] == 'R') j++;
+    if (j < seq.size()) {
+      EXPECT_EQ((j - i) % 3, 0u) << seq;
+    }
+    runs++;
+    i = j;
+  }
+  EXPECT_GT(runs, 5u);
+  EXPECT_THROW(serve::parse_fault_spec("429=0.5,500=0.6"), Error);
+  EXPECT_THROW(serve::parse_fault_spec("teapot=0.1"), Error);
 }
 
 TEST(ServeCli, RefusesBadKeyFilesAndFaultSpecs) {
