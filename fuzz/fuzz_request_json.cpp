@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
       const serve::ApiRequest r = serve::parse_api_request(body, chat, limits);
       if (r.n < 1 || r.n > limits.max_n) __builtin_trap();
-      if (r.max_tokens && (*r.max_tokens < 0 || *r.max_tokens > limits.max_tokens)) __builtin_trap();
+      if (r.max_tokens && (*r.max_tokens < 0 || *r.max_tokens > limits.max_tokens))
+        __builtin_trap();
       if (r.logprobs < -1 || r.logprobs > limits.max_logprobs) __builtin_trap();
       if (!(r.temperature >= 0.0f && r.temperature <= 2.0f)) __builtin_trap();
       if (!(r.top_p > 0.0f && r.top_p <= 1.0f)) __builtin_trap();

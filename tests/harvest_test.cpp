@@ -4,10 +4,9 @@
 // restarted mid-run, and the harvester itself killed with SIGKILL and rerun; the usage store's
 // request count matches the server's log. Fatal answers (bad key) and the spend cap stop it
 // with a clear message.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
-
-#include <fmt/format.h>
 
 #include <atomic>
 #include <fstream>
@@ -79,7 +78,8 @@ class HarvestTest : public ::testing::Test {
       const std::string id = fmt::format("q{}", i);
       if (i % 3 == 0)
         out << json{{"id", id},
-                    {"messages", {{{"role", "user"}, {"content", fmt::format("tell me about {}", i)}}}}}
+                    {"messages",
+                     {{{"role", "user"}, {"content", fmt::format("tell me about {}", i)}}}}}
                    .dump()
             << "\n";
       else
@@ -89,8 +89,9 @@ class HarvestTest : public ::testing::Test {
   }
 
   std::vector<std::string> serve_args(const std::string& usage_db, const std::string& faults = "") {
-    std::vector<std::string> a = {"--model", model_, "--model-name", "teacher", "--api-keys",
-                                  (dir_ / "keys.txt").string(), "--usage-db", usage_db};
+    std::vector<std::string> a = {"--model",    model_,       "--model-name",
+                                  "teacher",    "--api-keys", (dir_ / "keys.txt").string(),
+                                  "--usage-db", usage_db};
     if (!faults.empty()) {
       a.push_back("--inject-faults");
       a.push_back(faults);
@@ -100,9 +101,10 @@ class HarvestTest : public ::testing::Test {
 
   std::string harvest_cmd(int port, const std::string& prompts, const std::string& extra = "",
                           const std::string& temperature = "0.8", int concurrency = 4) {
-    return std::string(DISTILL_BINARY) + " harvest --endpoint http://127.0.0.1:" +
-           std::to_string(port) + "/v1 --model teacher --prompts " + prompts + " --out " +
-           (dir_ / "ds").string() + " --api-key-env DISTILL_TEST_KEY --max-tokens 24 " +
+    return std::string(DISTILL_BINARY) +
+           " harvest --endpoint http://127.0.0.1:" + std::to_string(port) +
+           "/v1 --model teacher --prompts " + prompts + " --out " + (dir_ / "ds").string() +
+           " --api-key-env DISTILL_TEST_KEY --max-tokens 24 " +
            "--seed 5 --top-logprobs 5 --temperature " + temperature + " --concurrency " +
            std::to_string(concurrency) + " " + extra;
   }
@@ -165,13 +167,15 @@ TEST(HarvestUnits, ResponsesParseOrSayWhatIsWrong) {
   const auto chat = harvest::parse_completion_response(
       R"({"choices":[{"message":{"content":"hi"},"finish_reason":"stop","logprobs":{"content":[)"
       R"({"token":"h","logprob":-0.5,"bytes":[104],"top_logprobs":[{"token":"h","logprob":-0.5,"bytes":[104]}]}]}}],)"
-      R"("usage":{"prompt_tokens":3,"completion_tokens":1}})", true);
+      R"("usage":{"prompt_tokens":3,"completion_tokens":1}})",
+      true);
   EXPECT_EQ(chat.text, "hi");
   ASSERT_EQ(chat.tokens.size(), 1u);
   EXPECT_EQ(chat.tokens[0].bytes, "h");
   EXPECT_EQ(chat.completion_tokens, 1);
-  for (const char* bad : {"", "{\"choices\": [", "{\"choices\": []}", "{\"choices\": [{\"text\": 1}]}",
-                          R"({"choices":[{"text":"x","logprobs":{"tokens":["x"],"token_logprobs":[0.5]}}]})"}) {
+  for (const char* bad :
+       {"", "{\"choices\": [", "{\"choices\": []}", "{\"choices\": [{\"text\": 1}]}",
+        R"({"choices":[{"text":"x","logprobs":{"tokens":["x"],"token_logprobs":[0.5]}}]})"}) {
     EXPECT_THROW(harvest::parse_completion_response(bad, false), Error) << bad;
   }
 }
@@ -180,7 +184,9 @@ TEST_F(HarvestTest, StoresTheTeachersTopLogprobsAsTokenIds) {
   ServeProcess server(serve_args((dir_ / "usage.db").string()), (dir_ / "serve.log").string());
   const std::string prompts = write_prompts(9);
   ASSERT_EQ(std::system((harvest_cmd(server.port(), prompts, "--encoding exact", "0") + " 2>" +
-                         (dir_ / "h.err").string()).c_str()), 0)
+                         (dir_ / "h.err").string())
+                            .c_str()),
+            0)
       << read_file(dir_ / "h.err");
   check_dataset(9);
   const DatasetReader r = DatasetReader::open((dir_ / "ds").string());
@@ -200,11 +206,16 @@ TEST_F(HarvestTest, StoresTheTeachersTopLogprobsAsTokenIds) {
   // A rerun finds everything done and sends nothing.
   const int64_t rows = usage_rows(dir_ / "usage.db");
   ASSERT_EQ(std::system((harvest_cmd(server.port(), prompts, "--encoding exact", "0") +
-                         " 2>/dev/null >/dev/null").c_str()), 0);
+                         " 2>/dev/null >/dev/null")
+                            .c_str()),
+            0);
   // ... and a rerun with another encoding is refused, naming the difference.
   EXPECT_NE(std::system((harvest_cmd(server.port(), prompts) + " 2>" + (dir_ / "enc.err").string() +
-                         " >/dev/null").c_str()), 0);
-  EXPECT_NE(read_file(dir_ / "enc.err").find("encoding"), std::string::npos) << read_file(dir_ / "enc.err");
+                         " >/dev/null")
+                            .c_str()),
+            0);
+  EXPECT_NE(read_file(dir_ / "enc.err").find("encoding"), std::string::npos)
+      << read_file(dir_ / "enc.err");
   EXPECT_EQ(usage_rows(dir_ / "usage.db"), rows);
   check_dataset(9);
 }
@@ -216,7 +227,9 @@ TEST_F(HarvestTest, CompletionsModeKeepsUnmappableLogprobsAsJson) {
   ServeProcess server(serve_args((dir_ / "usage.db").string()), (dir_ / "serve.log").string());
   const std::string prompts = write_prompts(6);
   ASSERT_EQ(std::system((harvest_cmd(server.port(), prompts, "--mode completions", "1.5") + " 2>" +
-                         (dir_ / "h.err").string() + " >/dev/null").c_str()), 0)
+                         (dir_ / "h.err").string() + " >/dev/null")
+                            .c_str()),
+            0)
       << read_file(dir_ / "h.err");
   const DatasetReader r = DatasetReader::open((dir_ / "ds").string());
   ASSERT_EQ(r.size(), 6);
@@ -224,7 +237,8 @@ TEST_F(HarvestTest, CompletionsModeKeepsUnmappableLogprobsAsJson) {
   for (int64_t i = 0; i < r.size(); i++) {
     const json j = r.record_json(i);
     const DatasetEntry e = r.read(i);
-    EXPECT_EQ(j["teacher"], "teacher @ http://127.0.0.1:" + std::to_string(server.port()) + "/v1/completions");
+    EXPECT_EQ(j["teacher"],
+              "teacher @ http://127.0.0.1:" + std::to_string(server.port()) + "/v1/completions");
     if (j["logprobs_mapped"] == true) {
       EXPECT_EQ(e.rows.rows(), int(e.tokens.size()) - e.prompt_tokens);
     } else {
@@ -242,12 +256,13 @@ TEST_F(HarvestTest, CompletionsModeKeepsUnmappableLogprobsAsJson) {
 TEST_F(HarvestTest, EveryPromptExactlyOnceThroughFaultsRestartsAndKills) {
   const int n = 40;
   const std::string prompts = write_prompts(n);
-  const std::string faults = "429=0.04,429_burst=6,500=0.1,malformed=0.06,truncated=0.06,slow=0.04,slow_ms=2500,seed=3";
+  const std::string faults =
+      "429=0.04,429_burst=6,500=0.1,malformed=0.06,truncated=0.06,slow=0.04,slow_ms=2500,seed=3";
   auto server = std::make_unique<ServeProcess>(serve_args((dir_ / "usage1.db").string(), faults),
                                                (dir_ / "serve1.log").string());
   const int port = server->port();
-  const std::string cmd = harvest_cmd(port, prompts,
-                                      "--timeout 1.5 --backoff 0.05 --backoff-max 0.4 --retries 40");
+  const std::string cmd =
+      harvest_cmd(port, prompts, "--timeout 1.5 --backoff 0.05 --backoff-max 0.4 --retries 40");
   auto records = [&] { return count_of(read_file(dir_ / "ds" / "records.jsonl"), "\n"); };
   auto wait_for = [&](int64_t want) {
     for (int i = 0; i < 600 && records() < want; i++)
@@ -300,8 +315,9 @@ TEST_F(HarvestTest, BadKeyStopsWithTheEndpointsMessage) {
   ServeProcess server(serve_args((dir_ / "usage.db").string()), (dir_ / "serve.log").string());
   const std::string prompts = write_prompts(3);
   setenv("DISTILL_TEST_KEY", "sk-wrong", 1);
-  const int rc = std::system((harvest_cmd(server.port(), prompts) + " 2>" +
-                              (dir_ / "err.txt").string() + " >/dev/null").c_str());
+  const int rc = std::system(
+      (harvest_cmd(server.port(), prompts) + " 2>" + (dir_ / "err.txt").string() + " >/dev/null")
+          .c_str());
   EXPECT_NE(rc, 0);
   const std::string err = read_file(dir_ / "err.txt");
   EXPECT_NE(err.find("answered 401"), std::string::npos) << err;
@@ -314,10 +330,11 @@ TEST_F(HarvestTest, SpendCapStopsNewRequestsAndShowsTheSpend) {
   const std::string prompts = write_prompts(10);
   // $1000 per million tokens both ways: a prompt of ~20 tokens + 24 completion tokens costs about
   // $0.044, so a $0.2 cap admits a handful (the estimate assumes the full max_tokens).
-  const int rc = std::system(
-      (harvest_cmd(server.port(), prompts, "--price-input 1000 --price-output 1000 --max-cost 0.2",
-                   "0.8", 1) +
-       " 2>" + (dir_ / "err.txt").string() + " >" + (dir_ / "out.txt").string()).c_str());
+  const int rc =
+      std::system((harvest_cmd(server.port(), prompts,
+                               "--price-input 1000 --price-output 1000 --max-cost 0.2", "0.8", 1) +
+                   " 2>" + (dir_ / "err.txt").string() + " >" + (dir_ / "out.txt").string())
+                      .c_str());
   EXPECT_NE(rc, 0);
   const std::string err = read_file(dir_ / "err.txt");
   EXPECT_NE(err.find("spend cap"), std::string::npos) << err;
@@ -327,11 +344,13 @@ TEST_F(HarvestTest, SpendCapStopsNewRequestsAndShowsTheSpend) {
   double spent = 0;
   for (int64_t i = 0; i < r.size(); i++) spent += r.record_json(i)["cost"].get<double>();
   EXPECT_LE(spent, 0.2);
-  EXPECT_NE(read_file(dir_ / "out.txt").find(fmt::format("spent ${:.4f}", spent)), std::string::npos)
+  EXPECT_NE(read_file(dir_ / "out.txt").find(fmt::format("spent ${:.4f}", spent)),
+            std::string::npos)
       << read_file(dir_ / "out.txt");
   // Without a price the cap is refused up front.
-  const int no_price = std::system((harvest_cmd(server.port(), prompts, "--max-cost 1") +
-                                    " 2>" + (dir_ / "err2.txt").string() + " >/dev/null").c_str());
+  const int no_price = std::system((harvest_cmd(server.port(), prompts, "--max-cost 1") + " 2>" +
+                                    (dir_ / "err2.txt").string() + " >/dev/null")
+                                       .c_str());
   EXPECT_NE(no_price, 0);
   EXPECT_NE(read_file(dir_ / "err2.txt").find("--max-cost needs the price"), std::string::npos);
 }

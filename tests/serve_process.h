@@ -74,7 +74,8 @@ class ServeProcess {
     const size_t colon = line.rfind(':');
     if (line.find("listening") == std::string::npos || colon == std::string::npos) {
       stop(SIGKILL);
-      throw std::runtime_error("distill serve did not start; see " + log + " (stdout: '" + line + "')");
+      throw std::runtime_error("distill serve did not start; see " + log + " (stdout: '" + line +
+                               "')");
     }
     port_ = std::stoi(line.substr(colon + 1));
   }

@@ -23,15 +23,22 @@ TEST(ServeSdk, OpenAiSdkPassesEveryCheck) {
     GTEST_SKIP() << "the openai SDK is not installed: run (cd tests/serve_sdk && npm ci "
                     "--ignore-scripts) or scripts/test";
   if (std::system("node --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
-  const fs::path dir = fs::temp_directory_path() / ("distill-serve-sdk-" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("distill-serve-sdk-" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string model = testing_serve::save_tiny_model(dir / "tiny");
   const std::string key = "sk-sdk-test", limited = "sk-sdk-limited";
   std::ofstream(dir / "keys.txt") << "sdk " << serve::sha256_hex(key) << "\nlimited "
                                   << serve::sha256_hex(limited) << " rpm=2\n";
-  const std::vector<std::string> common = {"--model", model, "--api-keys", (dir / "keys.txt").string(),
-                                           "--max-tokens-limit", "64", "--max-body-bytes", "30000"};
+  const std::vector<std::string> common = {"--model",
+                                           model,
+                                           "--api-keys",
+                                           (dir / "keys.txt").string(),
+                                           "--max-tokens-limit",
+                                           "64",
+                                           "--max-body-bytes",
+                                           "30000"};
   ServeProcess server(common, (dir / "serve.log").string());
   std::vector<std::string> faulty_args = common;
   faulty_args.insert(faulty_args.end(), {"--inject-faults", "500=1"});
@@ -47,10 +54,11 @@ TEST(ServeSdk, OpenAiSdkPassesEveryCheck) {
   while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
   const int rc = pclose(p);
   EXPECT_EQ(rc, 0) << out;
-  for (const char* name : {"ok models.list", "ok completions streaming", "ok chat streaming with usage",
-                           "ok 400 malformed JSON", "ok 401 wrong key", "ok 404 unknown model",
-                           "ok 413 body too large", "ok 429 rate limit", "ok 500 server error",
-                           "ok still serving after the errors"})
+  for (const char* name :
+       {"ok models.list", "ok completions streaming", "ok chat streaming with usage",
+        "ok 400 malformed JSON", "ok 401 wrong key", "ok 404 unknown model",
+        "ok 413 body too large", "ok 429 rate limit", "ok 500 server error",
+        "ok still serving after the errors"})
     EXPECT_NE(out.find(name), std::string::npos) << name << " missing from:\n" << out;
   fs::remove_all(dir);
 }

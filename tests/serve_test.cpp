@@ -40,11 +40,11 @@ class ServeTest : public ::testing::Test {
          << "alice " << serve::sha256_hex(kKey) << "\n"
          << "bob   " << serve::sha256_hex(kLimitedKey) << " rpm=3\n";
     keys.close();
-    server_ = new ServeProcess({"--model", (*dir_ / "tiny").string(), "--api-keys",
-                                (*dir_ / "keys.txt").string(), "--usage-db",
-                                (*dir_ / "usage.db").string(), "--max-tokens-limit", "64",
-                                "--max-n", "4", "--max-body-bytes", "20000"},
-                               (*dir_ / "serve.log").string());
+    server_ = new ServeProcess(
+        {"--model", (*dir_ / "tiny").string(), "--api-keys", (*dir_ / "keys.txt").string(),
+         "--usage-db", (*dir_ / "usage.db").string(), "--max-tokens-limit", "64", "--max-n", "4",
+         "--max-body-bytes", "20000"},
+        (*dir_ / "serve.log").string());
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -105,8 +105,8 @@ TEST_F(ServeTest, HealthModelsAndMetrics) {
 }
 
 TEST_F(ServeTest, CompletionsAreSeededAndReportUsageAndLogprobs) {
-  const json req = {{"model", "tiny"}, {"prompt", "in the beginning"}, {"max_tokens", 12},
-                    {"n", 2}, {"seed", 42}, {"temperature", 1.0}, {"logprobs", 5}};
+  const json req = {{"model", "tiny"}, {"prompt", "in the beginning"}, {"max_tokens", 12}, {"n", 2},
+                    {"seed", 42},      {"temperature", 1.0},           {"logprobs", 5}};
   auto [s1, a] = post("/v1/completions", req);
   auto [s2, b] = post("/v1/completions", req);
   ASSERT_EQ(s1, 200) << a.dump();
@@ -137,8 +137,12 @@ TEST_F(ServeTest, CompletionsAreSeededAndReportUsageAndLogprobs) {
 TEST_F(ServeTest, GreedyTokenIdsEchoAndStop) {
   // Token-id prompt ("abc" in bytes) at temperature 0: the chosen token is the top-1 entry.
   const json ids = json::array({97, 98, 99});
-  auto [s, g] = post("/v1/completions", {{"model", "tiny"}, {"prompt", ids}, {"max_tokens", 10},
-                                         {"temperature", 0}, {"logprobs", 2}, {"echo", true}});
+  auto [s, g] = post("/v1/completions", {{"model", "tiny"},
+                                         {"prompt", ids},
+                                         {"max_tokens", 10},
+                                         {"temperature", 0},
+                                         {"logprobs", 2},
+                                         {"echo", true}});
   ASSERT_EQ(s, 200) << g.dump();
   const std::string text = g["choices"][0]["text"];
   ASSERT_EQ(text.rfind("abc", 0), 0u) << "echo puts the prompt first: " << text;
@@ -158,8 +162,11 @@ TEST_F(ServeTest, GreedyTokenIdsEchoAndStop) {
   while (at < completion.size() && !std::isalnum(static_cast<unsigned char>(completion[at]))) at++;
   ASSERT_LT(at, completion.size()) << "no ASCII letter in the greedy text: " << completion;
   const std::string stop = completion.substr(at, 1);
-  auto [s2, cut] = post("/v1/completions", {{"model", "tiny"}, {"prompt", ids}, {"max_tokens", 10},
-                                            {"temperature", 0}, {"stop", {stop}}});
+  auto [s2, cut] = post("/v1/completions", {{"model", "tiny"},
+                                            {"prompt", ids},
+                                            {"max_tokens", 10},
+                                            {"temperature", 0},
+                                            {"stop", {stop}}});
   ASSERT_EQ(s2, 200);
   EXPECT_EQ(cut["choices"][0]["text"], completion.substr(0, completion.find(stop)));
   EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
@@ -178,8 +185,8 @@ std::vector<std::string> sse_data(const std::string& body) {
 TEST_F(ServeTest, ChatStreamsTheSameTextAsTheWholeAnswer) {
   const json messages = json::array({{{"role", "system"}, {"content", "be brief"}},
                                      {{"role", "user"}, {"content", "say something"}}});
-  const json req = {{"model", "tiny"}, {"messages", messages}, {"max_tokens", 20},
-                    {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 3}};
+  const json req = {{"model", "tiny"},  {"messages", messages}, {"max_tokens", 20},
+                    {"temperature", 0}, {"logprobs", true},     {"top_logprobs", 3}};
   auto [s, whole] = post("/v1/chat/completions", req);
   ASSERT_EQ(s, 200) << whole.dump();
   EXPECT_EQ(whole["object"], "chat.completion");
@@ -222,15 +229,18 @@ TEST_F(ServeTest, ChatStreamsTheSameTextAsTheWholeAnswer) {
 
 TEST_F(ServeTest, BadRequestsGetTheRightStatusAndTheServerKeepsServing) {
   auto c = client();
-  auto malformed = c.Post("/v1/completions", auth(), "{\"model\": \"tiny\", \"prompt\": ", "application/json");
+  auto malformed =
+      c.Post("/v1/completions", auth(), "{\"model\": \"tiny\", \"prompt\": ", "application/json");
   ASSERT_TRUE(malformed);
   expect_error(malformed->status, json::parse(malformed->body), 400);
   {
-    auto [s, b] = post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", "8"}});
+    auto [s, b] =
+        post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", "8"}});
     expect_error(s, b, 400, "max_tokens");
   }
   {
-    auto [s, b] = post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 100000}});
+    auto [s, b] =
+        post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 100000}});
     expect_error(s, b, 400, "max_tokens");
   }
   {
@@ -255,8 +265,8 @@ TEST_F(ServeTest, BadRequestsGetTheRightStatusAndTheServerKeepsServing) {
   }
   {
     // 150 prompt bytes + 64 > the 160-token context.
-    auto [s, b] = post("/v1/completions", {{"model", "tiny"}, {"prompt", std::string(150, 'a')},
-                                           {"max_tokens", 64}});
+    auto [s, b] = post("/v1/completions",
+                       {{"model", "tiny"}, {"prompt", std::string(150, 'a')}, {"max_tokens", 64}});
     expect_error(s, b, 400, "max_tokens");
     EXPECT_EQ(b["error"]["code"], "context_length_exceeded");
   }
@@ -300,8 +310,8 @@ TEST_F(ServeTest, PerKeyRequestLimitAnswers429WithRetryAfter) {
   auto res = c.Post("/v1/completions", auth(kLimitedKey), req.dump(), "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 429);
-  const int retry = std::stoi(res->get_header_value("Retry-After", 0).empty()
-                                  ? "0" : res->get_header_value("Retry-After"));
+  const int retry = std::stoi(
+      res->get_header_value("Retry-After", 0).empty() ? "0" : res->get_header_value("Retry-After"));
   EXPECT_GE(retry, 1);
   EXPECT_LE(retry, 60);
   EXPECT_EQ(json::parse(res->body)["error"]["code"], "rate_limit_exceeded");
@@ -326,8 +336,10 @@ TEST_F(ServeTest, ConcurrentRequestsShareEnginePasses) {
   std::vector<int> status(clients, 0);
   for (int i = 0; i < clients; i++)
     threads.emplace_back([&, i] {
-      auto [s, b] = post("/v1/completions", {{"model", "tiny"}, {"prompt", "batch " + std::to_string(i)},
-                                             {"max_tokens", 48}, {"temperature", 0}});
+      auto [s, b] = post("/v1/completions", {{"model", "tiny"},
+                                             {"prompt", "batch " + std::to_string(i)},
+                                             {"max_tokens", 48},
+                                             {"temperature", 0}});
       status[size_t(i)] = s;
     });
   for (auto& t : threads) t.join();
@@ -342,11 +354,13 @@ TEST_F(ServeTest, UsageStoreMatchesTheRequestLogAndKeysAreNeverLogged) {
   // A request of our own so the store is not empty whatever ran before.
   auto [s, b] = post("/v1/chat/completions", {{"model", "tiny"},
                                               {"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                                              {"max_tokens", 3}, {"logprobs", true}});
+                                              {"max_tokens", 3},
+                                              {"logprobs", true}});
   ASSERT_EQ(s, 200);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open_v2((*dir_ / "usage.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_open_v2((*dir_ / "usage.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
   auto query = [&](const char* sql) {
     sqlite3_stmt* st = nullptr;
     EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
@@ -379,25 +393,27 @@ TEST_F(ServeTest, UsageStoreMatchesTheRequestLogAndKeysAreNeverLogged) {
 TEST(ServeUnits, Utf8PrefixHoldsBackACutCharacter) {
   using serve::complete_utf8_prefix;
   EXPECT_EQ(complete_utf8_prefix("abc"), 3u);
-  EXPECT_EQ(complete_utf8_prefix("a\xC3"), 1u);             // é cut after its lead byte
+  EXPECT_EQ(complete_utf8_prefix("a\xC3"), 1u);  // é cut after its lead byte
   EXPECT_EQ(complete_utf8_prefix("a\xC3\xA9"), 3u);
-  EXPECT_EQ(complete_utf8_prefix("\xE2\x82"), 0u);          // € missing its last byte
+  EXPECT_EQ(complete_utf8_prefix("\xE2\x82"), 0u);           // € missing its last byte
   EXPECT_EQ(complete_utf8_prefix("x\xF0\x9F\x98\x80"), 5u);  // a whole emoji
   EXPECT_EQ(complete_utf8_prefix("x\xF0\x9F\x98"), 1u);
-  EXPECT_EQ(complete_utf8_prefix("\x80\x80"), 2u);          // stray continuation bytes pass
+  EXPECT_EQ(complete_utf8_prefix("\x80\x80"), 2u);  // stray continuation bytes pass
 }
 
 TEST(ServeUnits, RequestLimitsAndRateWindow) {
   serve::RequestLimits limits;
   limits.max_tokens = 10;
-  EXPECT_THROW(serve::parse_api_request(R"({"model":"m","prompt":"x","max_tokens":11})", false, limits),
-               serve::ApiError);
+  EXPECT_THROW(
+      serve::parse_api_request(R"({"model":"m","prompt":"x","max_tokens":11})", false, limits),
+      serve::ApiError);
   const serve::ApiRequest r = serve::parse_api_request(
       R"({"model":"m","messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":4})",
       true, limits);
   EXPECT_EQ(r.logprobs, 4);
   try {
-    serve::parse_api_request(R"({"model":"m","prompt":"x","stop":["a","b","c","d","e"]})", false, limits);
+    serve::parse_api_request(R"({"model":"m","prompt":"x","stop":["a","b","c","d","e"]})", false,
+                             limits);
     ADD_FAILURE() << "five stop sequences were accepted";
   } catch (const serve::ApiError& e) {
     EXPECT_EQ(e.status, 400);
@@ -447,7 +463,8 @@ TEST(ServeUnits, FaultBurstsComeInARow) {
 }
 
 TEST(ServeCli, RefusesBadKeyFilesAndFaultSpecs) {
-  const fs::path dir = fs::temp_directory_path() / ("distill-serve-cli-" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("distill-serve-cli-" + std::to_string(getpid()));
   fs::create_directories(dir);
   testing_serve::save_tiny_model(dir / "m");
   std::ofstream(dir / "keys.txt") << "alice sk-plaintext-key\n";
@@ -463,8 +480,8 @@ TEST(ServeCli, RefusesBadKeyFilesAndFaultSpecs) {
   EXPECT_NE(line.find("keys.txt line 1"), std::string::npos) << line;
   EXPECT_NE(line.find("SHA-256"), std::string::npos) << line;
   EXPECT_EQ(line.find("sk-plaintext-key"), std::string::npos) << "a key must never be echoed";
-  const std::string faults = std::string(DISTILL_BINARY) + " serve --model " + (dir / "m").string() +
-                             " --port 0 --inject-faults 429=2 2>/dev/null";
+  const std::string faults = std::string(DISTILL_BINARY) + " serve --model " +
+                             (dir / "m").string() + " --port 0 --inject-faults 429=2 2>/dev/null";
   EXPECT_NE(std::system(faults.c_str()), 0);
   fs::remove_all(dir);
 }

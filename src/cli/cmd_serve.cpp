@@ -40,9 +40,11 @@ VerbRun add_serve(CLI::App& app) {
   app.add_option("--host", o->host, "address to bind (loopback unless told otherwise)");
   app.add_option("--port", o->port, "port (0: any free port, printed at start)");
   app.add_option("--max-batch", o->max_batch, "sequences decoded together");
-  app.add_option("--context", o->context, "tokens per sequence, prompt + completion (0: the model's)");
+  app.add_option("--context", o->context,
+                 "tokens per sequence, prompt + completion (0: the model's window, at most 4096)");
   app.add_option("--max-body-bytes", o->max_body_bytes, "larger request bodies get 413");
-  app.add_option("--max-tokens-limit", o->limits.max_tokens, "largest max_tokens a request may ask");
+  app.add_option("--max-tokens-limit", o->limits.max_tokens,
+                 "largest max_tokens a request may ask");
   app.add_option("--max-n", o->limits.max_n, "largest n (choices per prompt)");
   app.add_option("--max-prompts", o->limits.max_prompts, "prompts per /v1/completions request");
   app.add_option("--max-queue", o->max_queue, "waiting requests beyond this get 429");

@@ -110,11 +110,13 @@ HarvestSummary Harvester::run() {
   if (o_.endpoint.rfind("http://", 0) != 0 && o_.endpoint.rfind("https://", 0) != 0)
     throw Error("--endpoint must be an http:// or https:// URL, got '{}'", o_.endpoint);
   if (o_.model.empty()) throw Error("--model must name the endpoint's model");
-  if (o_.concurrency < 1 || o_.concurrency > 1024) throw Error("--concurrency must be in [1, 1024]");
+  if (o_.concurrency < 1 || o_.concurrency > 1024)
+    throw Error("--concurrency must be in [1, 1024]");
   if (o_.top_logprobs < 1 || o_.top_logprobs > 20) throw Error("--top-logprobs must be in [1, 20]");
   if (o_.max_tokens < 1) throw Error("--max-tokens must be positive");
   if (o_.retries < 0) throw Error("--retries must be >= 0");
-  if (o_.rpm < 0 || o_.tpm < 0 || o_.max_cost < 0) throw Error("--rpm, --tpm and --max-cost must be >= 0");
+  if (o_.rpm < 0 || o_.tpm < 0 || o_.max_cost < 0)
+    throw Error("--rpm, --tpm and --max-cost must be >= 0");
   url_ = request_url(o_.endpoint, chat_mode_);
   teacher_ = o_.model + " @ " + url_;
   if (!o_.api_key_env.empty()) {
@@ -129,8 +131,10 @@ HarvestSummary Harvester::run() {
     price_ = p;
   }
   if (o_.max_cost > 0 && !price_)
-    throw Error("--max-cost needs the price of '{}': --pricing FILE with an entry for it, or "
-                "--price-input and --price-output", o_.model);
+    throw Error(
+        "--max-cost needs the price of '{}': --pricing FILE with an entry for it, or "
+        "--price-input and --price-output",
+        o_.model);
 
   std::unique_ptr<ChatTemplate> chat_template;
   if (o_.tokenizer.empty()) {
@@ -154,8 +158,10 @@ HarvestSummary Harvester::run() {
   h.k = o_.top_logprobs;
   h.encoding = logprob_encoding_from_name(o_.encoding);
   h.teacher = teacher_;
-  h.sampling = {{"mode", "harvest-" + o_.mode}, {"temperature", o_.temperature},
-                {"top_p", o_.top_p}, {"max_tokens", o_.max_tokens},
+  h.sampling = {{"mode", "harvest-" + o_.mode},
+                {"temperature", o_.temperature},
+                {"top_p", o_.top_p},
+                {"max_tokens", o_.max_tokens},
                 {"top_logprobs", o_.top_logprobs}};
   if (o_.seed) h.sampling["seed"] = *o_.seed;
   const bool resume = fs::exists(fs::path(o_.out) / "dataset.json");
@@ -177,14 +183,17 @@ HarvestSummary Harvester::run() {
     }
     Job job;
     job.line = &pl;
-    json body = {{"model", o_.model}, {"max_tokens", o_.max_tokens},
-                 {"temperature", o_.temperature}, {"top_p", o_.top_p}};
+    json body = {{"model", o_.model},
+                 {"max_tokens", o_.max_tokens},
+                 {"temperature", o_.temperature},
+                 {"top_p", o_.top_p}};
     if (o_.seed) body["seed"] = (*o_.seed ^ fnv1a(pl.id)) & 0x7fffffffffffffffull;
     const std::vector<ChatMessage> messages =
         pl.prompt ? std::vector<ChatMessage>{{"user", *pl.prompt}} : pl.messages;
     if (chat_mode_) {
       json m = json::array();
-      for (const ChatMessage& msg : messages) m.push_back({{"role", msg.role}, {"content", msg.content}});
+      for (const ChatMessage& msg : messages)
+        m.push_back({{"role", msg.role}, {"content", msg.content}});
       body["messages"] = m;
       body["logprobs"] = true;
       body["top_logprobs"] = o_.top_logprobs;
@@ -272,7 +281,8 @@ void Harvester::emit(const std::string& note) {
     p.tokens_per_s = double(p.tokens) / p.elapsed_s;
   }
   const int64_t run_done = p.done - p.skipped;
-  p.eta_s = run_done > 0 ? p.elapsed_s / double(run_done) * double(p.total - p.done - p.failed) : 0.0;
+  p.eta_s =
+      run_done > 0 ? p.elapsed_s / double(run_done) * double(p.total - p.done - p.failed) : 0.0;
   p.note = note;
   if (progress_) progress_(p);
 }
@@ -300,11 +310,12 @@ int64_t Harvester::write_record(const Job& job, const HarvestedCompletion& hc, i
     }
     mapped.push_back(*id);
   }
-  json extra = {{"finish_reason", hc.finish_reason}, {"attempts", attempts},
-                {"logprobs_mapped", all_mapped}};
+  json extra = {
+      {"finish_reason", hc.finish_reason}, {"attempts", attempts}, {"logprobs_mapped", all_mapped}};
   if (price_) extra["cost"] = cost;
-  if (hc.prompt_tokens >= 0) extra["usage"] = {{"prompt_tokens", hc.prompt_tokens},
-                                               {"completion_tokens", hc.completion_tokens}};
+  if (hc.prompt_tokens >= 0)
+    extra["usage"] = {{"prompt_tokens", hc.prompt_tokens},
+                      {"completion_tokens", hc.completion_tokens}};
   if (all_mapped) {
     r.tokens.insert(r.tokens.end(), mapped.begin(), mapped.end());
     std::vector<int32_t> ids;
@@ -380,8 +391,10 @@ void Harvester::worker(int index) {
           kind = "malformed";
         }
         if (hc) {
-          const int64_t in = hc->prompt_tokens >= 0 ? hc->prompt_tokens : int64_t(job.prompt_ids.size());
-          const int64_t out = hc->completion_tokens >= 0 ? hc->completion_tokens : int64_t(hc->tokens.size());
+          const int64_t in =
+              hc->prompt_tokens >= 0 ? hc->prompt_tokens : int64_t(job.prompt_ids.size());
+          const int64_t out =
+              hc->completion_tokens >= 0 ? hc->completion_tokens : int64_t(hc->tokens.size());
           cost = price_ ? price_->cost(in, out) : 0.0;
           try {
             const int64_t got = write_record(job, *hc, attempt + 1, cost);
@@ -392,7 +405,8 @@ void Harvester::worker(int index) {
             finished = true;
           } catch (const std::exception& e) {
             std::lock_guard<std::mutex> lock(mu_);
-            fatal_ = fmt::format("prompt '{}': cannot write the record: {}", job.line->id, e.what());
+            fatal_ =
+                fmt::format("prompt '{}': cannot write the record: {}", job.line->id, e.what());
             reserved_ -= est_cost;
             stop_ = true;
             return;

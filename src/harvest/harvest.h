@@ -18,25 +18,25 @@
 namespace distill::harvest {
 
 struct HarvestOptions {
-  std::string endpoint;          // base URL as OpenAI SDKs take it, e.g. http://127.0.0.1:8000/v1
-                                 // (a URL ending in /completions is used as it is)
-  std::string model;             // the model name sent in each request
-  std::string prompts;           // JSONL: {"prompt": ...} or {"messages": [...]}, optional "id"
-  std::string out;               // dataset directory (resumed when it exists)
-  std::string mode = "chat";     // "chat" (/chat/completions) or "completions"
+  std::string endpoint;       // base URL as OpenAI SDKs take it, e.g. http://127.0.0.1:8000/v1
+                              // (a URL ending in /completions is used as it is)
+  std::string model;          // the model name sent in each request
+  std::string prompts;        // JSONL: {"prompt": ...} or {"messages": [...]}, optional "id"
+  std::string out;            // dataset directory (resumed when it exists)
+  std::string mode = "chat";  // "chat" (/chat/completions) or "completions"
   std::string api_key_env = "OPENAI_API_KEY";  // the environment variable holding the key
-  std::string tokenizer;         // local tokenizer (model dir or tokenizer file); "" = byte-level
-  int concurrency = 4;           // requests in flight
-  double rpm = 0.0, tpm = 0.0;   // client-side limits per minute (0: none)
+  std::string tokenizer;        // local tokenizer (model dir or tokenizer file); "" = byte-level
+  int concurrency = 4;          // requests in flight
+  double rpm = 0.0, tpm = 0.0;  // client-side limits per minute (0: none)
   int max_tokens = 128;
   float temperature = 1.0f, top_p = 1.0f;
   std::optional<uint64_t> seed;  // sent per prompt as seed ^ hash(id) (reproducible reruns)
   int top_logprobs = 5;          // alternatives asked per token (1..20), the dataset's k
   int retries = 8;               // attempts after the first for one prompt
   double backoff_base_s = 0.5, backoff_max_s = 60.0;
-  double timeout_s = 120.0;      // per request
-  double max_cost = 0.0;         // dollars; 0: no cap
-  std::string pricing;           // pricing table (pricing.h)
+  double timeout_s = 120.0;                        // per request
+  double max_cost = 0.0;                           // dollars; 0: no cap
+  std::string pricing;                             // pricing table (pricing.h)
   double price_input = -1.0, price_output = -1.0;  // $ per 1M tokens, override the table
   std::string encoding = "compact";
 };
@@ -50,7 +50,7 @@ struct HarvestProgress {
   double cost = 0.0;                         // dollars, resumed records included
   bool priced = false;
   double elapsed_s = 0.0, requests_per_s = 0.0, tokens_per_s = 0.0, eta_s = 0.0;
-  std::string note;                          // a one-off message (resume, cap, failures)
+  std::string note;  // a one-off message (resume, cap, failures)
 };
 
 struct HarvestSummary {

@@ -12,11 +12,16 @@ namespace distill::harvest {
 
 const char* transport_error_name(TransportError e) {
   switch (e) {
-    case TransportError::None: return "none";
-    case TransportError::Timeout: return "timeout";
-    case TransportError::Connect: return "connect";
-    case TransportError::Truncated: return "truncated";
-    case TransportError::Other: return "transport";
+    case TransportError::None:
+      return "none";
+    case TransportError::Timeout:
+      return "timeout";
+    case TransportError::Connect:
+      return "connect";
+    case TransportError::Truncated:
+      return "truncated";
+    case TransportError::Other:
+      return "transport";
   }
   return "transport";
 }
@@ -94,14 +99,22 @@ HttpResponse HttpClient::post_json(const std::string& url, const std::string& bo
   if (rc != CURLE_OK) {
     r.error_text = curl_easy_strerror(rc);
     switch (rc) {
-      case CURLE_OPERATION_TIMEDOUT: r.error = TransportError::Timeout; break;
+      case CURLE_OPERATION_TIMEDOUT:
+        r.error = TransportError::Timeout;
+        break;
       case CURLE_COULDNT_CONNECT:
       case CURLE_COULDNT_RESOLVE_HOST:
       case CURLE_SEND_ERROR:
-      case CURLE_GOT_NOTHING: r.error = TransportError::Connect; break;
+      case CURLE_GOT_NOTHING:
+        r.error = TransportError::Connect;
+        break;
       case CURLE_PARTIAL_FILE:
-      case CURLE_RECV_ERROR: r.error = TransportError::Truncated; break;
-      default: r.error = TransportError::Other; break;
+      case CURLE_RECV_ERROR:
+        r.error = TransportError::Truncated;
+        break;
+      default:
+        r.error = TransportError::Other;
+        break;
     }
   }
   return r;

@@ -12,8 +12,8 @@ const char* transport_error_name(TransportError e);  // "timeout", "connect", ..
 
 struct HttpResponse {
   TransportError error = TransportError::None;
-  std::string error_text;   // curl's message when error != None
-  long status = 0;          // HTTP status (0 without a response)
+  std::string error_text;  // curl's message when error != None
+  long status = 0;         // HTTP status (0 without a response)
   std::string body;
   double retry_after_s = -1.0;  // the Retry-After header (seconds), -1 when absent
 };
@@ -27,8 +27,8 @@ class HttpClient {
 
   // POSTs `body` (application/json) to `url`; `bearer` adds "Authorization: Bearer ..." when
   // non-empty. timeout_s bounds the whole exchange.
-  HttpResponse post_json(const std::string& url, const std::string& body,
-                         const std::string& bearer, double timeout_s);
+  HttpResponse post_json(const std::string& url, const std::string& body, const std::string& bearer,
+                         double timeout_s);
 
  private:
   void* curl_ = nullptr;

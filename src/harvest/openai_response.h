@@ -19,7 +19,7 @@ struct HarvestedToken {
 struct HarvestedCompletion {
   std::string text;
   std::string finish_reason;
-  std::vector<HarvestedToken> tokens;  // empty when the endpoint gave no logprobs
+  std::vector<HarvestedToken> tokens;                  // empty when the endpoint gave no logprobs
   int64_t prompt_tokens = -1, completion_tokens = -1;  // usage; -1 when absent
 };
 

@@ -7,7 +7,9 @@
 namespace distill::harvest {
 
 RatePacer::RatePacer(double per_minute)
-    : capacity_(per_minute), rate_per_s_(per_minute / 60.0), last_(std::chrono::steady_clock::now()) {}
+    : capacity_(per_minute),
+      rate_per_s_(per_minute / 60.0),
+      last_(std::chrono::steady_clock::now()) {}
 
 void RatePacer::drain(std::chrono::steady_clock::time_point now) {
   const double dt = std::chrono::duration<double>(now - last_).count();

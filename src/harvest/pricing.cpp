@@ -12,7 +12,9 @@ std::optional<Price> load_price(const std::string& path, const std::string& mode
   if (!in) throw Error("{}: cannot open the pricing table: {}", path, std::strerror(errno));
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object())
-    throw Error("{}: expected a JSON object {{\"model\": {{\"input\": $/Mtok, \"output\": $/Mtok}}}}", path);
+    throw Error(
+        "{}: expected a JSON object {{\"model\": {{\"input\": $/Mtok, \"output\": $/Mtok}}}}",
+        path);
   if (!j.contains(model)) return std::nullopt;
   const nlohmann::json& e = j[model];
   auto field = [&](const char* name) {

@@ -56,13 +56,18 @@ KeyStore KeyStore::load(const std::string& path) {
     const std::string where = fmt::format("{} line {}", path, number);
     if (!(fields >> digest) || digest.size() != 64 ||
         digest.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
-      throw Error("{}: expected '<id> <64 hex digits: the key's SHA-256> [rpm=N] [tpm=N]' "
-                  "(the file holds hashes, never keys)", where);
+      throw Error(
+          "{}: expected '<id> <64 hex digits: the key's SHA-256> [rpm=N] [tpm=N]' "
+          "(the file holds hashes, never keys)",
+          where);
     for (char& c : digest) c = char(std::tolower(static_cast<unsigned char>(c)));
     while (fields >> extra) {
-      if (extra.rfind("rpm=", 0) == 0) key.rpm = parse_limit(extra.substr(4), where);
-      else if (extra.rfind("tpm=", 0) == 0) key.tpm = parse_limit(extra.substr(4), where);
-      else throw Error("{}: unknown field '{}' (expected rpm=N or tpm=N)", where, extra);
+      if (extra.rfind("rpm=", 0) == 0)
+        key.rpm = parse_limit(extra.substr(4), where);
+      else if (extra.rfind("tpm=", 0) == 0)
+        key.tpm = parse_limit(extra.substr(4), where);
+      else
+        throw Error("{}: unknown field '{}' (expected rpm=N or tpm=N)", where, extra);
     }
     if (!ids.insert(key.id).second) throw Error("{}: duplicate key id '{}'", where, key.id);
     if (store.by_hash_.count(digest)) throw Error("{}: the same key hash appears twice", where);
@@ -94,7 +99,8 @@ std::optional<double> RateLimiter::admit(const ApiKey& key, std::string* limit_k
   Window& w = windows_[key.id];
   expire(w, now);
   auto wait_until = [&](Clock::time_point t) {
-    return std::max(0.001, std::chrono::duration<double>(t + std::chrono::seconds(60) - now).count());
+    return std::max(0.001,
+                    std::chrono::duration<double>(t + std::chrono::seconds(60) - now).count());
   };
   if (rpm > 0 && int(w.requests.size()) >= rpm) {
     if (limit_kind) *limit_kind = "requests";

@@ -10,13 +10,20 @@ using json = nlohmann::json;
 
 const char* type_name(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    case json::value_t::number_float: return "a number";
-    default: return "an integer";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::number_float:
+      return "a number";
+    default:
+      return "an integer";
   }
 }
 
@@ -40,7 +47,8 @@ float get_number(const json& v, const std::string& name, double lo, double hi) {
 }
 
 bool get_bool(const json& v, const std::string& name) {
-  if (!v.is_boolean()) throw bad_request(name, "'{}' must be a boolean, got {}", name, type_name(v));
+  if (!v.is_boolean())
+    throw bad_request(name, "'{}' must be a boolean, got {}", name, type_name(v));
   return v.get<bool>();
 }
 
@@ -77,7 +85,8 @@ std::vector<PromptInput> get_prompts(const json& v, const RequestLimits& limits)
       } else if (p.is_array() && !p.empty()) {
         out.push_back({"", get_ids(p, "prompt"), true});
       } else {
-        throw bad_request("prompt", "each prompt must be a string or a non-empty array of token ids");
+        throw bad_request("prompt",
+                          "each prompt must be a string or a non-empty array of token ids");
       }
     }
   } else {
@@ -103,8 +112,8 @@ std::string message_content(const json& c, size_t i) {
   for (const json& part : c) {
     if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
         !part.contains("text") || !part["text"].is_string())
-      throw bad_request(name, "'{}': only {{\"type\": \"text\", \"text\": ...}} parts are supported",
-                        name);
+      throw bad_request(
+          name, "'{}': only {{\"type\": \"text\", \"text\": ...}} parts are supported", name);
     text += part["text"].get<std::string>();
   }
   return text;
@@ -118,7 +127,8 @@ std::vector<ChatInputMessage> get_messages(const json& v, const RequestLimits& l
   for (size_t i = 0; i < v.size(); i++) {
     const json& m = v[i];
     if (!m.is_object() || !m.contains("role"))
-      throw bad_request(fmt::format("messages[{}]", i), "'messages[{}]' must be an object with a 'role'", i);
+      throw bad_request(fmt::format("messages[{}]", i),
+                        "'messages[{}]' must be an object with a 'role'", i);
     ChatInputMessage msg;
     msg.role = get_string(m["role"], fmt::format("messages[{}].role", i));
     static const char* roles[] = {"system", "developer", "user", "assistant", "tool"};
@@ -143,7 +153,8 @@ std::vector<std::string> get_stop(const json& v) {
   if (v.is_string()) {
     out.push_back(v.get<std::string>());
   } else if (v.is_array()) {
-    if (v.size() > 4) throw bad_request("stop", "'stop' takes at most 4 sequences, got {}", v.size());
+    if (v.size() > 4)
+      throw bad_request("stop", "'stop' takes at most 4 sequences, got {}", v.size());
     for (const json& s : v) out.push_back(get_string(s, "stop"));
   } else {
     throw bad_request("stop", "'stop' must be a string or an array of strings");
@@ -158,8 +169,8 @@ std::vector<std::string> get_stop(const json& v) {
 ApiRequest parse_api_request(std::string_view body, bool chat, const RequestLimits& limits) {
   json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
-    throw ApiError(400, "invalid_request_error",
-                   "the request body is not valid JSON", "", "invalid_json");
+    throw ApiError(400, "invalid_request_error", "the request body is not valid JSON", "",
+                   "invalid_json");
   if (!j.is_object()) throw bad_request("", "the request body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
@@ -188,7 +199,8 @@ ApiRequest parse_api_request(std::string_view body, bool chat, const RequestLimi
       r.stop = get_stop(v);
     } else if (k == "seed") {
       if (!v.is_null()) {
-        if (!v.is_number_integer()) throw bad_request(k, "'seed' must be an integer, got {}", type_name(v));
+        if (!v.is_number_integer())
+          throw bad_request(k, "'seed' must be an integer, got {}", type_name(v));
         r.seed = v.is_number_unsigned() ? v.get<uint64_t>() : uint64_t(v.get<int64_t>());
       }
     } else if (k == "logprobs") {
@@ -212,7 +224,8 @@ ApiRequest parse_api_request(std::string_view body, bool chat, const RequestLimi
     } else if (k == "stream_options") {
       if (v.is_null()) continue;
       if (!v.is_object()) throw bad_request(k, "'stream_options' must be an object");
-      if (v.contains("include_usage")) r.include_usage = get_bool(v["include_usage"], "stream_options.include_usage");
+      if (v.contains("include_usage"))
+        r.include_usage = get_bool(v["include_usage"], "stream_options.include_usage");
     } else if (k == "user") {
       if (!v.is_null()) get_string(v, k);
     } else if (k == "presence_penalty" || k == "frequency_penalty") {
@@ -222,7 +235,9 @@ ApiRequest parse_api_request(std::string_view body, bool chat, const RequestLimi
       if (!v.is_null() && !(v.is_object() && v.empty()))
         throw bad_request(k, "'logit_bias' is not supported");
     } else if (!chat && k == "best_of") {
-      if (!v.is_null() && get_int(v, k, 1, limits.max_n) != (j.contains("n") && j["n"].is_number_integer() ? j["n"].get<int64_t>() : 1))
+      if (!v.is_null() &&
+          get_int(v, k, 1, limits.max_n) !=
+              (j.contains("n") && j["n"].is_number_integer() ? j["n"].get<int64_t>() : 1))
         throw bad_request(k, "'best_of' other than n is not supported");
     } else if (!chat && k == "suffix") {
       if (!v.is_null() && !(v.is_string() && v.get<std::string>().empty()))
@@ -232,8 +247,9 @@ ApiRequest parse_api_request(std::string_view body, bool chat, const RequestLimi
     }
   }
   if (!j.contains("model")) throw bad_request("model", "'model' is required");
-  if (!has_input) throw bad_request(chat ? "messages" : "prompt", "'{}' is required",
-                                    chat ? "messages" : "prompt");
+  if (!has_input)
+    throw bad_request(chat ? "messages" : "prompt", "'{}' is required",
+                      chat ? "messages" : "prompt");
   if (r.prompts.size() * size_t(r.n) > size_t(limits.max_prompts) * size_t(limits.max_n))
     throw bad_request("n", "too many choices in one request");
   if (r.include_usage && !r.stream)

@@ -14,10 +14,10 @@
 namespace distill::serve {
 
 struct RequestLimits {
-  int max_tokens = 1024;         // largest max_tokens a request may ask for
-  int max_n = 8;                 // largest n (choices per prompt)
-  int max_prompts = 16;          // prompts in one /v1/completions request
-  int max_logprobs = 20;         // logprobs (completions) and top_logprobs (chat)
+  int max_tokens = 1024;              // largest max_tokens a request may ask for
+  int max_n = 8;                      // largest n (choices per prompt)
+  int max_prompts = 16;               // prompts in one /v1/completions request
+  int max_logprobs = 20;              // logprobs (completions) and top_logprobs (chat)
   size_t max_prompt_chars = 1 << 20;  // text of all prompts / messages (413 beyond)
 };
 
@@ -41,12 +41,12 @@ struct ApiRequest {
   float temperature = 1.0f;                // 0: greedy
   float top_p = 1.0f;
   int n = 1;
-  std::vector<std::string> stop;           // at most 4, non-empty
+  std::vector<std::string> stop;  // at most 4, non-empty
   std::optional<uint64_t> seed;
-  int logprobs = -1;                       // top entries per token; -1: no logprobs at all
-  bool echo = false;                       // completions: the prompt precedes the completion
+  int logprobs = -1;  // top entries per token; -1: no logprobs at all
+  bool echo = false;  // completions: the prompt precedes the completion
   bool stream = false;
-  bool include_usage = false;              // stream_options.include_usage
+  bool include_usage = false;  // stream_options.include_usage
 };
 
 // Parses a request body; `chat` selects the endpoint's schema. Unknown fields, wrong types and

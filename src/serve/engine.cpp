@@ -22,9 +22,12 @@ size_t complete_utf8_prefix(const std::string& s) {
   if (i == 0) return n;
   const uint8_t lead = uint8_t(s[i - 1]);
   int need = 0;
-  if (lead >= 0xF0 && lead < 0xF8) need = 3;
-  else if (lead >= 0xE0) need = lead < 0xF0 ? 2 : 0;
-  else if (lead >= 0xC0) need = 1;
+  if (lead >= 0xF0 && lead < 0xF8)
+    need = 3;
+  else if (lead >= 0xE0)
+    need = lead < 0xF0 ? 2 : 0;
+  else if (lead >= 0xC0)
+    need = 1;
   if (need == 0) return n;          // ASCII or a stray byte: nothing to wait for
   return cont >= need ? n : i - 1;  // an incomplete character: hold it back
 }
@@ -49,7 +52,10 @@ void EngineJob::fail(const std::string& error) {
 
 Engine::Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int context,
                size_t max_queue)
-    : model_(model), tok_(tokenizer), max_batch_(max_batch), context_(context),
+    : model_(model),
+      tok_(tokenizer),
+      max_batch_(max_batch),
+      context_(context),
       max_queue_(max_queue) {
   if (context < 2) throw Error("serve: the context must be at least 2 tokens, got {}", context);
   gen_ = std::make_unique<Generator>(model, max_batch, context);
@@ -119,10 +125,10 @@ struct Sequence {
   EngineJob* job = nullptr;
   int choice = 0;
   const ChoiceSpec* spec = nullptr;
-  std::vector<int32_t> ids;   // generated so far
-  std::vector<float> raw;     // the last raw logits row (for log-probabilities)
-  size_t sent_text = 0;       // streaming: bytes of text already sent
-  size_t sent_tokens = 0;     // streaming: tokens already sent
+  std::vector<int32_t> ids;  // generated so far
+  std::vector<float> raw;    // the last raw logits row (for log-probabilities)
+  size_t sent_text = 0;      // streaming: bytes of text already sent
+  size_t sent_tokens = 0;    // streaming: tokens already sent
   bool done = false;
 };
 
@@ -161,7 +167,8 @@ TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
   TokenInfo t;
   t.id = chosen;
   t.logprob = lp.logprob;
-  for (size_t i = 0; i < lp.top_ids.size(); i++) t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
+  for (size_t i = 0; i < lp.top_ids.size(); i++)
+    t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
   return t;
 }
 
@@ -260,7 +267,8 @@ void Engine::pass(std::vector<std::shared_ptr<EngineJob>>& jobs) {
     else
       result.tokens.push_back(TokenInfo{id, 0.0f, {}});
     std::string finish;
-    if (eos && id == *eos) finish = "stop";
+    if (eos && id == *eos)
+      finish = "stop";
     else if (int(s.ids.size()) >= spec.max_tokens ||
              int(spec.prompt.size() + s.ids.size()) >= context_)
       finish = "length";

@@ -31,14 +31,14 @@ struct TopEntry {
 // One sampled token as the API reports it.
 struct TokenInfo {
   int32_t id = 0;
-  float logprob = 0.0f;           // under the model's raw distribution (T = 1)
-  std::vector<TopEntry> top;      // the top `logprobs` entries, most likely first
+  float logprob = 0.0f;       // under the model's raw distribution (T = 1)
+  std::vector<TopEntry> top;  // the top `logprobs` entries, most likely first
 };
 
 struct ChoiceSpec {
-  std::vector<int32_t> prompt;    // token ids (non-empty, shorter than the context)
-  int max_tokens = 16;            // >= 0
-  float temperature = 1.0f;       // 0: greedy
+  std::vector<int32_t> prompt;  // token ids (non-empty, shorter than the context)
+  int max_tokens = 16;          // >= 0
+  float temperature = 1.0f;     // 0: greedy
   float top_p = 1.0f;
   uint64_t seed = 0;
   int logprobs = -1;              // top entries per token; -1: none
@@ -90,12 +90,12 @@ class EngineJob {
 };
 
 struct EngineStats {
-  int64_t passes = 0;          // Generator calls
-  int64_t sequences = 0;       // choices decoded
+  int64_t passes = 0;     // Generator calls
+  int64_t sequences = 0;  // choices decoded
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
-  int64_t queue_depth = 0;     // jobs waiting now
-  int64_t running = 0;         // choices in the current pass
+  int64_t queue_depth = 0;  // jobs waiting now
+  int64_t running = 0;      // choices in the current pass
   double busy_seconds = 0.0;
 };
 

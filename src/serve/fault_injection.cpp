@@ -13,8 +13,7 @@ FaultOptions parse_fault_spec(const std::string& spec) {
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
     const size_t eq = item.find('=');
-    if (eq == std::string::npos)
-      throw Error("--inject-faults: '{}' is not name=value", item);
+    if (eq == std::string::npos) throw Error("--inject-faults: '{}' is not name=value", item);
     const std::string name = item.substr(0, eq), value = item.substr(eq + 1);
     double v = 0.0;
     try {
@@ -29,18 +28,29 @@ FaultOptions parse_fault_spec(const std::string& spec) {
         throw Error("--inject-faults: '{}' is a probability in [0, 1], got {}", name, v);
       field = v;
     };
-    if (name == "429") probability(o.rate_limit);
-    else if (name == "500") probability(o.server_error);
-    else if (name == "malformed") probability(o.malformed);
-    else if (name == "truncated") probability(o.truncated);
-    else if (name == "slow") probability(o.slow);
-    else if (name == "slow_ms" && v >= 0 && v <= 600000) o.slow_ms = int(v);
-    else if (name == "429_burst" && v >= 1 && v <= 1000) o.rate_limit_burst = int(v);
-    else if (name == "retry_after" && v >= 0 && v <= 3600) o.retry_after_s = int(v);
-    else if (name == "seed" && v >= 0) o.seed = uint64_t(v);
+    if (name == "429")
+      probability(o.rate_limit);
+    else if (name == "500")
+      probability(o.server_error);
+    else if (name == "malformed")
+      probability(o.malformed);
+    else if (name == "truncated")
+      probability(o.truncated);
+    else if (name == "slow")
+      probability(o.slow);
+    else if (name == "slow_ms" && v >= 0 && v <= 600000)
+      o.slow_ms = int(v);
+    else if (name == "429_burst" && v >= 1 && v <= 1000)
+      o.rate_limit_burst = int(v);
+    else if (name == "retry_after" && v >= 0 && v <= 3600)
+      o.retry_after_s = int(v);
+    else if (name == "seed" && v >= 0)
+      o.seed = uint64_t(v);
     else
-      throw Error("--inject-faults: unknown or out-of-range item '{}' (known: 429, 500, malformed, "
-                  "truncated, slow, slow_ms, 429_burst, retry_after, seed)", item);
+      throw Error(
+          "--inject-faults: unknown or out-of-range item '{}' (known: 429, 500, malformed, "
+          "truncated, slow, slow_ms, 429_burst, retry_after, seed)",
+          item);
   }
   if (o.rate_limit + o.server_error + o.malformed + o.truncated + o.slow > 1.0)
     throw Error("--inject-faults: the probabilities add up to more than 1");

@@ -18,8 +18,10 @@ json bytes_json(const std::string& s) {
 
 json completion_logprobs(const Tokenizer& tok, const std::vector<TokenInfo>& tokens, size_t offset,
                          bool first_null_token, int32_t first_id) {
-  json out = {{"tokens", json::array()}, {"token_logprobs", json::array()},
-              {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+  json out = {{"tokens", json::array()},
+              {"token_logprobs", json::array()},
+              {"top_logprobs", json::array()},
+              {"text_offset", json::array()}};
   if (first_null_token) {
     const std::string s = token_string(tok, first_id);
     out["tokens"].push_back(s);

@@ -3,10 +3,9 @@
 // top_logprobs), and the streaming chunks of both.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "serve/engine.h"
 #include "tokenizer/tokenizer.h"
@@ -14,8 +13,8 @@
 namespace distill::serve {
 
 struct ResponseHeader {
-  std::string id;      // "cmpl-..." / "chatcmpl-..."
-  int64_t created = 0; // Unix seconds
+  std::string id;       // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;  // Unix seconds
   std::string model;
 };
 

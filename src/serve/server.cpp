@@ -46,11 +46,17 @@ Server::Server(const ServeOptions& options, std::function<void(const std::string
   try {
     chat_ = std::make_unique<ChatTemplate>(ChatTemplate::from_file(o_.model_dir));
   } catch (const Error& e) {
-    if (log_) log_(fmt::format("note: no chat template ({}); chat requests are rendered as "
-                               "\"role: content\" lines", e.what()));
+    if (log_)
+      log_(
+          fmt::format("note: no chat template ({}); chat requests are rendered as "
+                      "\"role: content\" lines",
+                      e.what()));
   }
-  int context = o_.context > 0 ? o_.context : model_->config().max_position;
-  if (model_->config().arch == Arch::Gpt2) context = std::min(context, model_->config().max_position);
+  // The KV cache holds max_batch x context positions: the default stays at 4096 so that a
+  // model with a long window (32k+) does not reserve gigabytes it will rarely use.
+  int context = o_.context > 0 ? o_.context : std::min(model_->config().max_position, 4096);
+  if (model_->config().arch == Arch::Gpt2)
+    context = std::min(context, model_->config().max_position);
   engine_ = std::make_unique<Engine>(*model_, *tok_, o_.max_batch, context, o_.max_queue);
   limiter_ = std::make_unique<RateLimiter>(o_.rpm, o_.tpm);
   if (!o_.usage_db.empty()) usage_ = std::make_unique<UsageStore>(o_.usage_db);
@@ -74,8 +80,7 @@ const ApiKey* Server::authenticate(const httplib::Request& req) const {
     throw ApiError(401, "invalid_request_error",
                    "You didn't provide an API key: send 'Authorization: Bearer <key>'", "",
                    "missing_api_key");
-  const ApiKey* key =
-      auth.rfind(prefix, 0) == 0 ? keys_.find(auth.substr(prefix.size())) : nullptr;
+  const ApiKey* key = auth.rfind(prefix, 0) == 0 ? keys_.find(auth.substr(prefix.size())) : nullptr;
   if (!key)
     throw ApiError(401, "invalid_request_error", "Incorrect API key provided", "",
                    "invalid_api_key");
@@ -87,7 +92,8 @@ void Server::answer_error(Call& call, httplib::Response& res, const std::excepti
   const ApiError err = api ? *api : ApiError(500, "server_error", e.what(), "", "internal_error");
   res.status = err.status;
   if (err.status == 429)
-    res.set_header("Retry-After", std::to_string(int64_t(std::ceil(std::max(1e-3, err.retry_after_s)))));
+    res.set_header("Retry-After",
+                   std::to_string(int64_t(std::ceil(std::max(1e-3, err.retry_after_s)))));
   res.set_content(to_json_text(err.body()), "application/json");
   finish(call, err.status);
 }
@@ -156,8 +162,10 @@ void Server::routes() {
     call.unix_time = unix_now();
     try {
       call.key = authenticate(req);
-      const json model = {{"id", model_name_}, {"object", "model"},
-                          {"created", int64_t(call.unix_time)}, {"owned_by", "distill"}};
+      const json model = {{"id", model_name_},
+                          {"object", "model"},
+                          {"created", int64_t(call.unix_time)},
+                          {"owned_by", "distill"}};
       if (req.matches.size() > 1) {
         if (req.matches[1] != model_name_)
           throw ApiError(404, "invalid_request_error",
@@ -188,12 +196,16 @@ void Server::routes() {
     Call call;
     call.endpoint = req.path.size() > 64 ? req.path.substr(0, 64) : req.path;
     call.unix_time = unix_now();
-    ApiError e(res.status, "invalid_request_error",
-               res.status == 404   ? fmt::format("Unknown request URL: {} {}", req.method, call.endpoint)
-               : res.status == 413 ? fmt::format("The request body is too large (limit {} bytes)",
-                                                 o_.max_body_bytes)
-                                   : fmt::format("HTTP error {}", res.status),
-               "", res.status == 404 ? "unknown_url" : res.status == 413 ? "request_too_large" : "");
+    ApiError e(
+        res.status, "invalid_request_error",
+        res.status == 404 ? fmt::format("Unknown request URL: {} {}", req.method, call.endpoint)
+        : res.status == 413
+            ? fmt::format("The request body is too large (limit {} bytes)", o_.max_body_bytes)
+            : fmt::format("HTTP error {}", res.status),
+        "",
+        res.status == 404   ? "unknown_url"
+        : res.status == 413 ? "request_too_large"
+                            : "");
     if (res.status >= 500) e.type = "server_error";
     res.set_content(to_json_text(e.body()), "application/json");
     finish(call, res.status);
@@ -224,7 +236,8 @@ int Server::bind() {
     port = -1;
   }
   if (port <= 0)
-    throw Error("cannot listen on {}:{} (in use, or not an address of this machine)", o_.host, o_.port);
+    throw Error("cannot listen on {}:{} (in use, or not an address of this machine)", o_.host,
+                o_.port);
   return port;
 }
 

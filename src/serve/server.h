@@ -27,7 +27,7 @@ namespace httplib {
 class Server;
 struct Request;
 struct Response;
-}
+}  // namespace httplib
 
 namespace distill {
 class Model;
@@ -43,20 +43,21 @@ class UsageStore;
 struct UsageRecord;
 
 struct ServeOptions {
-  std::string model_dir;           // the model directory (weights, config, tokenizer)
-  std::string model_name;          // the name clients ask for; "" = the directory's name
-  std::string host = "127.0.0.1";  // loopback unless told otherwise
-  int port = 8000;                 // 0: any free port (printed)
-  int max_batch = 16;              // sequences decoded together
-  int context = 0;                 // tokens per sequence (prompt + completion); 0: the model's
-  size_t max_body_bytes = 1 << 20; // larger bodies get 413
-  RequestLimits limits;            // max_tokens, n, logprobs, prompts per request
-  size_t max_queue = 256;          // waiting requests beyond this get 429
-  int http_threads = 64;           // connections served at once (each waits for its request)
-  std::string api_keys;            // key file (hashes); "" = no authentication
-  int rpm = 0, tpm = 0;            // default per-key limits per minute (0: none)
-  std::string usage_db;            // SQLite usage store; "" = none
-  FaultOptions faults;             // testing only (fault_injection.h)
+  std::string model_dir;            // the model directory (weights, config, tokenizer)
+  std::string model_name;           // the name clients ask for; "" = the directory's name
+  std::string host = "127.0.0.1";   // loopback unless told otherwise
+  int port = 8000;                  // 0: any free port (printed)
+  int max_batch = 16;               // sequences decoded together
+  int context = 0;                  // tokens per sequence (prompt + completion); 0: the
+                                    // model's window, at most 4096
+  size_t max_body_bytes = 1 << 20;  // larger bodies get 413
+  RequestLimits limits;             // max_tokens, n, logprobs, prompts per request
+  size_t max_queue = 256;           // waiting requests beyond this get 429
+  int http_threads = 64;            // connections served at once (each waits for its request)
+  std::string api_keys;             // key file (hashes); "" = no authentication
+  int rpm = 0, tpm = 0;             // default per-key limits per minute (0: none)
+  std::string usage_db;             // SQLite usage store; "" = none
+  FaultOptions faults;              // testing only (fault_injection.h)
 };
 
 class Server {

@@ -58,7 +58,8 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
     if (fault == Fault::Slow)
       std::this_thread::sleep_for(std::chrono::milliseconds(faults_->options().slow_ms));
     if (fault == Fault::Malformed) {
-      res.set_content("{\"id\": \"broken\", \"choices\": [{\"text\": \"unterminated", "application/json");
+      res.set_content("{\"id\": \"broken\", \"choices\": [{\"text\": \"unterminated",
+                      "application/json");
       finish(*call, 200);
       return;
     }
@@ -67,18 +68,19 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
     a = parse_api_request(req.body, chat, o_.limits);
     call->logprobs = a.logprobs;
     if (a.model != model_name_)
-      throw ApiError(404, "invalid_request_error",
-                     fmt::format("The model '{}' does not exist (this server serves '{}')",
-                                 a.model.size() > 200 ? a.model.substr(0, 200) + "..." : a.model,
-                                 model_name_),
-                     "model", "model_not_found");
+      throw ApiError(
+          404, "invalid_request_error",
+          fmt::format("The model '{}' does not exist (this server serves '{}')",
+                      a.model.size() > 200 ? a.model.substr(0, 200) + "..." : a.model, model_name_),
+          "model", "model_not_found");
     if (call->key) {
       std::string kind;
       if (auto wait = limiter_->admit(*call->key, &kind)) {
         metrics_->rate_limited(kind);
-        ApiError e(429, kind,
-                   fmt::format("Rate limit reached for key '{}': {} per minute", call->key->id, kind),
-                   "", "rate_limit_exceeded");
+        ApiError e(
+            429, kind,
+            fmt::format("Rate limit reached for key '{}': {} per minute", call->key->id, kind), "",
+            "rate_limit_exceeded");
         e.retry_after_s = *wait;
         throw e;
       }
@@ -139,7 +141,8 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
     if (int(longest) >= context)
       throw ApiError(400, "invalid_request_error",
                      fmt::format("This model's maximum context length is {} tokens, however the "
-                                 "prompt has {} tokens", context, longest),
+                                 "prompt has {} tokens",
+                                 context, longest),
                      chat ? "messages" : "prompt", "context_length_exceeded");
     const int room = context - int(longest);
     const int max_tokens =
@@ -175,7 +178,8 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
     }
     if (!engine_->submit(call->job)) {
       metrics_->rate_limited("queue");
-      ApiError e(429, "server_busy", "The server is busy: too many requests waiting", "", "queue_full");
+      ApiError e(429, "server_busy", "The server is busy: too many requests waiting", "",
+                 "queue_full");
       e.retry_after_s = 1;
       throw e;
     }
@@ -189,8 +193,8 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
       json choice = {{"index", i}, {"finish_reason", r.finish_reason}};
       if (chat) {
         choice["message"] = {{"role", "assistant"}, {"content", r.text}};
-        choice["logprobs"] = a.logprobs >= 0 ? json{{"content", chat_logprobs(*tok_, r.tokens)}}
-                                             : json();
+        choice["logprobs"] =
+            a.logprobs >= 0 ? json{{"content", chat_logprobs(*tok_, r.tokens)}} : json();
       } else {
         const std::string prefix = a.echo ? call->prompt_texts[p] : "";
         choice["text"] = prefix + r.text;
@@ -217,12 +221,11 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
     const std::string text = to_json_text(body);
     if (fault == Fault::Truncated) {
       // Promise the whole body, send half, then fail the provider: httplib closes the connection.
-      res.set_content_provider(
-          text.size(), "application/json",
-          [text](size_t offset, size_t, httplib::DataSink& sink) {
-            if (offset == 0) sink.write(text.data(), text.size() / 2);
-            return false;
-          });
+      res.set_content_provider(text.size(), "application/json",
+                               [text](size_t offset, size_t, httplib::DataSink& sink) {
+                                 if (offset == 0) sink.write(text.data(), text.size() / 2);
+                                 return false;
+                               });
       finish(*call, 200);
       return;
     }
@@ -244,7 +247,8 @@ void Server::stream(const std::shared_ptr<Call>& call, httplib::Response& res) {
   };
   if (!engine_->submit(call->job)) {
     metrics_->rate_limited("queue");
-    ApiError e(429, "server_busy", "The server is busy: too many requests waiting", "", "queue_full");
+    ApiError e(429, "server_busy", "The server is busy: too many requests waiting", "",
+               "queue_full");
     e.retry_after_s = 1;
     throw e;
   }
@@ -274,14 +278,18 @@ void Server::stream(const std::shared_ptr<Call>& call, httplib::Response& res) {
           *started = true;
           for (int i = 0; i < total; i++) {
             if (chat) {
-              if (!write(chunk({{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                {"logprobs", nullptr}, {"finish_reason", nullptr}})))
+              if (!write(chunk({{"index", i},
+                                {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                {"logprobs", nullptr},
+                                {"finish_reason", nullptr}})))
                 return false;
             } else if (a.echo) {
               const size_t p = size_t(i) / size_t(a.n);
               const std::string& text = call->prompt_texts[p];
               (*offsets)[size_t(i)] = text.size();
-              if (!write(chunk({{"index", i}, {"text", text}, {"logprobs", nullptr},
+              if (!write(chunk({{"index", i},
+                                {"text", text},
+                                {"logprobs", nullptr},
                                 {"finish_reason", nullptr}})))
                 return false;
             }
@@ -298,8 +306,9 @@ void Server::stream(const std::shared_ptr<Call>& call, httplib::Response& res) {
         }
         for (const StreamDelta& d : events) {
           call->tokens_out += int64_t(d.tokens.size());
-          json choice = {{"index", d.choice},
-                         {"finish_reason", d.finish_reason.empty() ? json() : json(d.finish_reason)}};
+          json choice = {
+              {"index", d.choice},
+              {"finish_reason", d.finish_reason.empty() ? json() : json(d.finish_reason)}};
           json lp;
           if (a.logprobs >= 0 && !d.tokens.empty())
             lp = chat ? json{{"content", chat_logprobs(*tok_, d.tokens)}}

@@ -32,8 +32,10 @@ std::string ServerMetrics::prometheus(const EngineStats& e) const {
                        k.second, n);
   head("distill_request_duration_seconds", "summary", "Request latency, by endpoint.");
   for (const auto& [k, v] : latency_) {
-    out += fmt::format("distill_request_duration_seconds_sum{{endpoint=\"{}\"}} {:.6f}\n", k, v.first);
-    out += fmt::format("distill_request_duration_seconds_count{{endpoint=\"{}\"}} {}\n", k, v.second);
+    out +=
+        fmt::format("distill_request_duration_seconds_sum{{endpoint=\"{}\"}} {:.6f}\n", k, v.first);
+    out +=
+        fmt::format("distill_request_duration_seconds_count{{endpoint=\"{}\"}} {}\n", k, v.second);
   }
   head("distill_rate_limited_total", "counter", "Requests refused with 429, by limit.");
   for (const auto& [k, n] : rate_limited_)

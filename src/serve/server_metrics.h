@@ -20,7 +20,7 @@ class ServerMetrics {
 
  private:
   mutable std::mutex mu_;
-  std::map<std::pair<std::string, int>, int64_t> requests_;  // (endpoint, status) -> count
+  std::map<std::pair<std::string, int>, int64_t> requests_;    // (endpoint, status) -> count
   std::map<std::string, std::pair<double, int64_t>> latency_;  // endpoint -> (sum s, count)
   std::map<std::string, int64_t> rate_limited_;
   int64_t tokens_in_ = 0, tokens_out_ = 0;

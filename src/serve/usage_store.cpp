@@ -20,8 +20,9 @@ void exec(sqlite3* db, const char* sql, const std::string& path) {
 }  // namespace
 
 UsageStore::UsageStore(const std::string& path) : path_(path) {
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                              SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
     const std::string m = db_ ? sqlite3_errmsg(db_) : "cannot open";
     sqlite3_close(db_);
     db_ = nullptr;
@@ -63,8 +64,10 @@ void UsageStore::record(const UsageRecord& r) {
   std::lock_guard<std::mutex> lock(mu_);
   sqlite3_reset(insert_);
   auto text = [&](int i, const std::string& s) {
-    if (s.empty()) sqlite3_bind_null(insert_, i);
-    else sqlite3_bind_text(insert_, i, s.c_str(), int(s.size()), SQLITE_TRANSIENT);
+    if (s.empty())
+      sqlite3_bind_null(insert_, i);
+    else
+      sqlite3_bind_text(insert_, i, s.c_str(), int(s.size()), SQLITE_TRANSIENT);
   };
   text(1, r.key_id);
   sqlite3_bind_double(insert_, 2, r.time);

@@ -18,7 +18,7 @@ struct UsageRecord {
   std::string prompt_sha256;  // of the prompt text or message JSON ("" when none was parsed)
   int64_t prompt_chars = 0;
   int64_t tokens_in = 0, tokens_out = 0;
-  int logprobs = -1;          // top entries asked for; -1: none
+  int logprobs = -1;  // top entries asked for; -1: none
   double latency_ms = 0.0;
   int status = 0;
 };
