@@ -6,6 +6,10 @@
 #include <httplib.h>
 #include <sqlite3.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -319,6 +323,35 @@ TEST_F(ServeTest, PerKeyRequestLimitAnswers429WithRetryAfter) {
   auto other = c.Post("/v1/completions", auth(), req.dump(), "application/json");
   ASSERT_TRUE(other);
   EXPECT_EQ(other->status, 200);
+}
+
+TEST_F(ServeTest, AClientLeavingMidStreamIsRecordedAndTheServerGoesOn) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(server_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // 4 x 64 chunks: still streaming when the client hangs up right after the first bytes.
+  const std::string body = json{{"model", "tiny"}, {"prompt", "stream me"}, {"max_tokens", 64},
+                                {"n", 4}, {"stream", true}}.dump();
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                              std::string(kKey) + "\r\nContent-Type: application/json\r\n" +
+                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(write(fd, request.data(), request.size()), ssize_t(request.size()));
+  char buf[256];
+  ASSERT_GT(read(fd, buf, sizeof buf), 0);  // the stream has started
+  close(fd);
+  // The server notices when its next write fails, cancels the request and records it as 499.
+  bool recorded = false;
+  for (int i = 0; i < 100 && !recorded; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    recorded = client().Get("/metrics")->body.find("status=\"499\"") != std::string::npos;
+  }
+  EXPECT_TRUE(recorded);
+  auto [s, ok] = post("/v1/completions", {{"model", "tiny"}, {"prompt", "next"}, {"max_tokens", 2}});
+  EXPECT_EQ(s, 200);
 }
 
 int64_t metric(const std::string& text, const std::string& name) {
