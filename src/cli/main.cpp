@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
   add("export", "write a model directory as GGUF for llama.cpp", distill::cli::add_export);
   add("import", "read a GGUF model into a model directory", distill::cli::add_import);
   add("tokenizer", "encode and decode text with a tokenizer", distill::cli::add_tokenizer);
+  add("serve", "serve a model behind an OpenAI-compatible HTTP API", distill::cli::add_serve);
+  add("harvest", "collect a served teacher's outputs (OpenAI-compatible API) as a dataset",
+      distill::cli::add_harvest);
   add("bench", "measure training throughput and GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {

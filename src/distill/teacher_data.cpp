@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -124,6 +125,38 @@ std::string resume_note(const DatasetWriter& w) {
 
 }  // namespace
 
+std::vector<PromptLine> read_prompt_file(const std::string& path) {
+  std::vector<PromptLine> out;
+  std::set<std::string> ids;
+  for_jsonl(path, [&](int64_t line, const nlohmann::json& j) {
+    PromptLine p;
+    p.line = line;
+    if (j.contains("prompt")) {
+      if (!j["prompt"].is_string())
+        throw Error("{} line {}: \"prompt\" must be a string", path, line);
+      p.prompt = j["prompt"].get<std::string>();
+    } else if (j.contains("messages")) {
+      if (!j["messages"].is_array())
+        throw Error("{} line {}: \"messages\" must be an array", path, line);
+      for (const auto& m : j["messages"]) {
+        if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
+            !m["role"].is_string() || !m["content"].is_string())
+          throw Error("{} line {}: each message needs \"role\" and \"content\" strings", path,
+                      line);
+        p.messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      }
+    } else {
+      throw Error("{} line {}: expected \"prompt\" or \"messages\"", path, line);
+    }
+    p.id = j.contains("id") ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump())
+                            : "line:" + std::to_string(line);
+    if (!ids.insert(p.id).second)
+      throw Error("{} line {}: duplicate prompt id '{}'", path, line, p.id);
+    out.push_back(std::move(p));
+  });
+  return out;
+}
+
 void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
   if (o.top_k <= 0) throw Error("--top-k must be positive");
   if (o.seq_len < 2) throw Error("--seq-len must be at least 2");
@@ -210,53 +243,36 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
   std::unique_ptr<ChatTemplate> chat;
   std::vector<WorkItem> items;
   int max_prompt = 0;
-  for_jsonl(o.prompts, [&](int64_t line, const nlohmann::json& j) {
+  for (const PromptLine& pl : read_prompt_file(o.prompts)) {
     std::string prompt;
-    if (j.contains("prompt")) {
-      if (!j["prompt"].is_string())
-        throw Error("{} line {}: \"prompt\" must be a string", o.prompts, line);
-      prompt = j["prompt"].get<std::string>();
-    } else if (j.contains("messages")) {
-      if (!j["messages"].is_array())
-        throw Error("{} line {}: \"messages\" must be an array", o.prompts, line);
+    if (pl.prompt) {
+      prompt = *pl.prompt;
+    } else {
       if (!chat) {
         try {
           chat = std::make_unique<ChatTemplate>(ChatTemplate::from_file(o.teacher));
         } catch (const Error& e) {
           throw Error("{} line {}: messages need the teacher's chat template: {}", o.prompts,
-                      line, e.what());
+                      pl.line, e.what());
         }
-      }
-      std::vector<ChatMessage> messages;
-      for (const auto& m : j["messages"]) {
-        if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
-            !m["role"].is_string() || !m["content"].is_string())
-          throw Error("{} line {}: each message needs \"role\" and \"content\" strings",
-                      o.prompts, line);
-        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
       }
       ChatTemplateOptions co;
       co.add_generation_prompt = true;
-      prompt = chat->apply(messages, co);
-    } else {
-      throw Error("{} line {}: expected \"prompt\" or \"messages\"", o.prompts, line);
+      prompt = chat->apply(pl.messages, co);
     }
-    const std::string id = j.contains("id")
-                               ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump())
-                               : "line:" + std::to_string(line);
-    std::vector<int32_t> ids = tok->encode(prompt, EncodeOptions{true, j.contains("messages")});
-    if (ids.empty()) throw Error("{} line {}: the prompt is empty", o.prompts, line);
+    std::vector<int32_t> ids = tok->encode(prompt, EncodeOptions{true, !pl.prompt});
+    if (ids.empty()) throw Error("{} line {}: the prompt is empty", o.prompts, pl.line);
     max_prompt = std::max(max_prompt, int(ids.size()));
     for (int s = 0; s < o.num_samples; s++) {
       WorkItem w;
-      w.id = id;
+      w.id = pl.id;
       w.sample = s;
       w.prompt = prompt;
       w.tokens = ids;
       w.source = o.prompts;
       items.push_back(w);
     }
-  });
+  }
   if (items.empty()) throw Error("{}: no prompts", o.prompts);
   int context = max_prompt + o.max_tokens;
   if (model->config().arch == Arch::Gpt2) context = std::min(context, model->config().max_position);

@@ -5,8 +5,11 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "tokenizer/chat_template.h"
 
 namespace distill {
 
@@ -46,6 +49,19 @@ struct GenerateDataOptions {
   std::string encoding = "compact";
   bool resume = false;
 };
+
+// One line of a prompt file (`distill generate`, `distill harvest`): {"prompt": text} or
+// {"messages": [{"role", "content"}, ...]}, with an optional "id" (a string, or any JSON value
+// used as its text; "line:N" when absent).
+struct PromptLine {
+  int64_t line = 0;
+  std::string id;
+  std::optional<std::string> prompt;   // set for "prompt" lines
+  std::vector<ChatMessage> messages;   // set for "messages" lines
+};
+// Errors name the file and line: not JSON, neither "prompt" nor "messages", wrong types, a
+// duplicate id.
+std::vector<PromptLine> read_prompt_file(const std::string& path);
 
 void score_text(const ScoreOptions& options, const TeacherDataProgressFn& progress);
 void generate_data(const GenerateDataOptions& options, const TeacherDataProgressFn& progress);
