@@ -98,7 +98,9 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, int32_t>>& vocab,
   merge_values_.resize(capacity);
   const size_t prefix_len = config_.continuing_subword_prefix.size();
   for (size_t rank = 0; rank < merges.size(); rank++) {
-    const auto& [left, right] = merges[rank];
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture those in a lambda.
+    const std::string& left = merges[rank].first;
+    const std::string& right = merges[rank].second;
     auto lookup = [&](const std::string& text) {
       auto id = token_id(text);
       if (!id)

@@ -67,7 +67,8 @@ class Args {
       : fn_(fn), pos_(pos), kw_(kw), names_(names) {
     if (pos.size() > names_.size())
       throw Error("{}() takes at most {} arguments ({} given)", fn, names_.size(), pos.size());
-    for (const auto& [k, v] : kw) {
+    for (const auto& entry : kw) {
+      const auto& k = entry.first;  // not a structured binding: clang 14 cannot capture one
       auto it = std::find_if(names_.begin(), names_.end(), [&](const char* n) { return k == n; });
       if (it == names_.end()) throw Error("{}() got an unexpected keyword argument '{}'", fn, k);
       if (size_t(it - names_.begin()) < pos.size()) throw Error("{}() got multiple values for '{}'", fn, k);
