@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   add("export", "write a model directory as GGUF for llama.cpp", distill::cli::add_export);
   add("import", "read a GGUF model into a model directory", distill::cli::add_import);
   add("tokenizer", "encode and decode text with a tokenizer", distill::cli::add_tokenizer);
-  add("bench", "measure training throughput and GEMM peak (see scripts/bench)",
+  add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {
     app.parse(argc, argv);
