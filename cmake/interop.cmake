@@ -6,7 +6,8 @@
 # the matching llama.cpp source as a git bundle. At configure time the public headers (llama.h,
 # ggml*.h) are checked out of that bundle into the build tree — never into the source tree — and
 # tests/interop/llama_peer.cpp is built against them and linked with the prebuilt libraries.
-# tests/interop_test.cpp drives it.
+# tests/interop_test.cpp drives it. bench/llama_gen_peer.cpp, the peer of `scripts/bench generate`,
+# is built the same way.
 set(DISTILL_INTEROP_NODE_MODULES "${CMAKE_SOURCE_DIR}/tests/interop/node_modules")
 set(_interop_bundle "${DISTILL_INTEROP_NODE_MODULES}/node-llama-cpp/llama/gitRelease.bundle")
 set(_interop_bins "${DISTILL_INTEROP_NODE_MODULES}/@node-llama-cpp/linux-x64/bins/linux-x64")
@@ -71,6 +72,14 @@ if(_interop_on)
                         "${_interop_ggml_base}")
   target_compile_definitions(llama_peer PRIVATE LLAMA_PEER_BACKEND_DIR="${_interop_bins}")
   set_target_properties(llama_peer PROPERTIES BUILD_RPATH "${_interop_bins}")
+  # The generation benchmark's peer (scripts/bench generate), same headers and libraries.
+  add_executable(llama_gen_peer bench/llama_gen_peer.cpp)
+  target_include_directories(llama_gen_peer SYSTEM PRIVATE "${_interop_src}/include"
+                             "${_interop_src}/ggml/include")
+  target_link_libraries(llama_gen_peer PRIVATE ${_interop_llama} ${_interop_ggml}
+                        "${_interop_ggml_base}")
+  target_compile_definitions(llama_gen_peer PRIVATE LLAMA_PEER_BACKEND_DIR="${_interop_bins}")
+  set_target_properties(llama_gen_peer PROPERTIES BUILD_RPATH "${_interop_bins}")
   message(STATUS "GGUF interop: llama.cpp peer from ${_interop_bins}")
 endif()
 

@@ -341,6 +341,48 @@ TEST(Matmul, FiniteDifferences) {
   expect_fd("bias", b, gb, loss, rng);
 }
 
+// The few-rows kernel behind matmul_forward for N <= kMatmulRowsMax (decode steps): odd sizes,
+// vector tails (IC not a multiple of 16), every row count up to past one block of 8, and
+// matrices large enough to be split across threads.
+TEST(MatmulRows, MatchesReference) {
+  std::mt19937 rng(305);
+  const struct { int IC, OC; } shapes[] = {{1, 1}, {7, 5}, {16, 17}, {33, 40}, {100, 9},
+                                           {300, 230}, {1024, 97}};
+  for (auto [IC, OC] : shapes)
+    for (int M : {1, 2, 3, 5, 8, 9, 13, 16})
+      for (bool with_bias : {true, false}) {
+        SCOPED_TRACE(fmt::format("M={} IC={} OC={} bias={}", M, IC, OC, with_bias));
+        const Vec x = uniform(size_t(M) * IC, rng), w = uniform(size_t(OC) * IC, rng);
+        const Vec b = with_bias ? uniform(OC, rng) : Vec{};
+        Vec out(size_t(M) * OC, NAN), rout(out.size());
+        matmul_rows_forward(out.data(), x.data(), w.data(), ptr(b), M, IC, OC);
+        ref::matmul_forward(rout.data(), x.data(), w.data(), ptr(b), M, IC, OC);
+        expect_close("out", out, rout, rtol_for(IC));
+      }
+}
+
+// A row's result does not depend on the other rows in the call or on the thread count: a
+// sequence decoded alone gets the same logits, bit for bit, as inside a batch.
+TEST(MatmulRows, RowsAreBitIdenticalAloneOrBatchedAndAcrossThreads) {
+  std::mt19937 rng(306);
+  const int M = 13, IC = 385, OC = 203;  // > 64k weights: the threaded path
+  const Vec x = uniform(size_t(M) * IC, rng), w = uniform(size_t(OC) * IC, rng),
+            b = uniform(OC, rng);
+  Vec batched(size_t(M) * OC);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  matmul_rows_forward(batched.data(), x.data(), w.data(), b.data(), M, IC, OC);
+  omp_set_num_threads(1);
+  for (int m = 0; m < M; m++) {
+    Vec alone(OC);
+    matmul_rows_forward(alone.data(), x.data() + size_t(m) * IC, w.data(), b.data(), 1, IC, OC);
+    EXPECT_TRUE(bit_identical(alone, Vec(batched.begin() + size_t(m) * OC,
+                                         batched.begin() + size_t(m + 1) * OC)))
+        << "row " << m;
+  }
+  omp_set_num_threads(saved);
+}
+
 // gemm with every transpose combination, padded leading dimensions (the padding columns of C
 // must not be written: the reference leaves them), alpha != 1 and beta in {0, 1} (the values
 // matmul.cpp's gemm accepts).

@@ -1,6 +1,8 @@
 // Our side of scripts/bench: `bench train` times training steps of a preset on random tokens;
-// `bench gemm` measures this machine's GEMM peak through the same oneDNN path the kernels use.
-// Each prints one JSON line; scripts/bench runs the peer in the same session and prints ratios.
+// `bench gemm` measures this machine's GEMM peak through the same oneDNN path the kernels use;
+// `bench generate` times prompt processing and generation through the batched Generator, exactly
+// as bench/llama_gen_peer.cpp times llama.cpp. Each prints JSON lines; scripts/bench runs the peer
+// in the same session and prints ratios.
 #include <omp.h>
 
 #include <algorithm>
@@ -12,6 +14,9 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "formats/gguf_import.h"
+#include "formats/model_dir.h"
+#include "infer/generator.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/presets.h"
@@ -38,6 +43,17 @@ struct BenchGemmOptions {
   std::string precision = "f32";
 };
 
+struct BenchGenerateOptions {
+  std::string model;         // model directory or .gguf file; empty: --preset, random weights
+  std::string preset = "llama-bench";
+  uint64_t seed = 1;         // of the random weights
+  std::string save_model;    // write the (random) model here as a model directory and stop
+  std::vector<int> batches = {1, 8};
+  int prompt_tokens = 128;   // P per sequence
+  int gen_tokens = 96;       // G per sequence, after the first token
+  int reps = 5;              // timed repetitions per batch size, after one warm-up
+};
+
 MatmulPrecision parse_precision(const std::string& p) {
   if (p == "f32") return MatmulPrecision::F32;
   if (p == "bf16") return MatmulPrecision::BF16;
@@ -46,7 +62,9 @@ MatmulPrecision parse_precision(const std::string& p) {
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
+  if (v.empty()) return 0.0;
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // Training FLOPs per token, as ../shared/PEERS.md counts them: 6 x (matmul parameters, LM head
@@ -101,6 +119,76 @@ int run_train(const BenchTrainOptions& o) {
   return 0;
 }
 
+// Per batch size B and repetition: B prompts of P tokens through Generator::generate (greedy,
+// max_tokens 1 + G). The prompt-processing time runs from the call to the moment every sequence
+// has its first token (the prefill forward pass and B greedy picks); the generation time from
+// then to the return (G decode steps of B rows). Prompt token t of sequence b is
+// (b*977 + t*131 + 7) mod V, as in bench/llama_gen_peer.cpp.
+int run_generate(const BenchGenerateOptions& o) {
+  std::unique_ptr<Model> model;
+  std::string source;
+  if (!o.model.empty()) {
+    const bool gguf = o.model.size() > 5 && o.model.compare(o.model.size() - 5, 5, ".gguf") == 0;
+    model = gguf ? load_gguf_model(o.model) : load_model_dir(o.model);
+    source = o.model;
+  } else {
+    model = std::make_unique<Model>(model_preset(o.preset));
+    model->init_weights(o.seed);
+    source = "preset " + o.preset;
+  }
+  if (!o.save_model.empty()) {
+    save_model_dir(*model, o.save_model);
+    std::printf("wrote %s (%s, %zu parameters)\n", o.save_model.c_str(), source.c_str(),
+                model->num_params());
+    return 0;
+  }
+  const int P = o.prompt_tokens, G = o.gen_tokens, V = model->config().vocab_size;
+  if (P < 1 || G < 1 || o.reps < 1) throw Error("bench generate: P, G and reps must be positive");
+  for (int B : o.batches) {
+    if (B < 1) throw Error("bench generate: batch size {} is not positive", B);
+    std::vector<std::vector<int32_t>> prompts(B);
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < P; t++)
+        prompts[b].push_back(int32_t((int64_t(b) * 977 + int64_t(t) * 131 + 7) % V));
+    Generator gen(*model, B, P + G + 1);
+    GenerateOptions g;
+    g.sampling.temperature = 0.0f;
+    g.max_tokens = 1 + G;
+    Clock::time_point first;
+    int firsts = 0;
+    g.stop = [&](int, const std::vector<int32_t>& tokens) {
+      if (tokens.size() == 1 && ++firsts == B) first = Clock::now();
+      return false;
+    };
+    std::vector<double> pp, tg;
+    for (int r = 0; r <= o.reps; r++) {
+      firsts = 0;
+      const auto t0 = Clock::now();
+      const std::vector<Generation> out = gen.generate(prompts, g);
+      const auto t1 = Clock::now();
+      DISTILL_CHECK(firsts == B);
+      for (const Generation& x : out) DISTILL_CHECK(int(x.tokens.size()) == 1 + G);
+      if (r == 0) continue;  // warm-up: buffers, oneDNN primitives
+      pp.push_back(double(B) * P / std::chrono::duration<double>(first - t0).count());
+      tg.push_back(double(B) * G / std::chrono::duration<double>(t1 - first).count());
+    }
+    nlohmann::json j = {{"peer", "distill"},
+                        {"model", source},
+                        {"params", model->num_params()},
+                        {"batch", B},
+                        {"prompt_tokens", P},
+                        {"gen_tokens", G},
+                        {"threads", omp_get_max_threads()},
+                        {"pp_tokens_per_s", median(pp)},
+                        {"tg_tokens_per_s", median(tg)},
+                        {"pp_runs", pp},
+                        {"tg_runs", tg}};
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int run_gemm(const BenchGemmOptions& o) {
   const int n = o.size;
   FloatBuffer a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
@@ -140,8 +228,23 @@ VerbRun add_bench(CLI::App& app) {
   gemm_cmd->add_option("--size", g->size, "matrix size n (n x n x n)");
   gemm_cmd->add_option("--reps", g->reps, "timed repetitions");
   gemm_cmd->add_option("--precision", g->precision, "f32 or bf16");
-  return [&app, t, g, train]() {
+  auto gen = std::make_shared<BenchGenerateOptions>();
+  CLI::App* gen_cmd = app.add_subcommand(
+      "generate", "time prompt processing and generation (batched, KV cache, greedy)");
+  gen_cmd->add_option("--model", gen->model, "model directory or .gguf file (default: --preset)");
+  gen_cmd->add_option("--preset", gen->preset, "model preset with random weights");
+  gen_cmd->add_option("--seed", gen->seed, "seed of the random weights");
+  gen_cmd->add_option("--save-model", gen->save_model,
+                      "write the model as a model directory here and stop (to export it)");
+  gen_cmd->add_option("--batches", gen->batches, "batch sizes (sequences decoded together)")
+      ->delimiter(',');
+  gen_cmd->add_option("--prompt-tokens", gen->prompt_tokens, "prompt tokens per sequence");
+  gen_cmd->add_option("--gen-tokens", gen->gen_tokens,
+                      "generated tokens per sequence timed (after the first)");
+  gen_cmd->add_option("--reps", gen->reps, "timed repetitions per batch size (after a warm-up)");
+  return [&app, t, g, gen, train, gen_cmd]() {
     if (train->parsed()) return run_train(*t);
+    if (gen_cmd->parsed()) return run_generate(*gen);
     return run_gemm(*g);
   };
 }

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   add("serve", "serve a model behind an OpenAI-compatible HTTP API", distill::cli::add_serve);
   add("harvest", "collect a served teacher's outputs (OpenAI-compatible API) as a dataset",
       distill::cli::add_harvest);
-  add("bench", "measure training throughput and GEMM peak (see scripts/bench)",
+  add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {
     app.parse(argc, argv);

@@ -2,6 +2,8 @@
 // 64-byte-aligned allocation, carved into tensors (as in llm.c), so they are easy to zero,
 // checkpoint and (later) all-reduce as one block.
 #pragma once
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
@@ -17,10 +19,20 @@ class FloatBuffer {
   FloatBuffer() = default;
   explicit FloatBuffer(size_t count) { resize(count); }
   // Reallocates (contents are not kept) and zero-fills.
+  //
+  // Buffers of 4 MB and more are 2 MB-aligned and asked to be backed by transparent huge pages
+  // (this machine's THP mode is "madvise"): a decode step streams every weight once, and with
+  // 4 KB pages that stream ran at ~24 GB/s on one thread against ~30 GB/s with 2 MB pages
+  // (fewer TLB misses, and the prefetchers do not stop at 4 KB page boundaries).
   void resize(size_t count) {
-    const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
-    data_.reset(bytes ? static_cast<float*>(std::aligned_alloc(64, bytes)) : nullptr);
+    constexpr size_t kHuge = size_t(2) << 20;
+    size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+    const bool huge = bytes >= 2 * kHuge;
+    if (huge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+    data_.reset(bytes ? static_cast<float*>(std::aligned_alloc(huge ? kHuge : 64, bytes))
+                      : nullptr);
     if (bytes && !data_) throw std::bad_alloc();
+    if (huge) madvise(data_.get(), bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
     size_ = count;
     bytes_ = bytes;
     zero();

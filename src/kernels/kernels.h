@@ -55,6 +55,13 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      const float* inp, const float* weight, int N, int IC, int OC,
                      MatmulPrecision prec = MatmulPrecision::F32);
 
+// ---- matmul_rows.cpp ---- the forward above for a few rows (decode steps), F32 only: weights
+// streamed once for all M rows, no oneDNN call. matmul_forward uses it for N <= kMatmulRowsMax.
+// Results do not depend on M or the thread count (each element is summed in one fixed order).
+inline constexpr int kMatmulRowsMax = 16;
+void matmul_rows_forward(float* out, const float* inp, const float* weight, const float* bias,
+                         int M, int IC, int OC);
+
 // General row-major GEMM used by the kernels above and by attention:
 // C (M,N) = alpha * op(A) @ op(B) + beta * C, op(X) = X^T when trans_x. lda/ldb/ldc are row strides.
 // beta must be 0 (overwrite) or 1 (accumulate): the only two the kernels need.

@@ -134,6 +134,10 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
                     int IC, int OC, MatmulPrecision prec) {
+  if (prec == MatmulPrecision::F32 && N <= kMatmulRowsMax) {
+    matmul_rows_forward(out, inp, weight, bias, N, IC, OC);
+    return;
+  }
   gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC, prec);
   if (bias) {
 #pragma omp parallel for schedule(static) if (size_t(N) * OC > kParallelMin)

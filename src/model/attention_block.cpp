@@ -121,8 +121,9 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
   const int QKV = int(qkv_width(s)), HD = s.HD, half = HD / 2, group = s.NH / s.NKV;
   const float scale = 1.0f / std::sqrt(float(HD));
   matmul_forward(qkv, inp, w.qkv_w, w.qkv_b, R, s.C, QKV);
-  // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache.
-#pragma omp parallel for schedule(static)
+  // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache. A decode
+  // step's few rows are less work than waking the thread team.
+#pragma omp parallel for schedule(static) if (size_t(R) * QKV > kParallelMin)
   for (int r = 0; r < R; r++) {
     float* q = qkv + size_t(r) * QKV;
     float* k = q + size_t(s.NH) * HD;
@@ -147,7 +148,9 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
   // Each (row, head) attends to its slot's positions 0..pos.
 #pragma omp parallel
   {
-    std::vector<float> scores(cache.max_len);
+    // Per-thread scores, kept between calls (no allocation per layer and step).
+    thread_local std::vector<float> scores;
+    if (scores.size() < size_t(cache.max_len)) scores.resize(cache.max_len);
 #pragma omp for schedule(static)
     for (int rh = 0; rh < R * s.NH; rh++) {
       const int r = rh / s.NH, h = rh % s.NH, g = h / group;
