@@ -240,6 +240,8 @@ TEST(TeacherData, TrainKilledWithSigkillResumesBitIdentically) {
   const auto want = run_losses(straight);
   EXPECT_EQ(want.size(), 30u * 3 + 3u);  // loss, loss_kl, loss_ce per step; 3 evaluations
   EXPECT_EQ(run_losses(killed), want);
+  // The resumed run's student still says which tokenizer it uses (it once lost the metadata).
+  EXPECT_EQ(model_tokenizer_fingerprint((killed / "model").string()), ByteTokenizer::kFingerprint);
 }
 
 TEST(TeacherData, OfflineDistillationLowersTheLossAndChecksTheTokenizer) {

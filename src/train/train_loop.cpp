@@ -37,8 +37,11 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   if (ckpt && !o.resume)
     throw Error("{}: run directory already has checkpoints ({}); pass --resume to continue it "
                 "or choose another --out", o.out, fs::path(*ckpt).filename().string());
-  const ModelConfig config = ckpt ? ModelConfig::from_file(*ckpt + "/config.json")
-                                  : task.model_config();
+  // The task's config is built on resume too: that is where it checks the data against the
+  // model (vocabulary, tokenizer) and learns the metadata the saved model carries (a resumed
+  // distill run once saved a student without its tokenizer fingerprint).
+  const ModelConfig task_config = task.model_config();
+  const ModelConfig config = ckpt ? ModelConfig::from_file(*ckpt + "/config.json") : task_config;
   Model model(config);
   model.set_precision(precision);
   AdamW optimizer(model, AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
