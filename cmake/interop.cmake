@@ -65,21 +65,19 @@ if(_interop_on)
     message(FATAL_ERROR "prebuilt llama.cpp libraries not found in ${_interop_bins}")
   endif()
 
-  add_executable(llama_peer tests/interop/llama_peer.cpp)
-  target_include_directories(llama_peer SYSTEM PRIVATE "${_interop_src}/include"
-                             "${_interop_src}/ggml/include")
-  target_link_libraries(llama_peer PRIVATE ${_interop_llama} ${_interop_ggml}
-                        "${_interop_ggml_base}")
-  target_compile_definitions(llama_peer PRIVATE LLAMA_PEER_BACKEND_DIR="${_interop_bins}")
-  set_target_properties(llama_peer PROPERTIES BUILD_RPATH "${_interop_bins}")
-  # The generation benchmark's peer (scripts/bench generate), same headers and libraries.
-  add_executable(llama_gen_peer bench/llama_gen_peer.cpp)
-  target_include_directories(llama_gen_peer SYSTEM PRIVATE "${_interop_src}/include"
-                             "${_interop_src}/ggml/include")
-  target_link_libraries(llama_gen_peer PRIVATE ${_interop_llama} ${_interop_ggml}
-                        "${_interop_ggml_base}")
-  target_compile_definitions(llama_gen_peer PRIVATE LLAMA_PEER_BACKEND_DIR="${_interop_bins}")
-  set_target_properties(llama_gen_peer PROPERTIES BUILD_RPATH "${_interop_bins}")
+  # A program against llama.cpp's C API: the bundle's headers, the prebuilt libraries.
+  function(distill_llama_cpp_program name source)
+    add_executable(${name} ${source})
+    target_include_directories(${name} SYSTEM PRIVATE "${_interop_src}/include"
+                               "${_interop_src}/ggml/include")
+    target_link_libraries(${name} PRIVATE ${_interop_llama} ${_interop_ggml}
+                          "${_interop_ggml_base}")
+    target_compile_definitions(${name} PRIVATE LLAMA_PEER_BACKEND_DIR="${_interop_bins}")
+    set_target_properties(${name} PROPERTIES BUILD_RPATH "${_interop_bins}")
+  endfunction()
+  distill_llama_cpp_program(llama_peer tests/interop/llama_peer.cpp)
+  # The generation benchmark's peer (scripts/bench generate).
+  distill_llama_cpp_program(llama_gen_peer bench/llama_gen_peer.cpp)
   message(STATUS "GGUF interop: llama.cpp peer from ${_interop_bins}")
 endif()
 

@@ -194,6 +194,17 @@ TEST(TeacherData, BadPromptLinesNameFileAndLine) {
                fs::file_size(dir / "ds" / "records.jsonl") > 0);
 }
 
+// The teacher's scores of write_text's text (windows of 64) as a dataset in dir/ds.
+ScoreOptions scored_dataset(const fs::path& dir) {
+  ScoreOptions s;
+  s.teacher = make_teacher(dir);
+  s.text = {write_text(dir)};
+  s.out = (dir / "ds").string();
+  s.seq_len = 64;
+  score_text(s, [](const TeacherDataProgress&) {});
+  return s;
+}
+
 // Losses (and held-out losses) of a run, with their steps: everything but the timings.
 std::vector<std::string> run_losses(const fs::path& run) {
   std::ifstream in(run / "metrics.jsonl");
@@ -211,12 +222,7 @@ std::vector<std::string> run_losses(const fs::path& run) {
 // until it finishes writes the same losses, bit for bit, as an uninterrupted run.
 TEST(TeacherData, TrainKilledWithSigkillResumesBitIdentically) {
   const fs::path dir = temp_dir("train-kill");
-  ScoreOptions s;
-  s.teacher = make_teacher(dir);
-  s.text = {write_text(dir)};
-  s.out = (dir / "ds").string();
-  s.seq_len = 64;
-  score_text(s, [](const TeacherDataProgress&) {});
+  const ScoreOptions s = scored_dataset(dir);
   const std::string args =
       fmt::format("train --dataset {} --student-preset gpt2-tiny --loss kl=0.5,ce=0.5 "
                   "--steps 30 --seq-len 64 --batch-size 4 --eval-every 10 --eval-batches 2 "
@@ -246,12 +252,7 @@ TEST(TeacherData, TrainKilledWithSigkillResumesBitIdentically) {
 
 TEST(TeacherData, OfflineDistillationLowersTheLossAndChecksTheTokenizer) {
   const fs::path dir = temp_dir("offline");
-  ScoreOptions s;
-  s.teacher = make_teacher(dir);
-  s.text = {write_text(dir)};
-  s.out = (dir / "ds").string();
-  s.seq_len = 64;
-  score_text(s, [](const TeacherDataProgress&) {});
+  const ScoreOptions s = scored_dataset(dir);
 
   DistillTrainOptions o;
   o.dataset = s.out;
