@@ -46,6 +46,8 @@ VerbRun add_generate(CLI::App& app) {
   app.add_option("--stop", o->stop, "stop strings (repeatable)");
   app.add_option("--encoding", o->encoding, "log-probability encoding: compact or exact");
   app.add_flag("--resume", o->resume, "continue an interrupted dataset");
+  app.add_option("--watermark", o->watermark,
+                 "watermark key file (distill detect keygen): watermark the completions");
   return [o]() {
     generate_data(*o, display(std::make_shared<std::unique_ptr<ProgressBar>>()));
     std::printf("dataset written to %s\n", o->out.c_str());

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   add("serve", "serve a model behind an OpenAI-compatible HTTP API", distill::cli::add_serve);
   add("harvest", "collect a served teacher's outputs (OpenAI-compatible API) as a dataset",
       distill::cli::add_harvest);
+  add("detect", "watermark keys; detect a watermark in text or in a model trained on it",
+      distill::cli::add_detect);
   add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "data/dataset.h"
 #include "formats/model_dir.h"
+#include "forensics/watermark.h"
 #include "infer/generator.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/byte_tokenizer_adapter.h"
@@ -283,6 +284,12 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
   nlohmann::json sampling = {{"mode", "generate"}, {"temperature", o.temperature},
                              {"top_p", o.top_p}, {"top_k", o.top_k_sampling}, {"min_p", o.min_p},
                              {"max_tokens", o.max_tokens}, {"seed", o.seed}};
+  std::unique_ptr<WatermarkProcessor> watermark;
+  if (!o.watermark.empty()) {
+    const WatermarkKey key = load_watermark_key(o.watermark);
+    watermark = std::make_unique<WatermarkProcessor>(key, o.temperature);
+    sampling["watermark"] = key.describe();  // the parameters, never the secret
+  }
   DatasetWriter writer = DatasetWriter::open(
       o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, sampling), o.resume);
   std::vector<const WorkItem*> todo;
@@ -320,7 +327,7 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
     go.request_seeds.clear();
     for (size_t i = begin; i < end; i++)
       go.request_seeds.push_back(o.seed ^ (fnv1a(todo[i]->id) * 1000003u + uint64_t(todo[i]->sample)));
-    out = gen.generate(prompts, go);
+    out = gen.generate(prompts, go, watermark.get());
     for (size_t i = begin; i < end; i++) {
       const WorkItem& w = *todo[i];
       const Generation& g = out[i - begin];

@@ -48,6 +48,7 @@ struct GenerateDataOptions {
   std::vector<std::string> stop;   // stop strings
   std::string encoding = "compact";
   bool resume = false;
+  std::string watermark;           // watermark key file (forensics/watermark.h); "" = none
 };
 
 // One line of a prompt file (`distill generate`, `distill harvest`): {"prompt": text} or
