@@ -5,6 +5,7 @@
 // random-key calibration (uniform with dedup, not without it on repetitive text), the open-model
 // observations against a plain forward pass, and the CLI end to end.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -22,6 +23,7 @@
 #include "infer/generator.h"
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer.h"
+#include "serve_process.h"
 
 using namespace distill;
 namespace fs = std::filesystem;
@@ -360,5 +362,44 @@ TEST(Watermark, CliGeneratesDetectsAndReportsErrors) {
   std::ofstream(d + "/texts.jsonl") << "{\"text\": \"and the lord\"}\n";
   out = run(bin + " detect text " + d + "/texts.jsonl --key " + d + "/key.json");
   EXPECT_NE(out.find("needs --tokenizer"), std::string::npos) << out;
+  fs::remove_all(dir);
+}
+
+TEST(Watermark, ServedCompletionsCarryTheWatermark) {
+  const fs::path dir = temp_dir("serve");
+  const std::string model = testing_serve::save_tiny_model(dir / "model", 3);
+  for (const char* scheme : {"kirchenbauer", "aaronson"}) {
+    const std::string key = (dir / (std::string(scheme) + ".json")).string();
+    const std::string out = run(std::string(DISTILL_BINARY) + " detect keygen --out " + key +
+                                " --scheme " + scheme + " --context 2 --delta 3 --secret-seed 5");
+    ASSERT_NE(out.find("[exit 0]"), std::string::npos) << out;
+    testing_serve::ServeProcess server({"--model", model, "--watermark", key},
+                                       (dir / "serve.log").string());
+    httplib::Client client("127.0.0.1", server.port());
+    client.set_read_timeout(60);
+    const nlohmann::json body = {{"model", "model"}, {"prompt", "In the beginning"},
+                                 {"max_tokens", 120}, {"temperature", 1.2}, {"n", 6},
+                                 {"seed", 1}};
+    auto res = client.Post("/v1/completions", body.dump(), "application/json");
+    ASSERT_TRUE(res) << scheme;
+    ASSERT_EQ(res->status, 200) << res->body;
+    const nlohmann::json reply = nlohmann::json::parse(res->body);
+    std::vector<TokenText> texts;
+    for (const auto& choice : reply["choices"]) {
+      const std::string prompt = "In the beginning", text = choice["text"];
+      TokenText t{"c", {}, int32_t(prompt.size())};
+      for (unsigned char c : prompt + text) t.ids.push_back(c);
+      texts.push_back(t);
+    }
+    ASSERT_EQ(texts.size(), 6u);
+    const WatermarkKey k = load_watermark_key(key);
+    const DetectionResult r = score_observations(k, text_observations(texts), {});
+    EXPECT_GT(r.z, 4.0) << scheme << ": T " << r.scored << " score " << r.score;
+    // Another key sees nothing.
+    const uint64_t other = 99;
+    const DetectionResult q =
+        score_observations(with_new_secret(k, &other), text_observations(texts), {});
+    EXPECT_LT(q.z, 4.0) << scheme;
+  }
   fs::remove_all(dir);
 }

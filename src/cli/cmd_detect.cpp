@@ -26,6 +26,7 @@ struct KeygenOptions {
   std::string scheme = "kirchenbauer", seeding = "left-hash";
   double gamma = 0.25, delta = 2.0;
   int context = 1;
+  int64_t secret_seed = -1;
 };
 
 struct TextOptions {
@@ -112,7 +113,12 @@ int run_keygen(const KeygenOptions& o) {
   k.gamma = o.gamma;
   k.delta = o.delta;
   k.context = o.context;
-  k = with_new_secret(k);
+  if (o.secret_seed >= 0) {
+    const uint64_t seed = uint64_t(o.secret_seed);
+    k = with_new_secret(k, &seed);
+  } else {
+    k = with_new_secret(k);
+  }
   save_watermark_key(k, o.out);
   std::printf("watermark key (%s) written to %s (mode 0600: keep it secret)\n",
               k.describe().c_str(), o.out.c_str());
@@ -234,6 +240,9 @@ VerbRun add_detect(CLI::App& app) {
   keygen->add_option("--gamma", k->gamma, "kirchenbauer: green fraction of the vocabulary");
   keygen->add_option("--delta", k->delta, "kirchenbauer: logit bias added to green tokens");
   keygen->add_option("--context", k->context, "h: previous tokens the green list depends on");
+  keygen->add_option("--secret-seed", k->secret_seed,
+                     "derive the secret from this seed (reproducible studies and tests only; "
+                     "-1: from the OS)");
   keygen->callback([mode] { *mode = 1; });
 
   auto t = std::make_shared<TextOptions>();

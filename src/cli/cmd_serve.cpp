@@ -54,6 +54,8 @@ VerbRun add_serve(CLI::App& app) {
   app.add_option("--rpm", o->rpm, "default requests per minute per key (0: unlimited)");
   app.add_option("--tpm", o->tpm, "default tokens per minute per key (0: unlimited)");
   app.add_option("--usage-db", o->usage_db, "SQLite usage store (none: not recorded)");
+  app.add_option("--watermark", o->watermark,
+                 "watermark key file (distill detect keygen): watermark every completion");
   app.add_option("--inject-faults", *faults,
                  "testing: '429=P,500=P,malformed=P,truncated=P,slow=P,slow_ms=MS,seed=S'");
   app.add_flag("--hash-key", *hash_key,

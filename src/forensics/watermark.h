@@ -77,6 +77,7 @@ class WatermarkProcessor : public LogitsProcessor {
   // Also applies to a row the caller has already transformed (serve: after its own sampling
   // filters, at temperature 1).
   void apply(const std::vector<int32_t>& context, float* logits, int V, float temperature);
+  const WatermarkKey& key() const { return key_; }
 
  private:
   WatermarkKey key_;

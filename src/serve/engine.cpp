@@ -51,7 +51,7 @@ void EngineJob::fail(const std::string& error) {
 }
 
 Engine::Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int context,
-               size_t max_queue)
+               size_t max_queue, const WatermarkKey* watermark)
     : model_(model),
       tok_(tokenizer),
       max_batch_(max_batch),
@@ -59,6 +59,7 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int cont
       max_queue_(max_queue) {
   if (context < 2) throw Error("serve: the context must be at least 2 tokens, got {}", context);
   gen_ = std::make_unique<Generator>(model, max_batch, context);
+  if (watermark) watermark_ = std::make_unique<WatermarkProcessor>(*watermark, 1.0f);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -174,15 +175,24 @@ TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
 
 class SamplingProcessor final : public LogitsProcessor {
  public:
-  explicit SamplingProcessor(std::vector<Sequence>& seqs) : seqs_(seqs) {}
-  void process(int request, const std::vector<int32_t>&, float* logits, int V) override {
+  SamplingProcessor(std::vector<Sequence>& seqs, WatermarkProcessor* watermark, bool gumbel)
+      : seqs_(seqs), watermark_(watermark), gumbel_(gumbel) {}
+  void process(int request, const std::vector<int32_t>& context, float* logits,
+               int V) override {
     Sequence& s = seqs_[size_t(request)];
     if (s.spec->logprobs >= 0) s.raw.assign(logits, logits + V);
+    // Kirchenbauer biases the raw logits (so temperature scales delta, as in the paper);
+    // Aaronson picks from the final sampling distribution (after temperature and top-p).
+    if (watermark_ && !gumbel_) watermark_->apply(context, logits, V, 1.0f);
     apply_sampling(*s.spec, logits, V, order_);
+    if (watermark_ && gumbel_ && s.spec->temperature > 0.0f)
+      watermark_->apply(context, logits, V, 1.0f);
   }
 
  private:
   std::vector<Sequence>& seqs_;
+  WatermarkProcessor* watermark_;
+  bool gumbel_;
   std::vector<int32_t> order_;
 };
 
@@ -308,7 +318,8 @@ void Engine::pass(std::vector<std::shared_ptr<EngineJob>>& jobs) {
     s.job->finish_choice();
     return true;
   };
-  SamplingProcessor processor(seqs);
+  SamplingProcessor processor(seqs, watermark_.get(),
+                              watermark_ && watermark_->key().scheme == WatermarkScheme::kAaronson);
   gen_->generate(prompts, go, &processor);
   for (Sequence& s : seqs) {
     if (s.done) continue;  // cannot happen: every end goes through the stop hook

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "forensics/watermark.h"
 #include "infer/generator.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -102,8 +103,9 @@ struct EngineStats {
 class Engine {
  public:
   // max_batch: sequences decoded together; context: prompt + generation limit per sequence.
+  // watermark: every sampled token is watermarked with this key (forensics/watermark.h).
   Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int context,
-         size_t max_queue = 256);
+         size_t max_queue = 256, const WatermarkKey* watermark = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -122,6 +124,7 @@ class Engine {
   int max_batch_, context_;
   size_t max_queue_;
   std::unique_ptr<Generator> gen_;
+  std::unique_ptr<WatermarkProcessor> watermark_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<EngineJob>> queue_;

@@ -57,7 +57,13 @@ Server::Server(const ServeOptions& options, std::function<void(const std::string
   int context = o_.context > 0 ? o_.context : std::min(model_->config().max_position, 4096);
   if (model_->config().arch == Arch::Gpt2)
     context = std::min(context, model_->config().max_position);
-  engine_ = std::make_unique<Engine>(*model_, *tok_, o_.max_batch, context, o_.max_queue);
+  std::unique_ptr<WatermarkKey> watermark;
+  if (!o_.watermark.empty()) {
+    watermark = std::make_unique<WatermarkKey>(load_watermark_key(o_.watermark));
+    log_(fmt::format("note: outputs are watermarked ({})", watermark->describe()));
+  }
+  engine_ = std::make_unique<Engine>(*model_, *tok_, o_.max_batch, context, o_.max_queue,
+                                     watermark.get());
   limiter_ = std::make_unique<RateLimiter>(o_.rpm, o_.tpm);
   if (!o_.usage_db.empty()) usage_ = std::make_unique<UsageStore>(o_.usage_db);
   metrics_ = std::make_unique<ServerMetrics>();

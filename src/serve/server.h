@@ -57,6 +57,7 @@ struct ServeOptions {
   std::string api_keys;             // key file (hashes); "" = no authentication
   int rpm = 0, tpm = 0;             // default per-key limits per minute (0: none)
   std::string usage_db;             // SQLite usage store; "" = none
+  std::string watermark;            // watermark key file; "" = outputs are not watermarked
   FaultOptions faults;              // testing only (fault_injection.h)
 };
 

@@ -187,7 +187,8 @@ class OnlineDistillTask final : public DistillTaskBase {
     KdLossResult total;
     for (int a = 0; a < A; a++) {
       const int32_t* ids = ids_.data() + a * BT;
-      const float* teacher_logits = teacher_->forward(ids, B, T);
+      // Cross-entropy alone needs no teacher: it is not run (fine-tuning on text).
+      const float* teacher_logits = spec_.needs_teacher() ? teacher_->forward(ids, B, T) : nullptr;
       const float* student_logits = model.forward(ids, B, T);
       std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
       add(total, kd_loss_dense(spec_, student_logits, teacher_logits, targets_.data() + a * BT,
@@ -206,7 +207,8 @@ class OnlineDistillTask final : public DistillTaskBase {
     double loss = 0.0;
     for (int i = 0; i < o_.loop.eval_batches; i++) {
       corpus_.val_batch(i, o_.loop.eval_batches, B, T, ids.data(), targets.data());
-      const float* t = teacher_->forward(ids.data(), B, T);  // the two models own separate buffers
+      // The two models own separate buffers; cross-entropy alone needs no teacher.
+      const float* t = spec_.needs_teacher() ? teacher_->forward(ids.data(), B, T) : nullptr;
       const float* s = model.forward(ids.data(), B, T);
       loss += kd_loss_dense(spec_, s, t, targets.data(), weights.data(), int(BT), V, normalizer,
                             nullptr).loss;
