@@ -8,6 +8,7 @@ import os
 import sys
 
 run, docs = sys.argv[1], sys.argv[2]
+students_dir = sys.argv[3] if len(sys.argv) > 3 else "students"
 os.makedirs(docs, exist_ok=True)
 
 
@@ -44,7 +45,7 @@ def rates(d):
     return n, z4, p01, p05, scored
 
 
-out("# Radioactivity: watermarked teacher outputs leave a provable trace in a student")
+out("# Radioactivity study: results of the last run")
 out("")
 out("Reproduces Sander et al. 2024 (*Watermarking Makes Language Models Radioactive*) on the demo")
 out("teacher with `scripts/study radioactivity` (numbers below are from its last run; the raw JSON")
@@ -83,7 +84,7 @@ out("")
 
 # --- students ------------------------------------------------------------------------------
 students = []
-sdir = f"{run}/students"
+sdir = f"{run}/{students_dir}"
 for name in sorted(os.listdir(sdir)):
     d = f"{sdir}/{name}"
     if not os.path.exists(f"{d}/closed.json"):
