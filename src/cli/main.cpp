@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   add("serve", "serve a model behind an OpenAI-compatible HTTP API", distill::cli::add_serve);
   add("harvest", "collect a served teacher's outputs (OpenAI-compatible API) as a dataset",
       distill::cli::add_harvest);
+  add("audit", "flag API accounts that harvest outputs, from the usage store (and simulate)",
+      distill::cli::add_audit);
   add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {
