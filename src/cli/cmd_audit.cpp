@@ -3,6 +3,7 @@
 // `distill audit score`: true- and false-positive rates of audit results against that truth.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -31,32 +32,50 @@ struct ScoreOptions {
   std::vector<std::string> truth, result;  // pairs, in order
   std::string out;                         // JSON summary ("": none)
   std::string svg;                         // bar chart of the rates ("": none)
+  std::string markdown;                    // the rates and rules as Markdown tables ("": none)
 };
 
+// Min, median and max of a feature.
+nlohmann::json spread(std::vector<double> v) {
+  if (v.empty()) return nullptr;
+  std::sort(v.begin(), v.end());
+  return {{"n", v.size()}, {"min", v.front()}, {"median", v[v.size() / 2]}, {"max", v.back()}};
+}
+
 // Per harvester style: flagged/total over every run; benign: flagged/total, per subtype too.
+// Accounts that sent nothing in the simulated period are not in the traffic and not counted.
 int run_score(const ScoreOptions& o) {
   if (o.truth.empty() || o.truth.size() != o.result.size())
     throw Error("audit score: give one --result per --truth (got {} and {})", o.truth.size(),
                 o.result.size());
   std::map<std::string, std::pair<int64_t, int64_t>> rates;  // class -> (flagged, total)
-  std::map<std::string, int64_t> by_flag;                    // benign false positives per rule
+  std::map<std::string, std::map<std::string, int64_t>> by_flag;  // class -> rule -> accounts
+  // Calibration view: the two tested statistics per class (accounts with the test run).
+  std::map<std::string, std::vector<double>> prada_w, breadth;
   for (size_t i = 0; i < o.truth.size(); i++) {
     const auto truth = read_json(o.truth[i]);
     const auto result = read_json(o.result[i]);
     std::map<std::string, nlohmann::json> audited;
     for (const auto& a : result.at("accounts")) audited[a.at("key_id")] = a;
     for (const auto& [key, t] : truth.at("accounts").items()) {
+      if (t.at("requests").get<int64_t>() == 0) continue;
+      const auto it = audited.find(key);
+      if (it == audited.end())
+        throw Error("{}: account {} of the truth {} is not in the audit", o.result[i], key,
+                    o.truth[i]);
+      const nlohmann::json& a = it->second;
       const bool harvester = t.at("kind") == "harvester";
       const std::string cls = harvester ? "harvester/" + t.at("style").get<std::string>()
                                         : "benign/" + t.at("kind").get<std::string>();
-      const auto it = audited.find(key);
-      const bool flagged = it != audited.end() && it->second.at("flagged").get<bool>();
+      const bool flagged = a.at("flagged").get<bool>();
       for (const std::string& c : {cls, std::string(harvester ? "harvester" : "benign")}) {
         rates[c].second++;
         rates[c].first += flagged;
+        for (const auto& f : a.at("flags")) by_flag[c][f.get<std::string>()]++;
+        if (a.contains("prada")) prada_w[c].push_back(a["prada"]["w"].get<double>());
+        if (a["breadth"]["queries"].get<int64_t>() >= 50)
+          breadth[c].push_back(a["breadth"]["bits"].get<double>());
       }
-      if (!harvester && flagged)
-        for (const auto& f : it->second.at("flags")) by_flag[f.get<std::string>()]++;
     }
   }
   nlohmann::json out = nlohmann::json::object();
@@ -68,14 +87,46 @@ int run_score(const ScoreOptions& o) {
                 (long long)ft.second, 100.0 * rate);
     out["classes"][cls] = {{"flagged", ft.first}, {"total", ft.second}, {"rate", rate}};
     if (cls.find('/') != std::string::npos)
-      bars.push_back({cls, cls.rfind("benign", 0) == 0 ? "#4c78a8" : "#e45756", 100.0 * rate,
+      bars.push_back({cls.substr(cls.find('/') + 1), cls.rfind("benign", 0) == 0 ? "#4c78a8" : "#e45756", 100.0 * rate,
                       fmt::format("{}/{}", ft.first, ft.second)});
   }
-  for (const auto& [flag, n] : by_flag) {
-    std::printf("benign flagged by %-14s %lld\n", flag.c_str(), (long long)n);
-    out["benign_flags"][flag] = n;
+  std::printf("\naccounts flagged by each rule (an account may be flagged by several):\n");
+  for (const auto& [cls, rules] : by_flag) {
+    std::string line;
+    for (const auto& [rule, n] : rules) {
+      line += fmt::format("  {} {}", rule, n);
+      out["classes"][cls]["by_rule"][rule] = n;
+    }
+    std::printf("%-24s%s\n", cls.c_str(), line.c_str());
+  }
+  std::printf("\n%-24s %28s   %28s\n", "", "PRADA W (min median max)",
+              "breadth bits (min median max)");
+  for (const auto& [cls, ft] : rates) {
+    const auto w = spread(prada_w[cls]), b = spread(breadth[cls]);
+    out["classes"][cls]["prada_w"] = w;
+    out["classes"][cls]["breadth_bits"] = b;
+    auto text = [](const nlohmann::json& j) {
+      return j.is_null() ? std::string("-")
+                         : fmt::format("{:.3f} {:.3f} {:.3f} (n={})", j["min"].get<double>(),
+                                       j["median"].get<double>(), j["max"].get<double>(),
+                                       j["n"].get<int64_t>());
+    };
+    std::printf("%-24s %28s   %28s\n", cls.c_str(), text(w).c_str(), text(b).c_str());
   }
   out["runs"] = o.result;
+  if (!o.markdown.empty()) {
+    std::string md = "| class | flagged | accounts | rate | flagged by rule |\n|---|---:|---:|---:|---|\n";
+    for (const auto& [cls, ft] : rates) {
+      std::string rules;
+      for (const auto& [rule, n] : by_flag[cls]) rules += fmt::format("{}{} {}", rules.empty() ? "" : ", ", rule, n);
+      md += fmt::format("| {} | {} | {} | {:.2f}% | {} |\n", cls, ft.first, ft.second,
+                        ft.second ? 100.0 * double(ft.first) / double(ft.second) : 0.0,
+                        rules.empty() ? "-" : rules);
+    }
+    std::ofstream f(o.markdown);
+    f << md;
+    if (!f) throw Error("{}: cannot write", o.markdown);
+  }
   if (!o.out.empty()) {
     std::ofstream f(o.out);
     f << out.dump(1) << "\n";
@@ -89,8 +140,15 @@ int run_score(const ScoreOptions& o) {
     c.bars = bars;
     c.width = 120 + 95 * int(bars.size());
     c.height = 300;
+    // A standalone file: the chart's CSS classes get the report's styles inline.
+    std::string chart = svg::bar_chart(c);
+    chart.insert(chart.find('>') + 1,
+                 "<style>.chart-bg{fill:#fff}.chart-title{font:600 14px sans-serif;fill:#1d2430}"
+                 ".chart-sub{font:11.5px sans-serif;fill:#667085}.grid{stroke:#edf0f3}"
+                 ".axis{stroke:#98a2b3}.tick{font:11px sans-serif;fill:#475467}"
+                 ".bar-value{font:600 11px sans-serif;fill:#344054}</style>");
     std::ofstream f(o.svg);
-    f << svg::bar_chart(c) << "\n";
+    f << chart << "\n";
     if (!f) throw Error("{}: cannot write", o.svg);
   }
   return 0;
@@ -142,7 +200,7 @@ VerbRun add_audit(CLI::App& app) {
       ->required();
   s->add_option("--benign", sim->benign, "benign accounts");
   s->add_option("--harvesters", sim->harvesters, "harvesting accounts per style");
-  s->add_option("--styles", sim->styles, "harvester styles: template walker paraphrase stealth sybil")
+  s->add_option("--styles", sim->styles, "harvester styles: template walker paraphrase stealth focused sybil")
       ->delimiter(',');
   s->add_option("--days", sim->days, "days of traffic");
   s->add_option("--seed", sim->seed, "random seed");
@@ -157,6 +215,7 @@ VerbRun add_audit(CLI::App& app) {
       ->required();
   sc->add_option("--out", score->out, "write the rates as JSON");
   sc->add_option("--svg", score->svg, "write a bar chart of the rates");
+  sc->add_option("--markdown", score->markdown, "write the rates as a Markdown table");
   app.require_subcommand(0, 1);
 
   return [o, json_path, top, sim, s, score, sc]() {

@@ -329,6 +329,13 @@ void harvester_requests(Rng& rng, const TrafficSimOptions& o, Account& a,
       if (stealth ? rng.uniform() < 0.33 : rng.uniform() < 0.6) r.logprobs = stealth ? 5 : 20;
       a.requests.push_back(r);
     }
+  } else if (s == "focused") {
+    // Distilling a task-specific student: one or two topics, varied natural prompts, top-20.
+    std::vector<int> topics = {int(rng.below(kTopics.size()))};
+    if (rng.uniform() < 0.5) topics.push_back(int(rng.below(kTopics.size())));
+    for (double t : machine_times(rng, o, lognormal(rng, 200.0, 0.5)))
+      a.requests.push_back(
+          {t, natural_prompt(rng, pick(rng, kOpeners), topic_of(rng, topics)), 20, 512});
   } else if (s == "sybil") {
     const auto& tp = kTemplates[size_t(sybil_template) % kTemplates.size()];
     for (double t : machine_times(rng, o, lognormal(rng, 60.0, 0.4)))
@@ -340,8 +347,8 @@ void harvester_requests(Rng& rng, const TrafficSimOptions& o, Account& a,
 }  // namespace
 
 const std::vector<std::string>& traffic_styles() {
-  static const std::vector<std::string> s = {"template", "walker", "paraphrase", "stealth",
-                                             "sybil"};
+  static const std::vector<std::string> s = {"template", "walker",  "paraphrase",
+                                             "stealth",  "focused", "sybil"};
   return s;
 }
 
@@ -354,7 +361,7 @@ TrafficSimSummary simulate_traffic(const TrafficSimOptions& o) {
   for (const auto& s : o.styles)
     if (std::find(traffic_styles().begin(), traffic_styles().end(), s) == traffic_styles().end())
       throw Error("simulate: unknown harvester style '{}' (known: template, walker, paraphrase, "
-                  "stealth, sybil)", s);
+                  "stealth, focused, sybil)", s);
   Rng rng(o.seed);
   const std::vector<std::string> corpus = corpus_passages(rng, o);
   std::vector<Account> accounts;

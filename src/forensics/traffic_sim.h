@@ -11,6 +11,8 @@
 //   walker      consecutive passages of a corpus, top-20 log-probabilities on every request
 //   paraphrase  benign-looking prompts over every topic with every opener, high volume
 //   stealth     like paraphrase at a benign volume and diurnal timing, top-5 on a third
+//   focused     distilling a task-specific student: natural prompts on one or two topics,
+//               steady volume, top-20 log-probabilities on every request
 //   sybil       groups of 8 accounts sharing one template, each at a modest volume
 #pragma once
 #include <cstdint>
@@ -23,7 +25,8 @@ struct TrafficSimOptions {
   std::string out;               // usage database to create (must not exist)
   int benign = 1000;             // benign accounts
   int harvesters = 10;           // harvesting accounts per style
-  std::vector<std::string> styles = {"template", "walker", "paraphrase", "stealth", "sybil"};
+  std::vector<std::string> styles = {"template", "walker", "paraphrase", "stealth", "focused",
+                                     "sybil"};
   int days = 7;                  // length of the simulated period
   uint64_t seed = 1;
   std::string corpus;            // text file the walker reads (""): a built-in generated corpus
