@@ -1,8 +1,10 @@
 // Harvest audit: Shapiro-Wilk against SciPy (tests/fixtures/audit_shapiro.json, written by
 // tools/audit_reference.py), the MMD permutation test's calibration and power, PRADA distances,
 // a small simulated mix (harvesters flagged, benign not), the usage store's migration from the
-// schema without prompt sketches, and clear errors for bad databases.
+// schema without prompt sketches, clear errors for bad databases, and `distill serve` writing
+// the prompt sketches the audit reads.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sqlite3.h>
 
 #include <cmath>
@@ -17,7 +19,9 @@
 #include "forensics/normality.h"
 #include "forensics/prompt_sketch.h"
 #include "forensics/traffic_sim.h"
+#include "serve/api_keys.h"
 #include "serve/usage_store.h"
+#include "serve_process.h"
 
 using namespace distill;
 namespace fs = std::filesystem;
@@ -286,5 +290,44 @@ TEST(AuditUsageStore, BadDatabasesAreErrorsNamingTheFile) {
   o.prada_max = 9000;
   e = error_of([&] { run_audit(o); });
   EXPECT_NE(e.find("--prada-max"), std::string::npos) << e;
+  fs::remove_all(dir);
+}
+
+TEST(AuditServe, ServeStoresPromptSketchesTheAuditReads) {
+  const fs::path dir = temp_dir("serve");
+  testing_serve::save_tiny_model(dir / "tiny");
+  const std::string key = "sk-audit-test-0123456789";
+  std::ofstream(dir / "keys.txt") << "carol " << serve::sha256_hex(key) << "\n";
+  const std::string db = (dir / "usage.db").string();
+  {
+    testing_serve::ServeProcess server({"--model", (dir / "tiny").string(), "--api-keys",
+                                        (dir / "keys.txt").string(), "--usage-db", db},
+                                       (dir / "serve.log").string());
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(60, 0);
+    for (int i = 0; i < 25; i++) {
+      const nlohmann::json body = {{"model", "tiny"},
+                                   {"prompt", fmt::format("Explain topic number {} to me", i)},
+                                   {"max_tokens", 2}, {"logprobs", 3}};
+      auto res = c.Post("/v1/completions", {{"Authorization", "Bearer " + key}}, body.dump(),
+                        "application/json");
+      ASSERT_TRUE(res);
+      ASSERT_EQ(res->status, 200) << res->body;
+    }
+    server.stop();
+  }
+  const auto rows = serve::read_usage(db);
+  ASSERT_EQ(rows.size(), 25u);
+  // The sketch of the first prompt (serve joins prompts with a newline, which is no word).
+  EXPECT_EQ(sketch_from_blob(rows[0].prompt_sketch, db), prompt_sketch("Explain topic number 0 to me"));
+  AuditOptions o;
+  o.usage = db;
+  const AuditResult r = run_audit(o);
+  EXPECT_EQ(r.rows_with_sketch, 25);
+  ASSERT_EQ(r.accounts.size(), 1u);
+  EXPECT_EQ(r.accounts[0].key_id, "carol");
+  EXPECT_EQ(r.accounts[0].logprob_requests, 25);
+  EXPECT_NEAR(r.accounts[0].mean_topk, 3.0, 1e-12);
+  EXPECT_EQ(r.accounts[0].template_words, 5);  // explain topic number to me; not the number
   fs::remove_all(dir);
 }
