@@ -183,7 +183,7 @@ TEST(AuditSimulated, HarvestersFlaggedBenignNot) {
   so.seed = 5;
   const TrafficSimSummary sum = simulate_traffic(so);
   EXPECT_EQ(sum.benign, 120);
-  EXPECT_EQ(sum.harvesters, 40);
+  EXPECT_EQ(sum.harvesters, int(8 * traffic_styles().size()));
   EXPECT_THROW(simulate_traffic(so), Error);  // never overwrites
 
   AuditOptions ao;
