@@ -3,6 +3,8 @@
 // a small simulated mix (harvesters flagged, benign not), the usage store's migration from the
 // schema without prompt sketches, clear errors for bad databases, and `distill serve` writing
 // the prompt sketches the audit reads.
+#include "forensics/audit.h"
+
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sqlite3.h>
@@ -14,7 +16,6 @@
 
 #include "core/error.h"
 #include "core/rng.h"
-#include "forensics/audit.h"
 #include "forensics/audit_tests.h"
 #include "forensics/normality.h"
 #include "forensics/prompt_sketch.h"
@@ -154,9 +155,9 @@ TEST(AuditPrada, MinimumDistancesInArrivalOrder) {
   EXPECT_NEAR(sparse_distance(a, c), std::sqrt(2.0), 1e-6);
   const auto m = prada_min_distances({&a, &b, &c, &d});
   ASSERT_EQ(m.size(), 3u);
-  EXPECT_NEAR(m[0], 0.0, 1e-6);  // b repeats a
-  EXPECT_NEAR(m[1], std::sqrt(2.0), 1e-6);                    // c is new
-  EXPECT_NEAR(m[2], std::sqrt(2.0 - std::sqrt(2.0)), 1e-6);   // d: half-way to c and to a
+  EXPECT_NEAR(m[0], 0.0, 1e-6);                              // b repeats a
+  EXPECT_NEAR(m[1], std::sqrt(2.0), 1e-6);                   // c is new
+  EXPECT_NEAR(m[2], std::sqrt(2.0 - std::sqrt(2.0)), 1e-6);  // d: half-way to c and to a
 }
 
 TEST(AuditSketch, WordsHashedCaseInsensitivelyAndRoundTrip) {
@@ -208,15 +209,17 @@ TEST(AuditSimulated, HarvestersFlaggedBenignNot) {
     if (rate[style].first < 7)  // what the missed ones looked like
       for (const AccountAudit& a : r.accounts)
         if (truth.at(a.key_id).value("style", "") == style)
-          std::printf("%s ok=%lld breadth=%.2f W=%.3f logprobs=%lld flags=%zu\n",
-                      a.key_id.c_str(), (long long)a.ok, a.breadth_bits, a.prada_w,
-                      (long long)a.logprob_requests, a.flags.size());
+          std::printf("%s ok=%lld breadth=%.2f W=%.3f logprobs=%lld flags=%zu\n", a.key_id.c_str(),
+                      (long long)a.ok, a.breadth_bits, a.prada_w, (long long)a.logprob_requests,
+                      a.flags.size());
   }
   // Ranked: every flagged account before every unflagged one.
   bool seen_clean = false;
   for (const AccountAudit& a : r.accounts) {
-    if (a.flags.empty()) seen_clean = true;
-    else EXPECT_FALSE(seen_clean) << a.key_id;
+    if (a.flags.empty())
+      seen_clean = true;
+    else
+      EXPECT_FALSE(seen_clean) << a.key_id;
   }
   const auto j = audit_to_json(r);
   EXPECT_EQ(j["accounts"].size(), r.accounts.size());
@@ -236,9 +239,27 @@ TEST(AuditUsageStore, OldSchemaOpensAndGainsTheSketchColumn) {
       "INSERT INTO usage (key_id, time, endpoint, prompt_sha256, prompt_chars, tokens_in,"
       " tokens_out, logprobs, latency_ms, status) VALUES ('alice', 1.0, '/v1/completions', 'ab',"
       " 5, 5, 7, -1, 3.0, 200);");
+  for (int i = 0; i < 80; i++)  // enough for every test, were there sketches
+    sql(db, fmt::format("INSERT INTO usage (key_id, time, endpoint, prompt_sha256, prompt_chars,"
+                        " tokens_in, tokens_out, logprobs, latency_ms, status) VALUES ('carol',"
+                        " {}, '/v1/completions', 'h{}', 5, 5, 7, -1, 3.0, 200)",
+                        10.0 + i, i));
   auto old_rows = serve::read_usage(db.string());  // readable before migration
-  ASSERT_EQ(old_rows.size(), 1u);
+  ASSERT_EQ(old_rows.size(), 81u);
   EXPECT_TRUE(old_rows[0].prompt_sketch.empty());
+  {
+    // Without sketches the vector tests do not run (rather than seeing 80 identical queries).
+    AuditOptions o;
+    o.usage = db.string();
+    const AuditResult r = run_audit(o);
+    EXPECT_NE(r.source.find("no prompt sketches"), std::string::npos);
+    ASSERT_EQ(r.accounts.size(), 2u);
+    for (const AccountAudit& a : r.accounts) {
+      EXPECT_EQ(a.prada_n, 0) << a.key_id;
+      EXPECT_FALSE(a.mmd_tested) << a.key_id;
+      EXPECT_TRUE(a.flags.empty()) << a.key_id;
+    }
+  }
   {
     serve::UsageStore store(db.string());  // migrates
     serve::UsageRecord r;
@@ -248,13 +269,14 @@ TEST(AuditUsageStore, OldSchemaOpensAndGainsTheSketchColumn) {
     r.prompt_sketch = sketch_to_blob(prompt_sketch("hello there"));
     r.status = 200;
     store.record(r);
-    EXPECT_EQ(store.count(), 2);
+    EXPECT_EQ(store.count(), 82);
   }
   { serve::UsageStore again(db.string()); }  // reopening a migrated store is fine
   const auto rows = serve::read_usage(db.string());
-  ASSERT_EQ(rows.size(), 2u);
+  ASSERT_EQ(rows.size(), 82u);
   EXPECT_EQ(rows[0].key_id, "alice");
   EXPECT_EQ(rows[0].tokens_out, 7);
+  EXPECT_EQ(rows[1].key_id, "bob");  // time order
   EXPECT_EQ(sketch_from_blob(rows[1].prompt_sketch, "x"), prompt_sketch("hello there"));
   fs::remove_all(dir);
 }
@@ -308,7 +330,8 @@ TEST(AuditServe, ServeStoresPromptSketchesTheAuditReads) {
     for (int i = 0; i < 25; i++) {
       const nlohmann::json body = {{"model", "tiny"},
                                    {"prompt", fmt::format("Explain topic number {} to me", i)},
-                                   {"max_tokens", 2}, {"logprobs", 3}};
+                                   {"max_tokens", 2},
+                                   {"logprobs", 3}};
       auto res = c.Post("/v1/completions", {{"Authorization", "Bearer " + key}}, body.dump(),
                         "application/json");
       ASSERT_TRUE(res);
@@ -319,7 +342,8 @@ TEST(AuditServe, ServeStoresPromptSketchesTheAuditReads) {
   const auto rows = serve::read_usage(db);
   ASSERT_EQ(rows.size(), 25u);
   // The sketch of the first prompt (serve joins prompts with a newline, which is no word).
-  EXPECT_EQ(sketch_from_blob(rows[0].prompt_sketch, db), prompt_sketch("Explain topic number 0 to me"));
+  EXPECT_EQ(sketch_from_blob(rows[0].prompt_sketch, db),
+            prompt_sketch("Explain topic number 0 to me"));
   AuditOptions o;
   o.usage = db;
   const AuditResult r = run_audit(o);
@@ -329,5 +353,62 @@ TEST(AuditServe, ServeStoresPromptSketchesTheAuditReads) {
   EXPECT_EQ(r.accounts[0].logprob_requests, 25);
   EXPECT_NEAR(r.accounts[0].mean_topk, 3.0, 1e-12);
   EXPECT_EQ(r.accounts[0].template_words, 5);  // explain topic number to me; not the number
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// Runs the distill binary; returns (exit status, stdout + stderr).
+std::pair<int, std::string> run_distill(const std::string& args) {
+  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace
+
+TEST(AuditCli, HelpShowsEveryDefaultAndBadInputIsAnError) {
+  const auto [rc, help] = run_distill("audit --help");
+  EXPECT_EQ(rc, 0);
+  for (const char* option : {"--usage",
+                             "--json",
+                             "--top INT=20",
+                             "--min-requests INT=20",
+                             "--prada-max INT=1000",
+                             "--prada-min INT=50",
+                             "--prada-delta FLOAT=0.7",
+                             "--mmd-window INT=100",
+                             "--mmd-reference INT=100",
+                             "--mmd-permutations INT=199",
+                             "--mmd-alpha FLOAT=0",
+                             "--clusters INT=32",
+                             "--breadth-window INT=400",
+                             "--breadth-bits FLOAT=3.7",
+                             "--logprob-share FLOAT=0.5",
+                             "--logprob-topk INT=10",
+                             "--template-word-share FLOAT=0.5",
+                             "--common-share FLOAT=0.1",
+                             "--template-share FLOAT=0.5",
+                             "--template-bits FLOAT=2.5",
+                             "--shared-accounts INT=3",
+                             "--volume FLOAT=1000",
+                             "--seed UINT=1",
+                             "simulate",
+                             "score"})
+    EXPECT_NE(help.find(option), std::string::npos) << option;
+  const fs::path dir = temp_dir("cli");
+  const auto [rc2, err] = run_distill("audit --usage " + (dir / "nowhere.db").string());
+  EXPECT_EQ(rc2, 1);
+  EXPECT_NE(err.find("error: "), std::string::npos) << err;
+  EXPECT_NE(err.find("nowhere.db"), std::string::npos) << err;
+  const auto [rc3, err3] =
+      run_distill("audit simulate --out " + (dir / "x.db").string() + " --styles template,bogus");
+  EXPECT_EQ(rc3, 1);
+  EXPECT_NE(err3.find("unknown harvester style 'bogus'"), std::string::npos) << err3;
   fs::remove_all(dir);
 }

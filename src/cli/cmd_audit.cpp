@@ -48,7 +48,7 @@ int run_score(const ScoreOptions& o) {
   if (o.truth.empty() || o.truth.size() != o.result.size())
     throw Error("audit score: give one --result per --truth (got {} and {})", o.truth.size(),
                 o.result.size());
-  std::map<std::string, std::pair<int64_t, int64_t>> rates;  // class -> (flagged, total)
+  std::map<std::string, std::pair<int64_t, int64_t>> rates;       // class -> (flagged, total)
   std::map<std::string, std::map<std::string, int64_t>> by_flag;  // class -> rule -> accounts
   // Calibration view: the two tested statistics per class (accounts with the test run).
   std::map<std::string, std::vector<double>> prada_w, breadth;
@@ -87,7 +87,8 @@ int run_score(const ScoreOptions& o) {
                 (long long)ft.second, 100.0 * rate);
     out["classes"][cls] = {{"flagged", ft.first}, {"total", ft.second}, {"rate", rate}};
     if (cls.find('/') != std::string::npos)
-      bars.push_back({cls.substr(cls.find('/') + 1), cls.rfind("benign", 0) == 0 ? "#4c78a8" : "#e45756", 100.0 * rate,
+      bars.push_back({cls.substr(cls.find('/') + 1),
+                      cls.rfind("benign", 0) == 0 ? "#4c78a8" : "#e45756", 100.0 * rate,
                       fmt::format("{}/{}", ft.first, ft.second)});
   }
   std::printf("\naccounts flagged by each rule (an account may be flagged by several):\n");
@@ -115,10 +116,12 @@ int run_score(const ScoreOptions& o) {
   }
   out["runs"] = o.result;
   if (!o.markdown.empty()) {
-    std::string md = "| class | flagged | accounts | rate | flagged by rule |\n|---|---:|---:|---:|---|\n";
+    std::string md =
+        "| class | flagged | accounts | rate | flagged by rule |\n|---|---:|---:|---:|---|\n";
     for (const auto& [cls, ft] : rates) {
       std::string rules;
-      for (const auto& [rule, n] : by_flag[cls]) rules += fmt::format("{}{} {}", rules.empty() ? "" : ", ", rule, n);
+      for (const auto& [rule, n] : by_flag[cls])
+        rules += fmt::format("{}{} {}", rules.empty() ? "" : ", ", rule, n);
       md += fmt::format("| {} | {} | {} | {:.2f}% | {} |\n", cls, ft.first, ft.second,
                         ft.second ? 100.0 * double(ft.first) / double(ft.second) : 0.0,
                         rules.empty() ? "-" : rules);
@@ -135,8 +138,8 @@ int run_score(const ScoreOptions& o) {
   if (!o.svg.empty()) {
     svg::BarChart c;
     c.title = "accounts flagged by distill audit (%)";
-    c.subtitle = fmt::format("{} simulated runs; red: harvesters (TPR), blue: benign (FPR)",
-                             o.truth.size());
+    c.subtitle =
+        fmt::format("{} simulated runs; red: harvesters (TPR), blue: benign (FPR)", o.truth.size());
     c.bars = bars;
     c.width = 120 + 95 * int(bars.size());
     c.height = 300;
@@ -188,7 +191,8 @@ VerbRun add_audit(CLI::App& app) {
                  "not template");
   app.add_option("--template-share", o->template_share,
                  "templates: flag when the template covers this share of requests ...");
-  app.add_option("--template-bits", o->template_bits, "... and its slot content spans at least these bits");
+  app.add_option("--template-bits", o->template_bits,
+                 "... and its slot content spans at least these bits");
   app.add_option("--shared-accounts", o->shared_accounts,
                  "templates: flag when this many accounts have the same template");
   app.add_option("--volume", o->volume_per_day, "volume: flag at this many requests per day");
@@ -200,7 +204,8 @@ VerbRun add_audit(CLI::App& app) {
       ->required();
   s->add_option("--benign", sim->benign, "benign accounts");
   s->add_option("--harvesters", sim->harvesters, "harvesting accounts per style");
-  s->add_option("--styles", sim->styles, "harvester styles: template walker paraphrase stealth focused sybil")
+  s->add_option("--styles", sim->styles,
+                "harvester styles: template walker paraphrase stealth focused sybil")
       ->delimiter(',');
   s->add_option("--days", sim->days, "days of traffic");
   s->add_option("--seed", sim->seed, "random seed");

@@ -58,22 +58,23 @@ struct AuditOptions {
 
 struct AccountAudit {
   std::string key_id;
-  int64_t requests = 0, ok = 0;            // all rows; status 200
-  double days = 0.0;                       // first to last request, at least 1
+  int64_t requests = 0, ok = 0;  // all rows; status 200
+  int64_t sketched = 0;          // status 200 with a prompt sketch (vector features)
+  double days = 0.0;             // first to last request, at least 1
   double requests_per_day = 0.0, tokens_per_day = 0.0;
-  int64_t peak_per_hour = 0;               // most requests in any 3600 s window
-  double hour_entropy_bits = 0.0;          // of the UTC hour of day (uniform: 4.58)
-  int64_t logprob_requests = 0;            // asking for log-probabilities
-  double mean_topk = 0.0;                  // over those
-  int64_t duplicates = 0;                  // prompt hash seen before in this account
-  int template_words = 0;                  // 0 when no template (fewer than 3 words)
-  int64_t template_requests = 0;           // containing every template word
-  int template_accounts = 0;               // accounts with the same template word set
-  int64_t breadth_n = 0;                   // queries clustered
-  double breadth_bits = 0.0;               // entropy over clusters
-  int64_t prada_n = 0;                     // distances tested (0: not tested)
+  int64_t peak_per_hour = 0;       // most requests in any 3600 s window
+  double hour_entropy_bits = 0.0;  // of the UTC hour of day (uniform: 4.58)
+  int64_t logprob_requests = 0;    // asking for log-probabilities
+  double mean_topk = 0.0;          // over those
+  int64_t duplicates = 0;          // prompt hash seen before in this account
+  int template_words = 0;          // 0 when no template (fewer than 2 words)
+  int64_t template_requests = 0;   // sketched requests containing every template word
+  int template_accounts = 0;       // accounts with the same template word set
+  int64_t breadth_n = 0;           // queries clustered
+  double breadth_bits = 0.0;       // entropy over clusters
+  int64_t prada_n = 0;             // distances tested (0: not tested)
   double prada_w = 1.0, prada_p = 1.0;
-  double prada_mean = 0.0;                 // mean minimum distance
+  double prada_mean = 0.0;  // mean minimum distance
   bool mmd_tested = false;
   double mmd2 = 0.0, mmd_p = 1.0, mmd_bandwidth = 0.0;
   int mmd_permutations = 0;

@@ -28,7 +28,8 @@ struct Query {
 struct Account {
   std::string key;
   std::vector<const serve::UsageRecord*> all;
-  std::vector<Query> ok;  // status 200, in time order
+  std::vector<const serve::UsageRecord*> ok_rows;  // status 200, in time order
+  std::vector<Query> ok;  // those with a prompt sketch (the vector-based features and tests)
   // The latest breadth_window queries' content (content_vectors), for the breadth of topics.
   std::vector<SparseVec> content;
 };
@@ -148,10 +149,12 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
     if (!r.prompt_sketch.empty()) out.rows_with_sketch++;
     if (r.key_id.empty()) continue;
     auto [it, fresh] = index.try_emplace(r.key_id, accounts.size());
-    if (fresh) accounts.push_back({r.key_id, {}, {}, {}});
+    if (fresh) accounts.push_back({r.key_id, {}, {}, {}, {}});
     Account& a = accounts[it->second];
     a.all.push_back(&r);
     if (r.status != 200) continue;
+    a.ok_rows.push_back(&r);
+    if (r.prompt_sketch.empty()) continue;  // before serve stored sketches, or no words
     Query q;
     q.row = &r;
     for (uint32_t h : sketch_from_blob(r.prompt_sketch, out.source)) {
@@ -177,7 +180,8 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
       q.terms.clear();
       double norm = 0.0;
       for (auto [t, c] : tf) {
-        const double w = (1.0 + std::log(double(c))) * (std::log((A + 1.0) / (df[size_t(t)] + 1.0)) + 1.0);
+        const double w =
+            (1.0 + std::log(double(c))) * (std::log((A + 1.0) / (df[size_t(t)] + 1.0)) + 1.0);
         q.terms.push_back(t);
         q.vec.ids.push_back(t);
         q.vec.w.push_back(w);
@@ -229,12 +233,13 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
     AccountAudit& f = out.accounts[ai];
     f.key_id = a.key;
     f.requests = int64_t(a.all.size());
-    f.ok = int64_t(a.ok.size());
+    f.ok = int64_t(a.ok_rows.size());
+    f.sketched = int64_t(a.ok.size());
     if (a.all.empty()) continue;
     // Volume and timing.
     f.days = std::max(1.0, (a.all.back()->time - a.all.front()->time) / 86400.0);
     int64_t tokens = 0;
-    for (const Query& q : a.ok) tokens += q.row->tokens_in + q.row->tokens_out;
+    for (const serve::UsageRecord* q : a.ok_rows) tokens += q->tokens_in + q->tokens_out;
     f.requests_per_day = double(f.ok) / f.days;
     f.tokens_per_day = double(tokens) / f.days;
     std::vector<int64_t> hours(24, 0);
@@ -247,10 +252,9 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
     // Log-probabilities and duplicates.
     int64_t topk = 0;
     std::unordered_set<std::string> seen;
-    for (const Query& q : a.ok) {
-      if (q.row->logprobs >= 0) f.logprob_requests++, topk += q.row->logprobs;
-      if (!q.row->prompt_sha256.empty() && !seen.insert(q.row->prompt_sha256).second)
-        f.duplicates++;
+    for (const serve::UsageRecord* q : a.ok_rows) {
+      if (q->logprobs >= 0) f.logprob_requests++, topk += q->logprobs;
+      if (!q->prompt_sha256.empty() && !seen.insert(q->prompt_sha256).second) f.duplicates++;
     }
     if (f.logprob_requests) f.mean_topk = double(topk) / double(f.logprob_requests);
     // Template.
@@ -272,7 +276,8 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
         size_t arg = 0;
         for (size_t c = 0; c < centroids.size(); c++) {
           double d = 0.0;
-          for (size_t j = 0; j < v.ids.size(); j++) d += double(v.w[j]) * centroids[c][size_t(v.ids[j])];
+          for (size_t j = 0; j < v.ids.size(); j++)
+            d += double(v.w[j]) * centroids[c][size_t(v.ids[j])];
           if (d > top) top = d, arg = c;
         }
         counts[arg]++;
@@ -305,7 +310,8 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
     // MMD of the latest window against the reference (other accounts' queries only).
     if (int64_t(a.ok.size()) >= std::max<int64_t>(2, o.mmd_window / 2) && !pool.empty()) {
       std::vector<const SparseVec*> pts;
-      const size_t from = a.ok.size() > size_t(o.mmd_window) ? a.ok.size() - size_t(o.mmd_window) : 0;
+      const size_t from =
+          a.ok.size() > size_t(o.mmd_window) ? a.ok.size() - size_t(o.mmd_window) : 0;
       for (size_t i = from; i < a.ok.size(); i++) pts.push_back(&a.ok[i].vec);
       const int64_t nx = int64_t(pts.size());
       for (const auto& [owner, v] : pool)
@@ -316,8 +322,8 @@ void audit_features(const std::vector<serve::UsageRecord>& rows, const AuditOpti
         for (size_t i = 0; i < n; i++)
           for (size_t j = i + 1; j < n; j++)
             dist[i * n + j] = dist[j * n + i] = sparse_distance(*pts[i], *pts[j]);
-        const MmdResult m = mmd_permutation_test(dist, nx, o.mmd_permutations,
-                                                 o.seed * 1000003ull + ai);
+        const MmdResult m =
+            mmd_permutation_test(dist, nx, o.mmd_permutations, o.seed * 1000003ull + ai);
         f.mmd_tested = true;
         f.mmd2 = m.mmd2;
         f.mmd_p = m.p_value;

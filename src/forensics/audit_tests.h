@@ -26,8 +26,8 @@ double sparse_distance(const SparseVec& a, const SparseVec& b);
 std::vector<double> prada_min_distances(const std::vector<const SparseVec*>& queries);
 
 struct MmdResult {
-  double mmd2 = 0.0;      // biased MMD^2 estimate of the observed split
-  double p_value = 1.0;   // (1 + #{permuted MMD^2 >= observed}) / (1 + permutations)
+  double mmd2 = 0.0;     // biased MMD^2 estimate of the observed split
+  double p_value = 1.0;  // (1 + #{permuted MMD^2 >= observed}) / (1 + permutations)
   int permutations = 0;
   int64_t nx = 0, ny = 0;
   double bandwidth = 0.0;  // Gaussian kernel sigma: the median pairwise distance

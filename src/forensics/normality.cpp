@@ -51,7 +51,8 @@ ShapiroWilk shapiro_wilk(std::vector<double> x) {
     if (n > 5) {
       a[1] = m[1] / rsm + poly(c2, 6, u);
       first = 2;
-      phi = (mm - 2.0 * m[0] * m[0] - 2.0 * m[1] * m[1]) / (1.0 - 2.0 * a[0] * a[0] - 2.0 * a[1] * a[1]);
+      phi = (mm - 2.0 * m[0] * m[0] - 2.0 * m[1] * m[1]) /
+            (1.0 - 2.0 * a[0] * a[0] - 2.0 * a[1] * a[1]);
     } else {
       phi = (mm - 2.0 * m[0] * m[0]) / (1.0 - 2.0 * a[0] * a[0]);
     }
@@ -67,8 +68,7 @@ ShapiroWilk shapiro_wilk(std::vector<double> x) {
   double ss = 0.0;
   for (double v : x) ss += (v - shift - mean) * (v - shift - mean);
   double num = 0.0;
-  for (int64_t i = 0; i < half; i++)
-    num += a[size_t(i)] * (x[size_t(n - 1 - i)] - x[size_t(i)]);
+  for (int64_t i = 0; i < half; i++) num += a[size_t(i)] * (x[size_t(n - 1 - i)] - x[size_t(i)]);
   ShapiroWilk r;
   r.n = n;
   r.w = std::min(1.0, num * num / ss);
@@ -81,8 +81,7 @@ double shapiro_wilk_p_value(double w, int64_t n) {
   if (n == 3) {
     // Exact: P(W <= w) = (6/pi) (asin(sqrt(w)) - asin(sqrt(3/4))).
     const double pi = 3.14159265358979323846;
-    return std::clamp(6.0 / pi * (std::asin(std::sqrt(w)) - std::asin(std::sqrt(0.75))), 0.0,
-                      1.0);
+    return std::clamp(6.0 / pi * (std::asin(std::sqrt(w)) - std::asin(std::sqrt(0.75))), 0.0, 1.0);
   }
   const double y = std::log1p(-w);  // ln(1 - W)
   double z;

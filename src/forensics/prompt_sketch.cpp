@@ -46,7 +46,8 @@ std::vector<uint32_t> sketch_from_blob(std::string_view blob, const std::string&
                 blob.size());
   std::vector<uint32_t> out(blob.size() / 4);
   for (size_t i = 0; i < out.size(); i++)
-    for (int b = 0; b < 4; b++) out[i] |= uint32_t((unsigned char)blob[i * 4 + size_t(b)]) << (8 * b);
+    for (int b = 0; b < 4; b++)
+      out[i] |= uint32_t((unsigned char)blob[i * 4 + size_t(b)]) << (8 * b);
   return out;
 }
 

@@ -21,75 +21,111 @@ namespace {
 const std::vector<std::vector<std::string>> kTopics = {
     {"garden", "tomato", "soil", "compost", "seedling", "pruning", "mulch", "perennial", "weeds",
      "fertilizer", "raised", "beds", "watering", "roses", "harvest", "greenhouse"},
-    {"python", "function", "list", "dictionary", "exception", "loop", "class", "import",
-     "module", "decorator", "generator", "pandas", "dataframe", "virtualenv", "pip", "typing"},
-    {"recipe", "bake", "flour", "oven", "dough", "sourdough", "butter", "sugar", "whisk",
-     "simmer", "sauce", "garlic", "onion", "roast", "spices", "braise"},
+    {"python", "function", "list", "dictionary", "exception", "loop", "class", "import", "module",
+     "decorator", "generator", "pandas", "dataframe", "virtualenv", "pip", "typing"},
+    {"recipe", "bake", "flour", "oven", "dough", "sourdough", "butter", "sugar", "whisk", "simmer",
+     "sauce", "garlic", "onion", "roast", "spices", "braise"},
     {"mortgage", "interest", "loan", "budget", "savings", "retirement", "stocks", "bonds",
      "inflation", "taxes", "credit", "debt", "portfolio", "dividend", "index", "fund"},
-    {"running", "marathon", "stretch", "muscle", "protein", "workout", "cardio", "squat",
-     "injury", "recovery", "pace", "training", "sprint", "endurance", "knee", "shoes"},
-    {"guitar", "chord", "melody", "rhythm", "scale", "piano", "tempo", "harmony", "song",
-     "lyrics", "strum", "tuning", "fret", "composer", "metronome", "octave"},
+    {"running", "marathon", "stretch", "muscle", "protein", "workout", "cardio", "squat", "injury",
+     "recovery", "pace", "training", "sprint", "endurance", "knee", "shoes"},
+    {"guitar", "chord", "melody", "rhythm", "scale", "piano", "tempo", "harmony", "song", "lyrics",
+     "strum", "tuning", "fret", "composer", "metronome", "octave"},
     {"resume", "interview", "salary", "manager", "promotion", "career", "negotiate", "hiring",
      "linkedin", "recruiter", "offer", "skills", "cover", "letter", "feedback", "colleague"},
-    {"travel", "flight", "hotel", "passport", "itinerary", "luggage", "visa", "airport",
-     "museum", "beach", "train", "booking", "currency", "hostel", "tour", "backpacking"},
+    {"travel", "flight", "hotel", "passport", "itinerary", "luggage", "visa", "airport", "museum",
+     "beach", "train", "booking", "currency", "hostel", "tour", "backpacking"},
     {"dog", "puppy", "leash", "vet", "kitten", "cat", "litter", "grooming", "treats", "barking",
      "vaccines", "breed", "kennel", "fleas", "adoption", "walks"},
-    {"database", "query", "index", "join", "table", "schema", "transaction", "postgres",
-     "sqlite", "replication", "migration", "primary", "key", "foreign", "normalize", "backup"},
-    {"planet", "galaxy", "telescope", "orbit", "comet", "nebula", "gravity", "asteroid",
-     "eclipse", "moon", "jupiter", "saturn", "light", "year", "supernova", "cosmology"},
-    {"history", "empire", "roman", "medieval", "revolution", "treaty", "dynasty", "war",
-     "castle", "pharaoh", "renaissance", "colonial", "monarchy", "senate", "battle", "ancient"},
+    {"database", "query", "index", "join", "table", "schema", "transaction", "postgres", "sqlite",
+     "replication", "migration", "primary", "key", "foreign", "normalize", "backup"},
+    {"planet", "galaxy", "telescope", "orbit", "comet", "nebula", "gravity", "asteroid", "eclipse",
+     "moon", "jupiter", "saturn", "light", "year", "supernova", "cosmology"},
+    {"history", "empire", "roman", "medieval", "revolution", "treaty", "dynasty", "war", "castle",
+     "pharaoh", "renaissance", "colonial", "monarchy", "senate", "battle", "ancient"},
     {"poem", "sonnet", "metaphor", "rhyme", "stanza", "verse", "imagery", "haiku", "novel",
      "character", "plot", "narrator", "fiction", "chapter", "dialogue", "theme"},
-    {"baby", "toddler", "sleep", "diaper", "feeding", "tantrum", "daycare", "teething",
-     "stroller", "bedtime", "potty", "nursery", "crawl", "pediatrician", "naps", "milestones"},
+    {"baby", "toddler", "sleep", "diaper", "feeding", "tantrum", "daycare", "teething", "stroller",
+     "bedtime", "potty", "nursery", "crawl", "pediatrician", "naps", "milestones"},
     {"car", "engine", "brakes", "tires", "oil", "battery", "transmission", "mileage", "hybrid",
      "electric", "charging", "mechanic", "warranty", "clutch", "radiator", "alignment"},
-    {"chemistry", "molecule", "atom", "reaction", "acid", "base", "electron", "bond",
-     "catalyst", "solution", "oxidation", "isotope", "periodic", "element", "compound", "ph"},
-    {"linux", "kernel", "shell", "bash", "permissions", "process", "systemd", "filesystem",
-     "grep", "ssh", "cron", "package", "terminal", "daemon", "mount", "sudo"},
+    {"chemistry", "molecule", "atom", "reaction", "acid", "base", "electron", "bond", "catalyst",
+     "solution", "oxidation", "isotope", "periodic", "element", "compound", "ph"},
+    {"linux", "kernel", "shell", "bash", "permissions", "process", "systemd", "filesystem", "grep",
+     "ssh", "cron", "package", "terminal", "daemon", "mount", "sudo"},
     {"painting", "watercolor", "canvas", "brush", "acrylic", "sketch", "perspective", "color",
      "palette", "portrait", "landscape", "shading", "easel", "charcoal", "gallery", "oil"},
     {"climate", "carbon", "emissions", "solar", "wind", "renewable", "recycling", "ocean",
      "glacier", "drought", "forest", "biodiversity", "pollution", "energy", "warming", "species"},
-    {"soccer", "football", "goal", "league", "referee", "penalty", "striker", "coach",
-     "tournament", "offside", "midfield", "season", "transfer", "tactics", "keeper", "match"},
+    {"soccer", "football", "goal", "league", "referee", "penalty", "striker", "coach", "tournament",
+     "offside", "midfield", "season", "transfer", "tactics", "keeper", "match"},
     {"diabetes", "insulin", "blood", "pressure", "cholesterol", "symptoms", "diet", "vitamin",
      "allergy", "headache", "fever", "dosage", "prescription", "nutrition", "calories", "sleep"},
     {"javascript", "react", "component", "state", "promise", "async", "browser", "css", "html",
      "typescript", "node", "npm", "webpack", "hook", "render", "dom"},
-    {"philosophy", "ethics", "kant", "virtue", "existential", "logic", "argument", "free",
-     "will", "consciousness", "stoic", "plato", "aristotle", "utilitarian", "moral", "truth"},
+    {"philosophy", "ethics", "kant", "virtue", "existential", "logic", "argument", "free", "will",
+     "consciousness", "stoic", "plato", "aristotle", "utilitarian", "moral", "truth"},
     {"wedding", "bride", "venue", "invitation", "guests", "dress", "ceremony", "reception",
      "honeymoon", "bouquet", "toast", "catering", "engagement", "ring", "vows", "photographer"},
 };
 
 const std::vector<std::string> kGeneral = {
-    "the", "a", "my", "for", "with", "about", "best", "good", "way", "some", "new", "old",
-    "simple", "quick", "first", "time", "really", "help", "problem", "idea", "difference",
-    "between", "example", "beginner", "week", "today", "small", "big", "without", "still",
-    "cheap", "easy", "common", "mistakes", "tips", "steps", "right", "better", "why", "long"};
+    "the",    "a",        "my",      "for",   "with",       "about",   "best",    "good",
+    "way",    "some",     "new",     "old",   "simple",     "quick",   "first",   "time",
+    "really", "help",     "problem", "idea",  "difference", "between", "example", "beginner",
+    "week",   "today",    "small",   "big",   "without",    "still",   "cheap",   "easy",
+    "common", "mistakes", "tips",    "steps", "right",      "better",  "why",     "long"};
 
 // Openers and closers people use; each benign user habitually uses a few of them.
-const std::vector<std::string> kOpeners = {
-    "how do i", "what is the", "can you explain", "why does", "is it true that", "help me with",
-    "give me ideas for", "what are some", "tell me about", "i need advice on", "compare",
-    "what should i know about", "how can i improve", "explain like i am five", "quick question",
-    "whats the difference", "any tips on", "write a short note on", "summarize", "list",
-    "how to fix", "recommend", "should i worry about", "what happens when", "is there a way to",
-    "please describe", "walk me through", "i am confused about", "brainstorm", "draft a message"};
-const std::vector<std::string> kClosers = {
-    "", "", "", "", "thanks", "please", "in simple terms", "step by step", "briefly",
-    "with examples", "for a beginner", "thank you", "asap", "in detail"};
+const std::vector<std::string> kOpeners = {"how do i",
+                                           "what is the",
+                                           "can you explain",
+                                           "why does",
+                                           "is it true that",
+                                           "help me with",
+                                           "give me ideas for",
+                                           "what are some",
+                                           "tell me about",
+                                           "i need advice on",
+                                           "compare",
+                                           "what should i know about",
+                                           "how can i improve",
+                                           "explain like i am five",
+                                           "quick question",
+                                           "whats the difference",
+                                           "any tips on",
+                                           "write a short note on",
+                                           "summarize",
+                                           "list",
+                                           "how to fix",
+                                           "recommend",
+                                           "should i worry about",
+                                           "what happens when",
+                                           "is there a way to",
+                                           "please describe",
+                                           "walk me through",
+                                           "i am confused about",
+                                           "brainstorm",
+                                           "draft a message"};
+const std::vector<std::string> kClosers = {"",
+                                           "",
+                                           "",
+                                           "",
+                                           "thanks",
+                                           "please",
+                                           "in simple terms",
+                                           "step by step",
+                                           "briefly",
+                                           "with examples",
+                                           "for a beginner",
+                                           "thank you",
+                                           "asap",
+                                           "in detail"};
 
 // Harvester templates: fixed words around a slot.
 const std::vector<std::pair<std::string, std::string>> kTemplates = {
-    {"Write a detailed encyclopedia article explaining", "including history definitions and examples."},
+    {"Write a detailed encyclopedia article explaining",
+     "including history definitions and examples."},
     {"You are an expert tutor. Produce a comprehensive lesson on", "with exercises and answers."},
     {"Generate a long high quality answer to the following question about",
      "Respond thoroughly and cite reasoning."},
@@ -183,7 +219,8 @@ std::vector<double> machine_times(Rng& rng, const TrafficSimOptions& o, double p
   const double span = 86400.0 * o.days;
   const double start = o.start_time + rng.uniform() * 3600.0;
   const int64_t n = std::max<int64_t>(1, poisson(rng, per_day * o.days));
-  for (int64_t i = 0; i < n; i++) t.push_back(start + span * (double(i) + rng.uniform()) / double(n));
+  for (int64_t i = 0; i < n; i++)
+    t.push_back(start + span * (double(i) + rng.uniform()) / double(n));
   return t;
 }
 
@@ -212,8 +249,8 @@ std::vector<std::string> corpus_passages(Rng& rng, const TrafficSimOptions& o) {
     for (int s = 0; s < 2; s++) {
       const int words = 8 + int(rng.below(8));
       for (int w = 0; w < words; w++)
-        p += (w ? " " : "") + (rng.uniform() < 0.5 ? pick(rng, kTopics[size_t(topic)])
-                                                   : pick(rng, kGeneral));
+        p += (w ? " " : "") +
+             (rng.uniform() < 0.5 ? pick(rng, kTopics[size_t(topic)]) : pick(rng, kGeneral));
       p += ". ";
     }
     out.push_back(p);
@@ -236,7 +273,7 @@ Account benign_account(Rng& rng, const TrafficSimOptions& o, int index) {
   std::vector<int> topics;
   const int ntopics = a.kind == "power" ? 3 + int(rng.below(3))
                       : a.kind == "app" ? 1
-                      : 1 + int(rng.below(a.kind == "evaluator" ? 2 : 3));
+                                        : 1 + int(rng.below(a.kind == "evaluator" ? 2 : 3));
   while (int(topics.size()) < ntopics) {
     const int t = int(rng.below(kTopics.size()));
     if (std::find(topics.begin(), topics.end(), t) == topics.end()) topics.push_back(t);
@@ -266,7 +303,7 @@ Account benign_account(Rng& rng, const TrafficSimOptions& o, int index) {
     }
     return a;
   }
-  const double per_day = a.kind == "power" ? lognormal(rng, 60.0, 0.6)
+  const double per_day = a.kind == "power"       ? lognormal(rng, 60.0, 0.6)
                          : a.kind == "evaluator" ? lognormal(rng, 40.0, 0.5)
                                                  : lognormal(rng, 12.0, 0.8);
   const auto times = human_times(rng, o, per_day, 0.3 + 0.7 * rng.uniform());
@@ -324,8 +361,8 @@ void harvester_requests(Rng& rng, const TrafficSimOptions& o, Account& a,
     const auto times = stealth ? human_times(rng, o, lognormal(rng, 25.0, 0.3), 0.9)
                                : machine_times(rng, o, lognormal(rng, 250.0, 0.5));
     for (double t : times) {
-      Request r{t, natural_prompt(rng, pick(rng, kOpeners), int(rng.below(kTopics.size()))),
-                -1, 512};
+      Request r{t, natural_prompt(rng, pick(rng, kOpeners), int(rng.below(kTopics.size()))), -1,
+                512};
       if (stealth ? rng.uniform() < 0.33 : rng.uniform() < 0.6) r.logprobs = stealth ? 5 : 20;
       a.requests.push_back(r);
     }
@@ -360,8 +397,10 @@ TrafficSimSummary simulate_traffic(const TrafficSimOptions& o) {
     throw Error("simulate: --benign and --harvesters must be >= 0 and --days >= 1");
   for (const auto& s : o.styles)
     if (std::find(traffic_styles().begin(), traffic_styles().end(), s) == traffic_styles().end())
-      throw Error("simulate: unknown harvester style '{}' (known: template, walker, paraphrase, "
-                  "stealth, focused, sybil)", s);
+      throw Error(
+          "simulate: unknown harvester style '{}' (known: template, walker, paraphrase, "
+          "stealth, focused, sybil)",
+          s);
   Rng rng(o.seed);
   const std::vector<std::string> corpus = corpus_passages(rng, o);
   std::vector<Account> accounts;
@@ -385,8 +424,7 @@ TrafficSimSummary simulate_traffic(const TrafficSimOptions& o) {
   std::vector<size_t> order(accounts.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = i;
   for (size_t i = order.size(); i > 1; i--) std::swap(order[i - 1], order[rng.below(i)]);
-  for (size_t i = 0; i < order.size(); i++)
-    accounts[order[i]].id = fmt::format("key-{:05d}", i);
+  for (size_t i = 0; i < order.size(); i++) accounts[order[i]].id = fmt::format("key-{:05d}", i);
 
   std::vector<serve::UsageRecord> rows;
   nlohmann::json truth = nlohmann::json::object();
@@ -417,8 +455,9 @@ TrafficSimSummary simulate_traffic(const TrafficSimOptions& o) {
       rows.push_back(std::move(u));
     }
   }
-  std::sort(rows.begin(), rows.end(),
-            [](const serve::UsageRecord& x, const serve::UsageRecord& y) { return x.time < y.time; });
+  std::sort(rows.begin(), rows.end(), [](const serve::UsageRecord& x, const serve::UsageRecord& y) {
+    return x.time < y.time;
+  });
   {
     serve::UsageStore store(o.out);
     store.record_all(rows);
@@ -426,8 +465,12 @@ TrafficSimSummary simulate_traffic(const TrafficSimOptions& o) {
   sum.rows = int64_t(rows.size());
   sum.truth_path = o.out + ".truth.json";
   std::ofstream f(sum.truth_path);
-  f << nlohmann::json({{"seed", o.seed}, {"benign", o.benign}, {"harvesters_per_style", o.harvesters},
-                       {"styles", o.styles}, {"days", o.days}, {"accounts", truth}})
+  f << nlohmann::json({{"seed", o.seed},
+                       {"benign", o.benign},
+                       {"harvesters_per_style", o.harvesters},
+                       {"styles", o.styles},
+                       {"days", o.days},
+                       {"accounts", truth}})
            .dump(1)
     << "\n";
   if (!f) throw Error("{}: cannot write the ground truth", sum.truth_path);

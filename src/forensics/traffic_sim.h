@@ -22,15 +22,15 @@
 namespace distill {
 
 struct TrafficSimOptions {
-  std::string out;               // usage database to create (must not exist)
-  int benign = 1000;             // benign accounts
-  int harvesters = 10;           // harvesting accounts per style
-  std::vector<std::string> styles = {"template", "walker", "paraphrase", "stealth", "focused",
-                                     "sybil"};
-  int days = 7;                  // length of the simulated period
+  std::string out;      // usage database to create (must not exist)
+  int benign = 1000;    // benign accounts
+  int harvesters = 10;  // harvesting accounts per style
+  std::vector<std::string> styles = {"template", "walker",  "paraphrase",
+                                     "stealth",  "focused", "sybil"};
+  int days = 7;  // length of the simulated period
   uint64_t seed = 1;
-  std::string corpus;            // text file the walker reads (""): a built-in generated corpus
-  double start_time = 1.7e9;     // Unix seconds of the first day's midnight (UTC)
+  std::string corpus;         // text file the walker reads (""): a built-in generated corpus
+  double start_time = 1.7e9;  // Unix seconds of the first day's midnight (UTC)
 };
 
 struct TrafficSimSummary {
