@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
       distill::cli::add_harvest);
   add("detect", "watermark keys; detect a watermark in text or in a model trained on it",
       distill::cli::add_detect);
+  add("audit", "flag API accounts that harvest outputs, from the usage store (and simulate)",
+      distill::cli::add_audit);
   add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {

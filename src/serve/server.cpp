@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "formats/model_dir.h"
 #include "model/model.h"
+#include "forensics/prompt_sketch.h"
 #include "serve/api_error.h"
 #include "serve/engine.h"
 #include "serve/server_call.h"
@@ -123,6 +124,9 @@ void Server::finish(Call& call, int status) {
     u.logprobs = call.logprobs;
     u.latency_ms = latency * 1e3;
     u.status = status;
+    std::string joined;  // all prompts of the request, as hashed into prompt_sha256
+    for (const std::string& t : call.prompt_texts) joined += t + '\n';
+    if (!joined.empty()) u.prompt_sketch = sketch_to_blob(prompt_sketch(joined));
     try {
       usage_->record(u);
     } catch (const std::exception& e) {
