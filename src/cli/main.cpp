@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   add("serve", "serve a model behind an OpenAI-compatible HTTP API", distill::cli::add_serve);
   add("harvest", "collect a served teacher's outputs (OpenAI-compatible API) as a dataset",
       distill::cli::add_harvest);
+  add("fingerprint", "does a suspect derive from a candidate?", distill::cli::add_fingerprint);
   add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {
