@@ -259,6 +259,18 @@ fs::path FingerprintModels::dir_;
 std::string FingerprintModels::corpus_;
 std::vector<std::string> FingerprintModels::prompts_;
 
+// The counts behind each verdict, in the test log (docs/fingerprint.md quotes them).
+void print_verdicts(const FingerprintReport& r) {
+  for (const auto& v : r.verdicts) {
+    for (const auto& c : v.controls)
+      std::printf("%s: %s vs %s: %lld more, %lld less, %lld ties, p %.3g\n", r.suspect.c_str(),
+                  v.candidate.c_str(), c.control.c_str(), (long long)c.test.wins,
+                  (long long)c.test.losses, (long long)c.test.ties, c.test.p_value);
+    std::printf("%s: %s: p %.3g, Holm p %.3g, derived %d\n", r.suspect.c_str(),
+                v.candidate.c_str(), v.p_value, v.adjusted_p, int(v.derived));
+  }
+}
+
 TEST_F(FingerprintModels, DistilledChildIsAttributedToItsParentOnly) {
   // Candidates: the parent and an unrelated model; controls: two more unrelated models.
   const FingerprintReport r = run_fingerprint(
@@ -267,11 +279,7 @@ TEST_F(FingerprintModels, DistilledChildIsAttributedToItsParentOnly) {
   EXPECT_EQ(r.prompts, 200);
   EXPECT_EQ(r.compared_tokens, 200 * 16);
   for (const auto& m : r.candidates) EXPECT_EQ(m.compared, 200 * 16);
-  for (const auto& v : r.verdicts)
-    for (const auto& c : v.controls) std::printf("%s vs %s: %lld more, %lld less, p %.3g\n",
-                                                 v.candidate.c_str(), c.control.c_str(),
-                                                 (long long)c.test.wins, (long long)c.test.losses,
-                                                 c.test.p_value);
+  print_verdicts(r);
   EXPECT_GT(r.candidates[0].rate(), r.controls[0].rate());
   EXPECT_GT(r.candidates[0].rate(), r.controls[1].rate());
   EXPECT_TRUE(r.verdicts[0].derived) << "Holm p " << r.verdicts[0].adjusted_p;
@@ -284,6 +292,7 @@ TEST_F(FingerprintModels, UnrelatedSuspectIsAttributedToNoCandidate) {
   // The suspect is model 2 (unrelated to all), the candidates the parent and the child.
   const FingerprintReport r = run_fingerprint(
       options(model_dir(2), {model_dir(1), child_dir()}, {model_dir(3), model_dir(4)}));
+  print_verdicts(r);
   for (const auto& v : r.verdicts) {
     EXPECT_FALSE(v.derived) << v.candidate << " Holm p " << v.adjusted_p;
     EXPECT_GT(v.adjusted_p, 0.05) << v.candidate;

@@ -2,6 +2,7 @@
 // agreement against unrelated control models (forensics/fingerprint.h, docs/fingerprint.md).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -75,31 +76,33 @@ std::string format_p(double p, double log_p) {
 }
 
 std::string render_table(const FingerprintReport& r) {
+  size_t w = 10;  // the widest model directory
+  for (const auto* list : {&r.candidates, &r.controls})
+    for (const ModelAgreement& m : *list) w = std::max(w, m.dir.size());
   std::ostringstream s;
   s << fmt::format("suspect {}: {} prompts x {} greedy tokens = {} compared tokens per model\n",
                    r.suspect, r.prompts, r.tokens_per_prompt, r.compared_tokens);
   s << fmt::format("prompts: {}\n\n", r.prompt_source);
-  s << fmt::format("{:<10} {:<40} {:>10} {:>8}\n", "role", "model", "agree", "rate");
+  s << fmt::format("{:<10} {:<{}} {:>8} {:>7}\n", "role", "model", w, "agree", "rate");
   auto row = [&](const char* role, const ModelAgreement& m) {
-    s << fmt::format("{:<10} {:<40} {:>10} {:>8.4f}\n", role, m.dir, m.agreements, m.rate());
+    s << fmt::format("{:<10} {:<{}} {:>8} {:>7.4f}\n", role, m.dir, w, m.agreements, m.rate());
   };
   for (const auto& m : r.candidates) row("candidate", m);
   for (const auto& m : r.controls) row("control", m);
-  s << fmt::format(
-      "\nexact one-sided sign test over prompts (candidate agrees more / less / equally often "
-      "than the control):\n");
-  s << fmt::format("{:<30} {:<30} {:>6} {:>6} {:>6} {:>7} {:>10}\n", "candidate", "control",
+  s << "\nexact one-sided sign test over prompts: the suspect agrees more / less / equally often "
+       "with the candidate than with the control\n";
+  s << fmt::format("{:<{}} {:<{}} {:>5} {:>5} {:>5} {:>7} {:>10}\n", "candidate", w, "control", w,
                    "more", "less", "ties", "z", "p");
   for (const CandidateVerdict& v : r.verdicts)
     for (const ControlComparison& c : v.controls)
-      s << fmt::format("{:<30} {:<30} {:>6} {:>6} {:>6} {:>7.2f} {:>10}\n", v.candidate,
-                       c.control, c.test.wins, c.test.losses, c.test.ties, c.test.z,
+      s << fmt::format("{:<{}} {:<{}} {:>5} {:>5} {:>5} {:>7.2f} {:>10}\n", v.candidate, w,
+                       c.control, w, c.test.wins, c.test.losses, c.test.ties, c.test.z,
                        format_p(c.test.p_value, c.test.log_p));
-  s << fmt::format("\n{:<30} {:>10} {:>10}  decision (Holm-Bonferroni over {} candidates, alpha "
-                   "{})\n",
-                   "candidate", "p (max)", "Holm p", r.verdicts.size(), r.alpha);
+  s << fmt::format("\n{:<{}} {:>10} {:>10}  decision (Holm-Bonferroni over {} candidate(s), "
+                   "alpha {})\n",
+                   "candidate", w, "max p", "Holm p", r.verdicts.size(), r.alpha);
   for (const CandidateVerdict& v : r.verdicts)
-    s << fmt::format("{:<30} {:>10} {:>10}  {}\n", v.candidate, format_p(v.p_value, v.log_p),
+    s << fmt::format("{:<{}} {:>10} {:>10}  {}\n", v.candidate, w, format_p(v.p_value, v.log_p),
                      format_p(v.adjusted_p, std::log(v.adjusted_p)),
                      v.derived ? fmt::format("{} derives from {}", r.suspect, v.candidate)
                                : std::string("no evidence"));
@@ -154,7 +157,7 @@ VerbRun add_fingerprint(CLI::App& app) {
         bar = std::make_unique<ProgressBar>(total);
         stage = s;
       }
-      bar->update(done, s);
+      bar->update(done, s == "suspect" ? "suspect: greedy continuations" : "scoring " + s);
     });
     if (bar) bar->finish();
     std::printf("%s", render_table(r).c_str());

@@ -76,7 +76,6 @@ namespace {
 struct SuspectOutputs {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::vector<int32_t>> continuations;
-  size_t longest = 0;  // longest prompt + continuation, tokens
 };
 
 void check_context(const std::string& dir, const Model& model, size_t longest_prompt,
@@ -110,10 +109,7 @@ SuspectOutputs suspect_outputs(const FingerprintOptions& o, const Tokenizer& tok
       gen.generate(out.prompts, g, nullptr, [&](int done, int total, int64_t) {
         if (progress) progress("suspect", done, total);
       });
-  for (size_t i = 0; i < gens.size(); i++) {
-    out.continuations.push_back(gens[i].tokens);
-    out.longest = std::max(out.longest, out.prompts[i].size() + gens[i].tokens.size());
-  }
+  for (const Generation& g : gens) out.continuations.push_back(g.tokens);
   return out;
 }
 
@@ -144,6 +140,10 @@ ModelAgreement measure_agreement(const std::string& dir, const SuspectOutputs& s
       const auto& c = s.continuations[size_t(start + b)];
       std::copy(p.begin(), p.end(), ids.begin() + ptrdiff_t(size_t(b) * T));
       std::copy(c.begin(), c.end(), ids.begin() + ptrdiff_t(size_t(b) * T + p.size()));
+      for (int32_t id : c)
+        if (id >= V)
+          throw Error("{}: the suspect generated token {}, outside this model's vocabulary of {}",
+                      dir, id, V);
     }
     const float* logits = model->forward(ids.data(), B, int(T));  // (B,T,V)
     for (int b = 0; b < B; b++) {
