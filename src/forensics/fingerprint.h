@@ -3,7 +3,7 @@
 // S's outputs agree with A's more often than with the outputs of control models that are known
 // to be unrelated to S. The paper measures agreement as the share of prompts on which two models
 // give the same greedy next token, compares the candidate's rate with each control's by a
-// one-sided two-proportion test, and controls the error over several tests with Holm-Bonferroni.
+// two-proportion z-test, and controls the error over several tests with Holm-Bonferroni.
 //
 // What this file does (docs/fingerprint.md has the argument):
 //  - S continues every prompt greedily for `tokens` tokens (with tokens = 1: the paper's greedy
