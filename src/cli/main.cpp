@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
       distill::cli::add_detect);
   add("audit", "flag API accounts that harvest outputs, from the usage store (and simulate)",
       distill::cli::add_audit);
+  add("fingerprint", "does a suspect derive from a candidate?", distill::cli::add_fingerprint);
   add("bench", "measure training and generation throughput, GEMM peak (see scripts/bench)",
       distill::cli::add_bench);
   try {

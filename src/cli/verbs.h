@@ -24,6 +24,7 @@ VerbRun add_serve(CLI::App& app);
 VerbRun add_harvest(CLI::App& app);
 VerbRun add_detect(CLI::App& app);
 VerbRun add_audit(CLI::App& app);
+VerbRun add_fingerprint(CLI::App& app);
 // Registers `tokenizer train` under the `tokenizer` verb (cmd_tokenizer_train.cpp).
 void add_tokenizer_train(CLI::App& tokenizer_app);
 
