@@ -16,7 +16,9 @@
 //
 // llama.cpp runs in its default context configuration (f16 KV cache, flash attention auto,
 // n_batch 2048, n_ubatch 512, per-sequence KV streams) apart from the thread count and a context of
-// B sequences x (P + G) positions: what a user of the library gets.
+// B sequences x (P + G) positions: what a user of the library gets; plus, as llama-bench does, an
+// explicit CPU threadpool attached to the context (LLAMA_PEER_NO_POOL=1 leaves it out; on this
+// machine the two are within run-to-run noise). ggml picks its zen4 (AVX-512) CPU variant here.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -155,6 +157,21 @@ int main(int argc, char** argv) {
     cp.n_threads_batch = threads;
     llama_context* ctx = llama_init_from_model(model, cp);
     if (!ctx) die("llama.cpp could not create a context");
+    // As llama-bench does: an explicit CPU threadpool (polling workers) attached to the context,
+    // fetched through the CPU backend's registry (the backend is a loaded module).
+    ggml_threadpool* pool = nullptr;
+    if (!std::getenv("LLAMA_PEER_NO_POOL")) {
+      ggml_backend_reg_t cpu = ggml_backend_reg_by_name("CPU");
+      using PoolNew = ggml_threadpool* (*)(ggml_threadpool_params*);
+      auto pool_new = cpu ? reinterpret_cast<PoolNew>(
+                                ggml_backend_reg_get_proc_address(cpu, "ggml_threadpool_new"))
+                          : nullptr;
+      if (pool_new) {
+        ggml_threadpool_params tp = ggml_threadpool_params_default(threads);
+        pool = pool_new(&tp);
+        if (pool) llama_attach_threadpool(ctx, pool, pool);
+      }
+    }
     llama_batch batch = llama_batch_init(B * P, 0, 1);
     std::vector<double> pp, tg;
     for (int r = 0; r <= reps; r++) {
@@ -171,6 +188,12 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     llama_batch_free(batch);
     llama_free(ctx);
+    if (pool) {
+      using PoolFree = void (*)(ggml_threadpool*);
+      auto pool_free = reinterpret_cast<PoolFree>(
+          ggml_backend_reg_get_proc_address(ggml_backend_reg_by_name("CPU"), "ggml_threadpool_free"));
+      if (pool_free) pool_free(pool);
+    }
   }
   llama_model_free(model);
   llama_backend_free();
