@@ -7,6 +7,8 @@
 // the model directory; the CLI's --help lists every option with its default and its --json
 // holds the same verdicts.
 #include <gtest/gtest.h>
+
+#include "cli_run.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -327,26 +329,8 @@ TEST_F(FingerprintModels, TokenizerMismatchNamesTheModelDirectory) {
   EXPECT_THROW(run_fingerprint(long_prompts), Error);
 }
 
-struct CliRun {
-  int status;
-  std::string out, err;
-};
-
-CliRun run_cli(const std::string& args, const fs::path& dir) {
-  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " > " +
-                          (dir / "out").string() + " 2> " + (dir / "err").string();
-  CliRun r;
-  r.status = std::system(cmd.c_str());
-  auto slurp = [](const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  r.out = slurp(dir / "out");
-  r.err = slurp(dir / "err");
-  return r;
-}
+using testing_cli::CliRun;
+using testing_cli::run_cli;
 
 TEST_F(FingerprintModels, CliHelpTableAndJson) {
   const CliRun help = run_cli("fingerprint --help", dir_);

@@ -13,31 +13,14 @@
 #include "infer/sampler.h"
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer.h"
+#include "cli_run.h"
 
 namespace distill {
 namespace {
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int status;
-  std::string out, err;
-};
-
-CliRun run(const std::string& args, const fs::path& dir) {
-  const std::string cmd = std::string(DISTILL_BINARY) + " " + args + " > " +
-                          (dir / "out").string() + " 2> " + (dir / "err").string();
-  CliRun r;
-  r.status = std::system(cmd.c_str());
-  auto slurp = [](const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  r.out = slurp(dir / "out");
-  r.err = slurp(dir / "err");
-  return r;
-}
+using testing_cli::CliRun;
+CliRun run(const std::string& args, const fs::path& dir) { return testing_cli::run_cli(args, dir); }
 
 TEST(SampleCli, GreedyEqualsTheNaiveOracleForEveryPromptAndSample) {
   const fs::path dir = fs::temp_directory_path() / ("distill-sample-" + std::to_string(getpid()));
