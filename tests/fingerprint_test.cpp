@@ -152,6 +152,28 @@ TEST(FingerprintDecide, MaxOverControlsThenHolmAcrossCandidates) {
   EXPECT_THROW(fingerprint_decide(ragged), Error);
 }
 
+TEST(FingerprintCapability, WarnsWhenTheCandidateOutpredictsAControlOnTheRealText) {
+  // Agreement with the suspect is also a measure of capability: a candidate that predicts the
+  // real text much better than the controls gets a warning; one as good as them does not.
+  FingerprintReport r;
+  r.alpha = 0.05;
+  r.prompts = 30;
+  r.candidates = {model("able", 30, 12, 0), model("peer", 30, 12, 0)};
+  r.controls = {model("zero", 30, 0, 0)};
+  fingerprint_decide(r);
+  r.candidate_accuracy = {model("able", 30, 20, 0), model("peer", 30, 2, 2)};
+  r.control_accuracy = {model("zero", 30, 0, 0)};
+  check_capability(r);
+  ASSERT_EQ(r.capability.size(), 2u);
+  EXPECT_EQ(r.capability[0].test.wins, 20);
+  EXPECT_NEAR(r.capability[0].test.p_value, std::pow(0.5, 20), 1e-15);
+  EXPECT_NE(r.verdicts[0].warning.find("able predicts the real text better than control zero"),
+            std::string::npos)
+      << r.verdicts[0].warning;
+  EXPECT_EQ(r.verdicts[1].warning, "");  // 2 better, 2 worse: no evidence of more capability
+  EXPECT_TRUE(r.verdicts[0].derived);     // the statistics are unchanged; the warning says why
+}
+
 // ---- tiny real models ------------------------------------------------------------------------
 
 // Sentences from a little grammar with many equally likely choices: which of them a model

@@ -37,7 +37,8 @@ struct FingerprintCliOptions {
   std::string json;                    // write the full report here
 };
 
-std::vector<std::string> prompts_of(const FingerprintCliOptions& o, std::string& source) {
+std::vector<std::string> prompts_of(const FingerprintCliOptions& o, std::string& source,
+                                    std::vector<std::string>& references) {
   std::vector<std::string> prompts;
   if (!o.prompts.empty()) {
     for (const PromptLine& p : read_prompt_file(o.prompts)) {
@@ -60,7 +61,10 @@ std::vector<std::string> prompts_of(const FingerprintCliOptions& o, std::string&
   t.count = o.count;
   t.context_bytes = o.context_bytes;
   t.seed = o.seed;
-  for (const NextWordsExample& e : make_next_words_task(o.text, t)) prompts.push_back(e.prompt);
+  for (const NextWordsExample& e : make_next_words_task(o.text, t)) {
+    prompts.push_back(e.prompt);
+    references.push_back(e.next_text);  // to check the controls' capability on the real text
+  }
   std::string files;
   for (const std::string& f : o.text) files += (files.empty() ? "" : ",") + f;
   source = fmt::format("{} passages of <= {} bytes from the held-out {} of {} (seed {})",
@@ -104,8 +108,11 @@ std::string render_table(const FingerprintReport& r) {
   for (const CandidateVerdict& v : r.verdicts)
     s << fmt::format("{:<{}} {:>10} {:>10}  {}\n", v.candidate, w, format_p(v.p_value, v.log_p),
                      format_p(v.adjusted_p, std::log(v.adjusted_p)),
-                     v.derived ? fmt::format("{} derives from {}", r.suspect, v.candidate)
+                     v.derived ? fmt::format("{} derives from {}{}", r.suspect, v.candidate,
+                                             v.warning.empty() ? "" : " (unreliable: see warning)")
                                : std::string("no evidence"));
+  for (const CandidateVerdict& v : r.verdicts)
+    if (!v.warning.empty()) s << "\nwarning: " << v.warning << "\n";
   return s.str();
 }
 
@@ -143,7 +150,7 @@ VerbRun add_fingerprint(CLI::App& app) {
     f.suspect = o->suspect;
     f.candidates = o->candidates;
     f.controls = o->controls;
-    f.prompts = prompts_of(*o, f.prompt_source);
+    f.prompts = prompts_of(*o, f.prompt_source, f.references);
     f.tokens = o->tokens;
     f.alpha = o->alpha;
     f.batch = o->batch;

@@ -95,6 +95,7 @@ std::vector<NextWordsExample> make_next_words_task(const std::vector<std::string
     e.id = fmt::format("{}:{}", std::filesystem::path(paths[c.file]).stem().string(), c.pos + prefix);
     e.prompt = text.substr(start, c.pos + prefix - start);
     e.answer = answer_at(text, c.pos, text.size(), o.answer_words).substr(prefix);
+    e.next_text = text.substr(c.pos + prefix, 256);
     out.push_back(std::move(e));
   }
   return out;

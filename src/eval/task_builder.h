@@ -30,6 +30,7 @@ struct NextWordsExample {
   std::string id;      // "<file stem>:<byte offset of the answer>"
   std::string prompt;  // text before the answer (the space before it, or the word's prefix)
   std::string answer;  // answer_words words of letters, as in the text
+  std::string next_text;  // the text right after the prompt, as it is (up to 256 bytes)
 };
 
 // Examples are distinct, in text order, at random positions (seeded); each answer word is made

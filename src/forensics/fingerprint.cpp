@@ -166,6 +166,27 @@ ModelAgreement measure_agreement(const std::string& dir, const SuspectOutputs& s
 
 }  // namespace
 
+void check_capability(FingerprintReport& r) {
+  r.capability.clear();
+  if (r.candidate_accuracy.empty() || r.control_accuracy.empty()) return;
+  for (size_t i = 0; i < r.candidate_accuracy.size() && i < r.verdicts.size(); i++) {
+    CandidateVerdict& v = r.verdicts[i];
+    v.warning.clear();
+    for (const ModelAgreement& c : r.control_accuracy) {
+      CapabilityCheck k{r.candidate_accuracy[i].dir, c.dir,
+                        sign_test(r.candidate_accuracy[i].per_prompt, c.per_prompt)};
+      if (k.test.p_value <= r.alpha && v.warning.empty())
+        v.warning = fmt::format(
+            "{} predicts the real text better than control {} (top-1 accuracy {:.3f} vs {:.3f}; "
+            "better on {} prompts, worse on {}; sign test p = {:.3g}): agreement also measures "
+            "capability, so use controls as capable as the candidate before trusting a verdict",
+            r.candidate_accuracy[i].dir, c.dir, r.candidate_accuracy[i].rate(), c.rate(),
+            k.test.wins, k.test.losses, k.test.p_value);
+      r.capability.push_back(std::move(k));
+    }
+  }
+}
+
 FingerprintReport run_fingerprint(const FingerprintOptions& o,
                                   const FingerprintProgress& progress) {
   if (o.suspect.empty()) throw Error("fingerprint: no suspect model (--suspect)");
@@ -212,6 +233,24 @@ FingerprintReport run_fingerprint(const FingerprintOptions& o,
   for (const std::string& dir : o.controls)
     r.controls.push_back(measure_agreement(dir, s, o.tokens, batch, progress));
   fingerprint_decide(r);
+  if (!o.references.empty()) {
+    if (o.references.size() != o.prompts.size())
+      throw Error("fingerprint: {} references for {} prompts", o.references.size(),
+                  o.prompts.size());
+    // The real continuation, cut to `tokens` tokens, in place of the suspect's.
+    SuspectOutputs real;
+    real.prompts = s.prompts;
+    for (const std::string& text : o.references) {
+      std::vector<int32_t> ids = tok->encode(text);
+      if (ids.size() > size_t(o.tokens)) ids.resize(size_t(o.tokens));
+      real.continuations.push_back(std::move(ids));
+    }
+    for (const std::string& dir : o.candidates)
+      r.candidate_accuracy.push_back(measure_agreement(dir, real, o.tokens, batch, progress));
+    for (const std::string& dir : o.controls)
+      r.control_accuracy.push_back(measure_agreement(dir, real, o.tokens, batch, progress));
+    check_capability(r);
+  }
   return r;
 }
 
@@ -263,9 +302,29 @@ nlohmann::json fingerprint_json(const FingerprintReport& r) {
                              {"log10_p", log10p(v.log_p)},
                              {"holm_adjusted_p", v.adjusted_p},
                              {"derived", v.derived},
+                             {"warning", v.warning},
                              {"decision", v.derived ? "suspect derives from " + v.candidate
                                                     : std::string("no evidence")}});
   }
+  j["capability"] = json::array();
+  for (const CapabilityCheck& k : r.capability)
+    j["capability"].push_back({{"candidate", k.candidate},
+                               {"control", k.control},
+                               {"test", "exact one-sided sign test over prompts of top-1 "
+                                        "accuracy on the real text"},
+                               {"wins", k.test.wins},
+                               {"losses", k.test.losses},
+                               {"ties", k.test.ties},
+                               {"p", k.test.p_value}});
+  auto accuracy = [](const std::vector<ModelAgreement>& models) {
+    json a = json::array();
+    for (const ModelAgreement& m : models)
+      a.push_back({{"model", m.dir}, {"correct", m.agreements}, {"compared", m.compared},
+                   {"accuracy", m.rate()}});
+    return a;
+  };
+  j["real_text_accuracy"] = {{"candidates", accuracy(r.candidate_accuracy)},
+                             {"controls", accuracy(r.control_accuracy)}};
   return j;
 }
 

@@ -62,6 +62,16 @@ struct CandidateVerdict {
   double log_p = 0.0;                    // ln p_value (exact far below 1e-300)
   double adjusted_p = 1.0;               // Holm-Bonferroni over the candidates
   bool derived = false;                  // adjusted_p <= alpha
+  // Set when the candidate predicts the real text significantly better than a control (when
+  // references are given): agreement then also measures capability, and a derived verdict may
+  // be a false positive (docs/fingerprint.md).
+  std::string warning;
+};
+
+// Candidate vs control on the real text: is the candidate the better predictor?
+struct CapabilityCheck {
+  std::string candidate, control;
+  SignTest test;  // per-prompt top-1 accuracy on the references, candidate vs control
 };
 
 struct FingerprintReport {
@@ -74,7 +84,15 @@ struct FingerprintReport {
   std::string prompt_source;    // "<file>" or "corpus <files> (held-out tail, seed N)"
   std::vector<ModelAgreement> candidates, controls;
   std::vector<CandidateVerdict> verdicts;  // one per candidate, same order
+  // With references: every candidate's and control's top-1 accuracy on the real continuation
+  // of the prompts, and the candidate-vs-control tests that set the verdicts' warnings.
+  std::vector<ModelAgreement> candidate_accuracy, control_accuracy;
+  std::vector<CapabilityCheck> capability;
 };
+
+// Fills report.capability and the verdicts' warnings from candidate_accuracy and
+// control_accuracy (a warning when a candidate beats a control at p <= alpha).
+void check_capability(FingerprintReport& report);
 
 // The statistics alone, on agreement counts measured elsewhere (all per_prompt vectors the same
 // length). Fills report.verdicts; errors when there is no candidate or no control.
@@ -86,6 +104,10 @@ struct FingerprintOptions {
   std::vector<std::string> controls;    // models known to be unrelated to the suspect
   std::vector<std::string> prompts;     // prompt texts (non-empty)
   std::string prompt_source;            // recorded in the report
+  // Optional, one per prompt: the real text that follows it (corpus prompts). Every candidate
+  // and control is also scored on it (top-1 accuracy over `tokens` tokens) to check that the
+  // controls are as capable as the candidates.
+  std::vector<std::string> references;
   int tokens = 32;                      // greedy tokens of the suspect per prompt
   double alpha = 0.05;                  // family-wise level over the candidates
   int batch = 16;                       // prompts decoded (suspect) or scored together
