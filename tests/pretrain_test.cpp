@@ -1,6 +1,8 @@
 // Pretraining end to end: held-out loss goes down, resume (after a clean stop and after SIGKILL)
 // reproduces the uninterrupted run's losses bit for bit, and bad input is one clear error line.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "core/rng.h"
 #include "formats/model_dir.h"
 #include "train/checkpoint.h"
@@ -128,6 +131,33 @@ TEST(Pretrain, RefusesToOverwriteARunWithoutResume) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
   }
+}
+
+TEST(Pretrain, ASecondProcessOnTheSameRunDirectoryIsRefused) {
+  // A concurrent second run used to truncate the first one's metrics.jsonl.
+  const fs::path dir = temp_dir("pretrain-lock");
+  PretrainOptions o = small_run(write_corpus(dir), dir / "run");
+  o.loop.steps = 6;
+  pretrain(o, [](const TrainProgress&) {});
+  const std::string metrics = read_file_text((dir / "run" / "metrics.jsonl").string());
+  ASSERT_FALSE(metrics.empty());
+  // Another process holds the run (the lock is per open file description, as across processes).
+  const int fd = ::open((dir / "run" / ".lock").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  o.loop.resume = true;
+  o.loop.steps = 12;
+  try {
+    pretrain(o, [](const TrainProgress&) {});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("run directory is in use by another distill process"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(read_file_text((dir / "run" / "metrics.jsonl").string()), metrics);  // untouched
+  ::close(fd);
+  pretrain(o, [](const TrainProgress&) {});  // free again: the run continues
 }
 
 // Runs the CLI binary; returns its exit status and stderr.

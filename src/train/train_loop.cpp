@@ -1,5 +1,11 @@
 #include "train/train_loop.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +19,32 @@
 #include "train/schedule.h"
 
 namespace distill {
+
+namespace {
+
+class RunDirLock {
+ public:
+  explicit RunDirLock(const std::string& dir) {
+    const std::string path = dir + "/.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error("{}: cannot open: {}", path, std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd_);
+      throw Error("{}: run directory is in use by another distill process ({}); wait for it to "
+                  "finish or choose another --out",
+                  dir, err == EWOULDBLOCK ? ".lock is held" : std::strerror(err));
+    }
+  }
+  ~RunDirLock() { ::close(fd_); }
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace
 namespace fs = std::filesystem;
 
 void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& on_progress) {
@@ -33,6 +65,9 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   std::error_code ec;
   fs::create_directories(o.out, ec);
   if (ec) throw Error("{}: cannot create run directory: {}", o.out, ec.message());
+  // One process per run directory: a second one would truncate the first one's metrics and
+  // interleave checkpoints. The lock goes with the descriptor (a killed run releases it).
+  const RunDirLock lock(o.out);
   const std::optional<std::string> ckpt = latest_checkpoint(o.out);
   if (ckpt && !o.resume)
     throw Error("{}: run directory already has checkpoints ({}); pass --resume to continue it "
