@@ -349,6 +349,20 @@ TEST(Watermark, CliGeneratesDetectsAndReportsErrors) {
   EXPECT_NE(header.find("kirchenbauer left-hash h=2"), std::string::npos);
   const nlohmann::json key = nlohmann::json::parse(std::ifstream(d + "/key.json"));
   EXPECT_EQ(header.find(key["secret"].get<std::string>()), std::string::npos);
+  // The Gumbel sampler draws from the whole tempered distribution: truncation is refused.
+  out = run(bin + " detect keygen --out " + d + "/gumbel.json --scheme aaronson --context 2");
+  ASSERT_NE(out.find("[exit 0]"), std::string::npos) << out;
+  out = run(bin + " generate --teacher " + d + "/teacher --prompts " + d +
+            "/prompts.jsonl --out " + d + "/gumbel --max-tokens 10 --top-p 0.9 --watermark " + d +
+            "/gumbel.json");
+  EXPECT_NE(out.find("the aaronson watermark draws from the whole distribution"),
+            std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(d + "/gumbel/records.jsonl"));
+  // Open-model test on the watermarked dataset itself (the teacher as suspect) runs end to end.
+  out = run(bin + " detect model --suspect " + d + "/teacher --key " + d + "/key.json --text " +
+            d + "/marked");
+  EXPECT_NE(out.find("open model test"), std::string::npos) << out;
+  EXPECT_NE(out.find("[exit 0]"), std::string::npos) << out;
   // Closed-model test runs end to end and prints the exact test; open mode needs --text.
   out = run(bin + " detect model --suspect " + d + "/teacher --key " + d + "/key.json --mode closed"
             " --prompts " + d + "/prompts.jsonl --max-new-tokens 30 --calibrate 20");

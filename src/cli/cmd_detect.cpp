@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "cli/verbs.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "data/dataset.h"
 #include "formats/model_dir.h"
 #include "forensics/detect.h"
 #include "forensics/watermark.h"
@@ -178,6 +180,15 @@ int run_model(const ModelOptions& o) {
   const WatermarkKey key = load_watermark_key(o.key);
   std::unique_ptr<Model> suspect = load_model_dir(o.suspect);
   auto tok = load_model_tokenizer(o.suspect);
+  // Datasets carry token ids: they must be the suspect's tokenizer's.
+  for (const std::string& dir : {o.text, o.filter})
+    if (!dir.empty() && std::filesystem::is_directory(dir))
+      try {
+        DatasetReader::open(dir).check_compatible(tok->fingerprint(),
+                                                  suspect->config().vocab_size);
+      } catch (const Error& e) {
+        throw Error("{} (the suspect {} must use the dataset's tokenizer)", e.what(), o.suspect);
+      }
   auto encode = [&](const std::string& s) { return tok->encode(s); };
   ScoreRules rules;
   rules.dedup = !o.no_dedup;

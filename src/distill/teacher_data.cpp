@@ -287,6 +287,11 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
   std::unique_ptr<WatermarkProcessor> watermark;
   if (!o.watermark.empty()) {
     const WatermarkKey key = load_watermark_key(o.watermark);
+    if (key.scheme == WatermarkScheme::kAaronson &&
+        (o.top_p < 1.0f || o.top_k_sampling > 0 || o.min_p > 0.0f || o.temperature <= 0.0f))
+      throw Error("{}: the aaronson watermark draws from the whole distribution at the sampling "
+                  "temperature: it needs a temperature > 0 and no --top-p, --top-k-sampling or "
+                  "--min-p (distill serve applies it after top-p)", o.watermark);
     watermark = std::make_unique<WatermarkProcessor>(key, o.temperature);
     sampling["watermark"] = key.describe();  // the parameters, never the secret
   }
