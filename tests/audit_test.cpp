@@ -6,6 +6,8 @@
 #include "forensics/audit.h"
 
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <httplib.h>
 #include <sqlite3.h>
 
@@ -46,14 +48,7 @@ void sql(const fs::path& db, const std::string& statement) {
   sqlite3_close(h);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test_support::error_of;
 
 }  // namespace
 

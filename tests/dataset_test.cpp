@@ -5,6 +5,8 @@
 // and KL error on synthetic teacher distributions over V = 32000 (printed).
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -50,14 +52,7 @@ class TempDir {
   std::string path_;
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test_support::error_of;
 
 std::string slurp(const std::string& path) { return read_file_text(path); }
 void spit(const std::string& path, const std::string& bytes) {

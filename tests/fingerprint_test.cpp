@@ -8,7 +8,7 @@
 // holds the same verdicts.
 #include <gtest/gtest.h>
 
-#include "cli_run.h"
+#include "test_support.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -351,8 +351,8 @@ TEST_F(FingerprintModels, TokenizerMismatchNamesTheModelDirectory) {
   EXPECT_THROW(run_fingerprint(long_prompts), Error);
 }
 
-using testing_cli::CliRun;
-using testing_cli::run_cli;
+using test_support::CliRun;
+using test_support::run_cli;
 
 TEST_F(FingerprintModels, CliHelpTableAndJson) {
   const CliRun help = run_cli("fingerprint --help", dir_);

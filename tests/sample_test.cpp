@@ -13,14 +13,14 @@
 #include "infer/sampler.h"
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer.h"
-#include "cli_run.h"
+#include "test_support.h"
 
 namespace distill {
 namespace {
 namespace fs = std::filesystem;
 
-using testing_cli::CliRun;
-CliRun run(const std::string& args, const fs::path& dir) { return testing_cli::run_cli(args, dir); }
+using test_support::CliRun;
+CliRun run(const std::string& args, const fs::path& dir) { return test_support::run_cli(args, dir); }
 
 TEST(SampleCli, GreedyEqualsTheNaiveOracleForEveryPromptAndSample) {
   const fs::path dir = fs::temp_directory_path() / ("distill-sample-" + std::to_string(getpid()));

@@ -5,6 +5,8 @@
 // random-key calibration (uniform with dedup, not without it on repetitive text), the open-model
 // observations against a plain forward pass, and the CLI end to end.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <httplib.h>
 #include <unistd.h>
 
@@ -48,14 +50,7 @@ WatermarkKey test_key(uint64_t seed, WatermarkSeeding seeding = WatermarkSeeding
   return with_new_secret(k, &seed);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test_support::error_of;
 
 // Tokens of a "text" independent of any key.
 std::vector<int32_t> random_tokens(Rng& rng, int n, int V) {

@@ -11,6 +11,7 @@
 
 #include "cli/verbs.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "eval/svg.h"
 #include "forensics/audit.h"
 #include "forensics/traffic_sim.h"
@@ -126,14 +127,10 @@ int run_score(const ScoreOptions& o) {
                         ft.second ? 100.0 * double(ft.first) / double(ft.second) : 0.0,
                         rules.empty() ? "-" : rules);
     }
-    std::ofstream f(o.markdown);
-    f << md;
-    if (!f) throw Error("{}: cannot write", o.markdown);
+    write_file_atomic(o.markdown, md);
   }
   if (!o.out.empty()) {
-    std::ofstream f(o.out);
-    f << out.dump(1) << "\n";
-    if (!f) throw Error("{}: cannot write", o.out);
+    write_file_atomic(o.out, out.dump(1) + "\n");
   }
   if (!o.svg.empty()) {
     svg::BarChart c;
@@ -150,9 +147,7 @@ int run_score(const ScoreOptions& o) {
                  ".chart-sub{font:11.5px sans-serif;fill:#667085}.grid{stroke:#edf0f3}"
                  ".axis{stroke:#98a2b3}.tick{font:11px sans-serif;fill:#475467}"
                  ".bar-value{font:600 11px sans-serif;fill:#344054}</style>");
-    std::ofstream f(o.svg);
-    f << chart << "\n";
-    if (!f) throw Error("{}: cannot write", o.svg);
+    write_file_atomic(o.svg, chart + "\n");
   }
   return 0;
 }
@@ -235,9 +230,7 @@ VerbRun add_audit(CLI::App& app) {
     const AuditResult r = run_audit(*o);
     std::fputs(audit_table(r, *top).c_str(), stdout);
     if (!json_path->empty()) {
-      std::ofstream f(*json_path);
-      f << audit_to_json(r).dump(1) << "\n";
-      if (!f) throw Error("{}: cannot write", *json_path);
+      write_file_atomic(*json_path, audit_to_json(r).dump(1) + "\n");
     }
     return 0;
   };

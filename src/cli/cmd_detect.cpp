@@ -90,8 +90,7 @@ void print_result(const char* what, const DetectionResult& r, const WatermarkKey
 
 void write_json(const std::string& path, const nlohmann::json& j) {
   if (path.empty()) return;
-  const std::string text = j.dump(1) + "\n";
-  write_file_atomic(path, text.data(), text.size());
+  write_file_atomic(path, j.dump(1) + "\n");
   std::printf("wrote %s\n", path.c_str());
 }
 

@@ -169,8 +169,7 @@ VerbRun add_fingerprint(CLI::App& app) {
     if (bar) bar->finish();
     std::printf("%s", render_table(r).c_str());
     if (!o->json.empty()) {
-      const std::string text = fingerprint_json(r).dump(2) + "\n";
-      write_file_atomic(o->json, text.data(), text.size());
+      write_file_atomic(o->json, fingerprint_json(r).dump(2) + "\n");
       std::printf("report: %s\n", o->json.c_str());
     }
     return 0;

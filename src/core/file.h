@@ -17,6 +17,9 @@ namespace distill {
 // (they would share the temporary name).
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer);
 void write_file_atomic(const std::string& path, const void* data, size_t nbytes);
+inline void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
 
 // fwrite that throws distill::Error (with the OS reason) on a short write, for use in writers:
 // write_file_atomic reports such a failure as an I/O error on its path.

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "core/rng.h"
 #include "forensics/prompt_sketch.h"
 #include "serve/api_keys.h"
@@ -464,16 +465,13 @@ TrafficSimSummary simulate_traffic(const TrafficSimOptions& o) {
   }
   sum.rows = int64_t(rows.size());
   sum.truth_path = o.out + ".truth.json";
-  std::ofstream f(sum.truth_path);
-  f << nlohmann::json({{"seed", o.seed},
+  write_file_atomic(sum.truth_path, nlohmann::json({{"seed", o.seed},
                        {"benign", o.benign},
                        {"harvesters_per_style", o.harvesters},
                        {"styles", o.styles},
                        {"days", o.days},
                        {"accounts", truth}})
-           .dump(1)
-    << "\n";
-  if (!f) throw Error("{}: cannot write the ground truth", sum.truth_path);
+                                        .dump(1) + "\n");
   return sum;
 }
 

@@ -129,8 +129,7 @@ void save_watermark_key(const WatermarkKey& k, const std::string& path) {
                       {"gamma", k.gamma},   {"delta", k.delta},
                       {"context", k.context},
                       {"secret", fmt::format("{:016x}{:016x}", k.secret[0], k.secret[1])}};
-  const std::string text = j.dump(1) + "\n";
-  write_file_atomic(path, text.data(), text.size());
+  write_file_atomic(path, j.dump(1) + "\n");
   ::chmod(path.c_str(), 0600);
 }
 

@@ -1,12 +1,16 @@
-// Test helper: run `distill ARGS` with stdout and stderr captured through files in `dir`.
+// Test helpers shared by several test programs: running the CLI with captured output, and the
+// message of the distill::Error a call throws.
 #pragma once
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 
-namespace distill::testing_cli {
+#include "core/error.h"
+
+namespace distill::test_support {
 
 struct CliRun {
   int status;
@@ -29,4 +33,14 @@ inline CliRun run_cli(const std::string& args, const std::filesystem::path& dir)
   return r;
 }
 
-}  // namespace distill::testing_cli
+// The what() of the distill::Error `f` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace distill::test_support
