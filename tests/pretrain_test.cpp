@@ -20,6 +20,8 @@
 #include "train/checkpoint.h"
 #include "train/pretrain.h"
 #include "tokenizer/byte_tokenizer_adapter.h"
+#include "tokenizer/tokenizer.h"
+#include "train/distill_train.h"
 
 namespace distill {
 namespace {
@@ -210,6 +212,67 @@ TEST(Pretrain, SigkillAtAnyMomentThenResumeMatchesUninterrupted) {
   auto [code, err] = run_cli("pretrain " + corpus + " --out " + killed + common + " --resume");
   ASSERT_EQ(code, 0) << err;
   EXPECT_EQ(losses(dir / "straight"), losses(killed));
+}
+
+// With a BPE tokenizer: the preset takes its vocabulary, the corpus is read in its tokens, every
+// saved model directory carries its files and fingerprint, and a student distilled online from
+// that model inherits both (model directories without them could not be sampled, evaluated or
+// tested by `distill detect`).
+TEST(Pretrain, WithABpeTokenizerModelDirectoriesCarryIt) {
+  const fs::path dir = temp_dir("pretrain-bpe");
+  const std::string corpus = write_corpus(dir);
+  auto [code, err] = run_cli("tokenizer train --files " + corpus + " --vocab-size 300 --out " +
+                             (dir / "tok").string());
+  ASSERT_EQ(code, 0) << err;
+  const auto tok = load_tokenizer((dir / "tok").string());
+  PretrainOptions o = small_run(corpus, dir / "run");
+  o.tokenizer = (dir / "tok").string();
+  o.loop.steps = 36;
+  o.loop.eval_every = 12;
+  std::vector<float> val;
+  pretrain(o, [&](const TrainProgress& p) {
+    if (p.kind == TrainProgress::Kind::Step && p.val_loss) val.push_back(*p.val_loss);
+  });
+  ASSERT_EQ(val.size(), 3u);
+  EXPECT_LT(val.back(), val.front());
+  for (const std::string& d : {(dir / "run" / "model").string(),
+                               *latest_checkpoint((dir / "run").string())}) {
+    EXPECT_TRUE(fs::exists(fs::path(d) / "tokenizer.json")) << d;
+    EXPECT_TRUE(fs::exists(fs::path(d) / "tokenizer_config.json")) << d;
+    EXPECT_EQ(load_model_tokenizer(d)->fingerprint(), tok->fingerprint()) << d;
+    EXPECT_EQ(model_tokenizer_fingerprint(d), tok->fingerprint()) << d;
+  }
+  EXPECT_EQ(load_model_dir((dir / "run" / "model").string())->config().vocab_size, 300);
+
+  // Online distillation reads the text in the teacher's tokens; the student inherits them.
+  std::tie(code, err) = run_cli("train --teacher " + (dir / "run" / "model").string() +
+                                " --data " + corpus + " --student-preset gpt2-tiny --loss kl" +
+                                " --steps 4 --seq-len 32 --batch-size 2 --eval-every 2" +
+                                " --out " + (dir / "student").string());
+  ASSERT_EQ(code, 0) << err;
+  const std::string student = (dir / "student" / "model").string();
+  EXPECT_EQ(load_model_dir(student)->config().vocab_size, 300);
+  EXPECT_EQ(load_model_tokenizer(student)->fingerprint(), tok->fingerprint());
+  EXPECT_EQ(model_tokenizer_fingerprint(student), tok->fingerprint());
+
+  // A --tokenizer that is not one: one error line, nothing trained.
+  std::tie(code, err) = run_cli("pretrain " + corpus + " --tokenizer " + dir.string() +
+                                " --out " + (dir / "bad").string());
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("expected a tokenizer.json, a tokenizer.model or a directory holding one"),
+            std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  // A model config whose vocabulary is smaller than the tokenizer's is refused.
+  const fs::path cfg = dir / "small.json";
+  nlohmann::json small = load_model_dir((dir / "run" / "model").string())->config().to_json();
+  small["vocab_size"] = 256;
+  std::ofstream(cfg) << small.dump();
+  std::tie(code, err) = run_cli("pretrain " + corpus + " --tokenizer " + (dir / "tok").string() +
+                                " --model-config " + cfg.string() + " --out " +
+                                (dir / "bad2").string());
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("model vocabulary (256) is smaller than the hf-bpe tokenizer's 300"),
+            std::string::npos) << err;
 }
 
 TEST(PretrainCli, BadInputIsOneClearErrorLine) {

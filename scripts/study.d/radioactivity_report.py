@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Summarises runs/study-radioactivity (scripts/study.d/radioactivity) into
-docs/radioactivity.md and docs/radioactivity.svg. Every number comes from the JSON files that
+"""Summarises a run of scripts/study.d/radioactivity into DOCS/NAME-results.md and DOCS/NAME.svg
+(NAME: radioactivity by default). Usage: radioactivity_report.py RUN DOCS [STUDENTS [NAME]]. Every number comes from the JSON files that
 `distill detect text|model --json` wrote; nothing is re-computed here except counts and rates."""
 import json
 import math
@@ -9,6 +9,7 @@ import sys
 
 run, docs = sys.argv[1], sys.argv[2]
 students_dir = sys.argv[3] if len(sys.argv) > 3 else "students"
+doc_name = sys.argv[4] if len(sys.argv) > 4 else "radioactivity"
 os.makedirs(docs, exist_ok=True)
 
 
@@ -47,16 +48,25 @@ def rates(d):
 
 out("# Radioactivity study: results of the last run")
 out("")
-out("Reproduces Sander et al. 2024 (*Watermarking Makes Language Models Radioactive*) on the demo")
-out("teacher with `scripts/study radioactivity` (numbers below are from its last run; the raw JSON")
-out("is in `runs/study-radioactivity/`).")
+# The teacher: the study's own BPE teacher (STUDY_VOCAB) or the byte-level demo teacher.
+bpe = os.path.exists(f"{run}/tokenizer/tokenizer.json")
+if bpe:
+    cfg = load(f"{run}/teacher/model/config.json")
+    teacher = (f"`{run}/teacher/model` (GPT-2, {cfg['n_layer']} layers, d {cfg['n_embd']}, trained by the "
+               f"study on the KJV text with its BPE tokenizer of {cfg['vocab_size']} tokens)")
+    unit = "BPE tokens"
+else:
+    teacher = "`demo/teacher` (byte-level GPT-2, 4.9M parameters)"
+    unit = "tokens (bytes)"
+out("Reproduces Sander et al. 2024 (*Watermarking Makes Language Models Radioactive*) with")
+out(f"`scripts/study radioactivity` (numbers below are from its last run; the raw JSON is in `{run}/`).")
 out("")
 out("## Setup")
 out("")
-out(f"- Teacher: `demo/teacher` (byte-level GPT-2, 4.9M parameters). Key: {key}, secret derived from a fixed seed.")
+out(f"- Teacher: {teacher}. Key: {key}, secret derived from a fixed seed.")
 out("- Prompts: 64-byte passages of the training part of the KJV text; the teacher completes each")
-out("  with 200 tokens (bytes) at temperature 1, once with the watermark and once without.")
-out("- Students: a base (demo-student shape, 578k parameters, pretrained 800 steps on the KJV text)")
+out(f"  with 200 {unit} at temperature 1, once with the watermark and once without.")
+out("- Students: a base (demo-student shape, pretrained 800 steps on the KJV text in the teacher's tokens)")
 out("  fine-tuned with cross-entropy on a mix where f% of the prompts carry the watermarked")
 out("  completion and the rest the plain one (same prompts, so only the watermark differs).")
 out("- Tests (`distill detect model`), every (seed, token) pair scored once, exact binomial tail:")
@@ -182,10 +192,10 @@ for i, k in enumerate(("sup", "all", "closed")):
     svg.append(f'<circle cx="{W-R+14}" cy="{T+40+i*18}" r="4" fill="{colors[k]}"/>')
     svg.append(f'<text x="{W-R+24}" y="{T+44+i*18}">{labels[k]}</text>')
 svg.append("</svg>")
-with open(f"{docs}/radioactivity.svg", "w") as f:
+with open(f"{docs}/{doc_name}.svg", "w") as f:
     f.write("\n".join(svg) + "\n")
-out("![log10 p against the watermarked fraction](radioactivity.svg)")
+out(f"![log10 p against the watermarked fraction]({doc_name}.svg)")
 out("")
-with open(f"{docs}/radioactivity-results.md", "w") as f:
+with open(f"{docs}/{doc_name}-results.md", "w") as f:
     f.write("\n".join(lines) + "\n")
-print(f"wrote {docs}/radioactivity-results.md and {docs}/radioactivity.svg")
+print(f"wrote {docs}/{doc_name}-results.md and {docs}/{doc_name}.svg")

@@ -13,6 +13,9 @@ VerbRun add_pretrain(CLI::App& app) {
   app.add_option("--model-config", o->config, "HF config.json of the model (default: --preset)");
   app.add_option("--preset", o->preset,
                  "built-in model: gpt2-tiny, llama-tiny, gpt2-mini, gpt2-bench, llama-bench");
+  app.add_option("--tokenizer", o->tokenizer,
+                 "tokenizer.json / tokenizer.model or a directory holding one (default: bytes); "
+                 "a preset takes its vocabulary size, and the model directories carry its files");
   app.add_option("--val-fraction", o->val_fraction, "tail of each file held out for evaluation");
   add_train_loop_options(app, o->loop);
   return [o]() {

@@ -7,11 +7,12 @@
 
 #include "core/error.h"
 #include "tokenizer/byte_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace distill {
 
 TextCorpus TextCorpus::load(const std::vector<std::string>& paths, double val_fraction,
-                            int min_window) {
+                            int min_window, const Tokenizer* tokenizer) {
   if (paths.empty()) throw Error("no corpus files given");
   if (!(val_fraction >= 0.0 && val_fraction < 1.0))
     throw Error("held-out fraction must be in [0, 1), found {}", val_fraction);
@@ -22,7 +23,8 @@ TextCorpus TextCorpus::load(const std::vector<std::string>& paths, double val_fr
     std::ostringstream ss;
     ss << in.rdbuf();
     if (in.bad()) throw Error("corpus file '{}': read error", path);
-    const std::vector<int32_t> ids = ByteTokenizer::encode(ss.str());
+    const std::vector<int32_t> ids =
+        tokenizer ? tokenizer->encode(ss.str()) : ByteTokenizer::encode(ss.str());
     const size_t nval = size_t(double(ids.size()) * val_fraction);
     corpus.train_.insert(corpus.train_.end(), ids.begin(), ids.end() - nval);
     corpus.val_.insert(corpus.val_.end(), ids.end() - nval, ids.end());

@@ -1,4 +1,4 @@
-// A pretraining corpus: text files read whole, byte-tokenized, split into a training part and a
+// A pretraining corpus: text files read whole, tokenized (bytes, or the given tokenizer), split into a training part and a
 // held-out tail (the last val_fraction of every file), sampled as random windows of T+1 tokens.
 #pragma once
 #include <cstdint>
@@ -9,11 +9,14 @@
 
 namespace distill {
 
+class Tokenizer;
+
 class TextCorpus {
  public:
   // Errors name the file: missing, unreadable, or too short for one window of `min_window`.
+  // `tokenizer` null: byte-level ids; otherwise its ids (no special tokens added or parsed).
   static TextCorpus load(const std::vector<std::string>& paths, double val_fraction,
-                         int min_window);
+                         int min_window, const Tokenizer* tokenizer = nullptr);
 
   size_t train_tokens() const { return train_.size(); }
   size_t val_tokens() const { return val_.size(); }

@@ -69,6 +69,8 @@ void save_model_dir(const Model& model, const std::string& dir, const SaveModelO
   std::map<std::string, std::string> metadata = options.metadata;
   metadata["format"] = "pt";  // what transformers expects to find
   write_safetensors_sharded(dir, refs, options.max_shard_bytes, metadata);
+  for (const std::string& file : options.files)
+    write_file_atomic(dir + "/" + fs::path(file).filename().string(), read_file_text(file));
 }
 
 std::vector<float> to_hf_layout(const ParamSpec& s, const float* ours) {

@@ -21,6 +21,9 @@ struct SaveModelOptions {
   DType dtype = DType::F32;                 // F32, F16 or BF16
   size_t max_shard_bytes = kDefaultMaxShardBytes;
   std::map<std::string, std::string> metadata;  // extra safetensors __metadata__
+  // Files copied into the directory under their own names (a tokenizer.json, its config):
+  // what makes the directory usable on its own.
+  std::vector<std::string> files;
 };
 
 // Writes config.json and the weights into `dir` (created if missing). Each file is written

@@ -56,4 +56,20 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& dir) {
       dir, kByteTokenizerName);
 }
 
+std::vector<std::string> model_tokenizer_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  const bool dir = fs::is_directory(path);
+  const fs::path base = dir ? fs::path(path) : fs::path(path).parent_path();
+  std::vector<std::string> files;
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    const fs::path f = base / name;
+    const bool chosen = dir || fs::path(path).filename() == name;
+    if (chosen && fs::is_regular_file(f)) files.push_back(f.string());
+  }
+  if (files.empty()) return files;  // a byte-level model, or not a tokenizer
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::is_regular_file(base / name)) files.push_back((base / name).string());
+  return files;
+}
+
 }  // namespace distill

@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tokenizer/tokenizer.h"
 
@@ -34,5 +35,11 @@ constexpr const char* kByteTokenizerName = "distill-bytes-v1";
 // "distill_tokenizer": "distill-bytes-v1" or ByteTokenizer::kFingerprint (what `distill
 // pretrain` and `distill train` write). Anything else is an error naming the directory.
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& dir);
+
+// The tokenizer files a model trained with the tokenizer at `path` carries: tokenizer.json and
+// tokenizer.model (a directory: those it holds; a file: itself, when it has one of these names),
+// with the tokenizer_config.json and special_tokens_map.json beside them. Empty for anything
+// else, e.g. a byte-level model directory.
+std::vector<std::string> model_tokenizer_files(const std::string& path);
 
 }  // namespace distill

@@ -11,7 +11,8 @@
 #include "formats/model_dir.h"
 #include "formats/safetensors.h"
 #include "model/presets.h"
-#include "tokenizer/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer_adapter.h"
+#include "tokenizer/tokenizer.h"
 
 namespace distill {
 namespace fs = std::filesystem;
@@ -99,7 +100,7 @@ class DistillTaskBase : public TrainTask {
       throw Error("choose exactly one student: --student-config, --student-preset, --init-from "
                   "or --init-from-teacher");
     ModelConfig c;
-    std::string student_fp = ByteTokenizer::kFingerprint;
+    std::string student_fp;  // a fresh student adopts the teacher data's tokenizer
     if (o_.init_from_teacher) {
       if (!teacher_) throw Error("--init-from-teacher needs --teacher");
       layers_ = parse_layer_list(o_.keep_layers, teacher_->config().num_layers);
@@ -111,6 +112,7 @@ class DistillTaskBase : public TrainTask {
     } else {
       c = o_.student_config.empty() ? model_preset(o_.student_preset)
                                     : ModelConfig::from_file(o_.student_config);
+      if (o_.student_config.empty()) c.vocab_size = vocab;  // a preset is a shape
     }
     if (c.vocab_size != vocab)
       throw Error("student vocabulary ({} tokens) differs from {}'s ({}): teacher and student "
@@ -140,6 +142,14 @@ class DistillTaskBase : public TrainTask {
     return {{"distill_tokenizer", fingerprint_}};
   }
 
+  // The student carries the tokenizer files of its starting checkpoint, else the teacher's.
+  std::vector<std::string> model_files() const override {
+    for (const std::string& dir : {o_.init_from, o_.teacher})
+      if (!dir.empty())
+        if (auto files = model_tokenizer_files(dir); !files.empty()) return files;
+    return {};
+  }
+
  protected:
   nlohmann::json terms(const KdLossResult& r) const {
     nlohmann::json j = nlohmann::json::object();
@@ -159,12 +169,21 @@ class DistillTaskBase : public TrainTask {
   std::vector<int> layers_;
 };
 
-// Online distillation on random windows of a text corpus: the frozen teacher's dense logits
-// for every micro-batch.
+// The tokenizer the text of online distillation is read with: the teacher's tokenizer files,
+// or bytes (null) for a teacher without any (the byte-level models of `distill pretrain`).
+std::unique_ptr<Tokenizer> teacher_text_tokenizer(const std::string& teacher) {
+  if (teacher.empty() || model_tokenizer_files(teacher).empty()) return nullptr;
+  return load_tokenizer(teacher);
+}
+
+// Online distillation on random windows of a text corpus (in the teacher's tokens): the frozen
+// teacher's dense logits for every micro-batch.
 class OnlineDistillTask final : public DistillTaskBase {
  public:
   explicit OnlineDistillTask(const DistillTrainOptions& o)
-      : DistillTaskBase(o), corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1)) {
+      : DistillTaskBase(o),
+        tokenizer_(teacher_text_tokenizer(o.teacher)),
+        corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1, tokenizer_.get())) {
     if (!teacher_) throw Error("online distillation needs --teacher (a model directory)");
   }
 
@@ -222,6 +241,7 @@ class OnlineDistillTask final : public DistillTaskBase {
   }
 
  private:
+  std::unique_ptr<Tokenizer> tokenizer_;  // null: bytes
   TextCorpus corpus_;
   std::vector<int32_t> ids_, targets_;
   std::vector<float> dlogits_;

@@ -13,7 +13,7 @@ namespace distill {
 
 struct DistillTrainOptions {
   std::string teacher;             // teacher model directory (online mode, --init-from-teacher)
-  std::vector<std::string> data;   // online: text files the teacher scores (byte-level models)
+  std::vector<std::string> data;   // online: text files (in the teacher's tokens)
   double val_fraction = 0.05;      // held out: tail of each file (online), last records (offline)
   std::string dataset;             // offline: dataset directory (top-k teacher log-probs)
   std::string student_config;      // HF config.json of a fresh student

@@ -4,16 +4,28 @@
 #include "data/text_corpus.h"
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer_adapter.h"
+#include "tokenizer/tokenizer.h"
 #include "train/lm_step.h"
 
 namespace distill {
 namespace {
 
-// Next-token cross-entropy on random windows of a byte-tokenized corpus.
+std::unique_ptr<Tokenizer> pretrain_tokenizer(const std::string& path) {
+  if (path.empty()) return nullptr;
+  if (model_tokenizer_files(path).empty())
+    throw Error("--tokenizer {}: expected a tokenizer.json, a tokenizer.model or a directory "
+                "holding one", path);
+  return load_tokenizer(path);
+}
+
+// Next-token cross-entropy on random windows of a tokenized corpus.
 class PretrainTask final : public TrainTask {
  public:
   explicit PretrainTask(const PretrainOptions& o)
-      : o_(o), corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1)) {
+      : o_(o),
+        tokenizer_(pretrain_tokenizer(o.tokenizer)),
+        corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1, tokenizer_.get())) {
     const size_t BT = size_t(o.loop.batch_size) * o.loop.seq_len;
     ids_.resize(BT * o.loop.grad_accum);
     targets_.resize(BT * o.loop.grad_accum);
@@ -21,9 +33,11 @@ class PretrainTask final : public TrainTask {
 
   ModelConfig model_config() override {
     ModelConfig c = o_.config.empty() ? model_preset(o_.preset) : ModelConfig::from_file(o_.config);
-    if (c.vocab_size < ByteTokenizer::kVocabSize)
-      throw Error("model vocabulary ({}) is smaller than the byte tokenizer's {}", c.vocab_size,
-                  ByteTokenizer::kVocabSize);
+    const int vocab = tokenizer_ ? tokenizer_->vocab_size() : ByteTokenizer::kVocabSize;
+    if (tokenizer_ && o_.config.empty()) c.vocab_size = vocab;  // a preset is a shape
+    if (c.vocab_size < vocab)
+      throw Error("model vocabulary ({}) is smaller than the {} tokenizer's {}", c.vocab_size,
+                  tokenizer_ ? tokenizer_->kind() : "byte", vocab);
     if (c.arch == Arch::Gpt2 && o_.loop.seq_len > c.max_position)
       throw Error("seq-len {} exceeds the model's n_positions {}", o_.loop.seq_len, c.max_position);
     return c;
@@ -62,15 +76,23 @@ class PretrainTask final : public TrainTask {
   }
 
   nlohmann::json identity() const override {
-    return {{"task", "pretrain"}, {"data", o_.data}, {"val_fraction", o_.val_fraction}};
+    nlohmann::json id = {{"task", "pretrain"}, {"data", o_.data}, {"val_fraction", o_.val_fraction}};
+    if (tokenizer_) id["tokenizer"] = tokenizer_->fingerprint();
+    return id;
   }
 
   std::map<std::string, std::string> model_metadata() const override {
-    return {{"distill_tokenizer", ByteTokenizer::kFingerprint}};
+    return {{"distill_tokenizer",
+             tokenizer_ ? tokenizer_->fingerprint() : std::string(ByteTokenizer::kFingerprint)}};
+  }
+
+  std::vector<std::string> model_files() const override {
+    return tokenizer_ ? model_tokenizer_files(o_.tokenizer) : std::vector<std::string>{};
   }
 
  private:
   const PretrainOptions& o_;
+  std::unique_ptr<Tokenizer> tokenizer_;  // null: byte-level
   TextCorpus corpus_;
   std::vector<int32_t> ids_, targets_;
 };

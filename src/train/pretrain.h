@@ -1,4 +1,5 @@
-// `distill pretrain`: train a model from scratch on text files (byte-level tokens), with held-out
+// `distill pretrain`: train a model from scratch on text files (byte-level tokens, or a BPE /
+// SentencePiece tokenizer's), with held-out
 // evaluation, metrics.jsonl, checkpoints and bit-identical resume (see train/train_loop.h).
 #pragma once
 #include <string>
@@ -13,6 +14,9 @@ struct PretrainOptions {
   std::string config;                // a HF config.json to train; empty: use `preset`
   std::string preset = "gpt2-tiny";  // built-in shape (see model/presets.cpp)
   double val_fraction = 0.05;        // tail of each file held out for evaluation
+  // tokenizer.json / tokenizer.model or a directory holding one; empty: byte-level. A preset's
+  // vocabulary becomes the tokenizer's; the saved model directories carry its files.
+  std::string tokenizer;
   TrainLoopOptions loop;             // optimization, evaluation, checkpoints
 };
 

@@ -110,6 +110,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   MetricsLog metrics(metrics_path);
   SaveModelOptions save;
   for (const auto& [k, v] : task.model_metadata()) save.metadata[k] = v;
+  save.files = task.model_files();
 
   auto checkpoint = [&]() {
     std::copy(data_rng.words(), data_rng.words() + 4, state.rng);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/rng.h"
 #include "model/model.h"
@@ -73,6 +74,8 @@ class TrainTask {
   virtual nlohmann::json identity() const = 0;
   // safetensors __metadata__ for the saved model (e.g. the tokenizer's fingerprint).
   virtual std::map<std::string, std::string> model_metadata() const { return {}; }
+  // Files every saved model directory carries (the tokenizer of a non-byte-level model).
+  virtual std::vector<std::string> model_files() const { return {}; }
 };
 
 void run_training(const TrainLoopOptions& options, TrainTask& task, const ProgressFn& on_progress);
