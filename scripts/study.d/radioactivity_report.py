@@ -66,7 +66,17 @@ out("")
 out(f"- Teacher: {teacher}. Key: {key}, secret derived from a fixed seed.")
 out("- Prompts: 64-byte passages of the training part of the KJV text; the teacher completes each")
 out(f"  with 200 {unit} at temperature 1, once with the watermark and once without.")
-out("- Students: a base (demo-student shape, pretrained 800 steps on the KJV text in the teacher's tokens)")
+# The students' shape and fine-tuning length, from the first student's files.
+first = next((f"{run}/{students_dir}/{n}" for n in sorted(os.listdir(f"{run}/{students_dir}"))
+              if os.path.exists(f"{run}/{students_dir}/{n}/model/config.json")), None)
+if first:
+    scfg = load(f"{first}/model/config.json")
+    with open(f"{first}/metrics.jsonl") as f:
+        steps = max(json.loads(l)["step"] for l in f if l.strip())
+    shape = f"GPT-2, {scfg['n_layer']} layers, d {scfg['n_embd']}, {steps} fine-tuning steps of 16 x 256 tokens"
+else:
+    shape = "none trained yet"
+out(f"- Students ({shape}): a base pretrained on the KJV text in the teacher's tokens")
 out("  fine-tuned with cross-entropy on a mix where f% of the prompts carry the watermarked")
 out("  completion and the rest the plain one (same prompts, so only the watermark differs).")
 out("- Tests (`distill detect model`), every (seed, token) pair scored once, exact binomial tail:")
@@ -97,13 +107,16 @@ students = []
 sdir = f"{run}/{students_dir}"
 for name in sorted(os.listdir(sdir)):
     d = f"{sdir}/{name}"
-    if not os.path.exists(f"{d}/closed.json"):
+    # A student's tests are written in order (open supervised, open all, closed); one whose
+    # study was stopped part-way is reported with the tests it has.
+    if not os.path.exists(f"{d}/open-all.json"):
         continue
     f = float(name.split("-")[0][1:])
     seed = int(name.split("-s")[1])
     s = {"name": name, "f": f, "seed": seed,
-         "sup": load(f"{d}/open-supervised.json"), "all": load(f"{d}/open-all.json"),
-         "closed": load(f"{d}/closed.json")}
+         "sup": load(f"{d}/open-supervised.json"), "all": load(f"{d}/open-all.json")}
+    if os.path.exists(f"{d}/closed.json"):
+        s["closed"] = load(f"{d}/closed.json")
     if os.path.exists(f"{d}/open-supervised-nodedup.json"):
         s["nodedup"] = load(f"{d}/open-supervised-nodedup.json")
     students.append(s)
@@ -116,6 +129,9 @@ out("|---|---|---|---|")
 for s in students:
     cells = []
     for k in ("sup", "all", "closed"):
+        if k not in s:
+            cells.append("not run")
+            continue
         r = s[k]["result"]
         cells.append(f"{r['scored']} / {r['green']} ({100*r['green']/max(r['scored'],1):.1f}%) / {log10p(r):.1f}")
     out(f"| {s['f']:g}% seed {s['seed']} | " + " | ".join(cells) + " |")
@@ -153,7 +169,7 @@ if calib:
 W, H, L, R, T, B = 640, 400, 70, 170, 30, 50
 fr = [0, 1, 5, 10, 100]
 xs = {f: L + i * (W - L - R) / (len(fr) - 1) for i, f in enumerate(fr)}
-vals = [max(log10p(s[k]["result"]), -400) for s in students for k in ("sup", "all", "closed")]
+vals = [max(log10p(s[k]["result"]), -400) for s in students for k in ("sup", "all", "closed") if k in s]
 ymin = min(vals + [-6]) * 1.05
 ymax = 0.5
 
@@ -183,7 +199,7 @@ colors = {"sup": "#1f77b4", "all": "#2ca02c", "closed": "#ff7f0e"}
 labels = {"sup": "open, supervised", "all": "open, all outputs", "closed": "closed"}
 for k, off in (("sup", -6), ("all", 0), ("closed", 6)):
     for s in students:
-        if s["f"] not in xs:
+        if s["f"] not in xs or k not in s:
             continue
         svg.append(f'<circle cx="{xs[s["f"]]+off:.1f}" cy="{y(log10p(s[k]["result"])):.1f}" r="4" '
                    f'fill="{colors[k]}" fill-opacity="0.8"><title>{s["name"]} {labels[k]}: '
