@@ -16,6 +16,8 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
+#include "data/text_corpus.h"
+#include "eval/evaluate.h"
 #include "formats/model_dir.h"
 #include "train/checkpoint.h"
 #include "train/pretrain.h"
@@ -225,6 +227,17 @@ TEST(Pretrain, WithABpeTokenizerModelDirectoriesCarryIt) {
                              (dir / "tok").string());
   ASSERT_EQ(code, 0) << err;
   const auto tok = load_tokenizer((dir / "tok").string());
+  // The held-out tail is the one `distill eval` holds out (the last 10% of the bytes, encoded on
+  // its own): it was the last 10% of the tokens once, so eval scored some training text.
+  EvalOptions eval;
+  eval.text_files = {corpus};
+  eval.val_fraction = 0.1;
+  const TextCorpus split = TextCorpus::load({corpus}, 0.1, 33, tok.get());
+  EXPECT_EQ(split.val_tokens(), tok->encode(read_held_out_text(eval, false)).size());
+  // Cutting the text re-encodes the word it cuts (a few tokens more); nothing is lost.
+  const size_t whole = tok->encode(read_file_text(corpus)).size();
+  EXPECT_GE(split.train_tokens() + split.val_tokens(), whole);
+  EXPECT_LE(split.train_tokens() + split.val_tokens(), whole + 4);
   PretrainOptions o = small_run(corpus, dir / "run");
   o.tokenizer = (dir / "tok").string();
   o.loop.steps = 36;

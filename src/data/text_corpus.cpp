@@ -23,11 +23,20 @@ TextCorpus TextCorpus::load(const std::vector<std::string>& paths, double val_fr
     std::ostringstream ss;
     ss << in.rdbuf();
     if (in.bad()) throw Error("corpus file '{}': read error", path);
-    const std::vector<int32_t> ids =
-        tokenizer ? tokenizer->encode(ss.str()) : ByteTokenizer::encode(ss.str());
-    const size_t nval = size_t(double(ids.size()) * val_fraction);
-    corpus.train_.insert(corpus.train_.end(), ids.begin(), ids.end() - nval);
-    corpus.val_.insert(corpus.val_.end(), ids.end() - nval, ids.end());
+    const std::string text = ss.str();
+    // The held-out tail is the last size * val_fraction bytes (what `distill eval` holds out);
+    // with a tokenizer the split moves to a UTF-8 boundary and each part is encoded on its own.
+    size_t start = text.size() - size_t(double(text.size()) * val_fraction);
+    if (tokenizer)
+      while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80)
+        start++;
+    const std::string_view all(text), train = all.substr(0, start), val = all.substr(start);
+    const auto encode = [&](std::string_view part) {
+      return tokenizer ? tokenizer->encode(part) : ByteTokenizer::encode(part);
+    };
+    const std::vector<int32_t> train_ids = encode(train), val_ids = encode(val);
+    corpus.train_.insert(corpus.train_.end(), train_ids.begin(), train_ids.end());
+    corpus.val_.insert(corpus.val_.end(), val_ids.begin(), val_ids.end());
   }
   if (corpus.train_.size() < size_t(min_window))
     throw Error("corpus ({} file(s), first '{}') has {} training tokens: fewer than one window "

@@ -1,5 +1,6 @@
-// A pretraining corpus: text files read whole, tokenized (bytes, or the given tokenizer), split into a training part and a
-// held-out tail (the last val_fraction of every file), sampled as random windows of T+1 tokens.
+// A pretraining corpus: text files read whole, split into a training part and a held-out tail
+// (the last val_fraction of every file's bytes), tokenized (bytes, or the given tokenizer) and
+// sampled as random windows of T+1 tokens.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -58,7 +58,8 @@ std::string read_held_out_text(const EvalOptions& o, bool bytes) {
     throw Error("--val-fraction must be in (0, 1), found {}", o.val_fraction);
   for (const std::string& f : o.text_files) {
     const std::string all = read_file_text(f);
-    // The same split as TextCorpus::load: the last size * val_fraction bytes.
+    // The same split as TextCorpus::load: the last size * val_fraction bytes (moved to a UTF-8
+    // boundary for non-byte tokenizers).
     size_t start = all.size() - size_t(double(all.size()) * o.val_fraction);
     if (!bytes)
       while (start < all.size() && (static_cast<unsigned char>(all[start]) & 0xC0) == 0x80) start++;
