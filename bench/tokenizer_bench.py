@@ -24,7 +24,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTILL = os.path.join(ROOT, "build", "distill")
 PEER = os.path.join(ROOT, "bench", "tokenizer_peer.mjs")
-TESTDATA = os.path.join(ROOT, "..", "shared", "testdata")
+TESTDATA = os.path.join(ROOT, "tests", "data")
 
 
 def run_json(cmd, env):

@@ -1,6 +1,6 @@
 // GGUF: reader validation (third-party fixtures and hand-made corrupt files), writer round trips,
 // ggml (de)quantization, the embedded vocabularies, and model export/import round trips.
-// Third-party fixtures: ../shared/testdata/gguf, hf-tokenizers, spm (see its README). Agreement
+// Third-party fixtures: tests/data/gguf, hf-tokenizers, spm (see tests/data/README.md). Agreement
 // with a real llama.cpp is tests/interop_test.cpp.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

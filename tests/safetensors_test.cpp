@@ -1,5 +1,5 @@
 // safetensors reader/writer, sharded checkpoints, dtype conversions, mmap and atomic file writes.
-// Third-party fixtures: ../shared/testdata/safetensors (see its README).
+// Third-party fixtures: tests/data/safetensors (see tests/data/README.md).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 

@@ -3,7 +3,7 @@
 
 Renders every chat template (tests/fixtures/chat/templates/*.jinja, written from the published
 templates of Llama 3/3.1, Mistral Instruct, ChatML, Qwen2 and Qwen2.5, and the Qwen3
-tokenizer_config.json of ../shared/testdata) over a set of conversations, and a set of small
+tokenizer_config.json of tests/data) over a set of conversations, and a set of small
 templates that exercise one Jinja feature each, in the environment Hugging Face transformers
 renders chat templates with: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 with loopcontrols, its own tojson filter (json.dumps, ensure_ascii=False, keys unsorted), the
@@ -15,7 +15,7 @@ Writes tests/fixtures/chat/cases.json and tests/fixtures/chat/features.json: eac
 expected text, or "error" with Jinja2's exception when it raised (our renderer must raise too).
 
 Needs Debian's python3-jinja2 (apt-get install python3-jinja2). Run from the project root:
-    /usr/bin/python3 tools/gen_chat_fixtures.py [--testdata ../shared/testdata]
+    /usr/bin/python3 tools/gen_chat_fixtures.py [--testdata tests/data]
 """
 import argparse
 import json
@@ -236,7 +236,7 @@ FEATURES = [
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--testdata", default=os.path.join(root, "..", "shared", "testdata"))
+    ap.add_argument("--testdata", default=os.path.join(root, "tests", "data"))
     args = ap.parse_args()
     out_dir = os.path.join(root, "tests", "fixtures", "chat")
     env = make_env()
