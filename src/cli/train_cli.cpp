@@ -29,6 +29,12 @@ void add_train_loop_options(CLI::App& app, TrainLoopOptions& o) {
   app.add_option("--precision", o.precision, "matmul precision: f32 or bf16");
   app.add_option("--stop-after", o.stop_after,
                  "stop with a checkpoint after this many steps of this invocation (0: never)");
+  app.add_flag("--keep-best", o.keep_best,
+               "early stopping: model/ holds the weights of the evaluation (every --eval-every "
+               "steps) with the lowest held-out loss, not the last step's");
+  app.add_option("--patience", o.patience,
+                 "with --keep-best: stop after this many evaluations without a new best "
+                 "(0: train all --steps)");
 }
 
 void TrainDisplay::operator()(const TrainProgress& p) {
@@ -53,10 +59,23 @@ void TrainDisplay::operator()(const TrainProgress& p) {
     case K::Checkpoint:
       bar_->print(fmt::format("checkpoint: {}", p.path));
       break;
+    case K::NewBest:
+      bar_->print(fmt::format("new best held-out loss {:.4f} at step {}: {}", *p.val_loss,
+                              p.step, p.path));
+      break;
+    case K::EarlyStop:
+      bar_->print(fmt::format("early stop at step {}: no better held-out loss since step {} "
+                              "({:.4f})", p.step, p.best_step, *p.val_loss));
+      break;
     case K::Done:
       bar_->finish();
-      std::printf("model saved to %s (held-out loss %.4f)\n", p.path.c_str(),
-                  p.val_loss ? double(*p.val_loss) : NAN);
+      if (p.best_step > 0)
+        std::printf("model saved to %s: step %lld of %lld, the lowest held-out loss (%.4f)\n",
+                    p.path.c_str(), (long long)p.best_step, (long long)p.step,
+                    p.val_loss ? double(*p.val_loss) : NAN);
+      else
+        std::printf("model saved to %s (held-out loss %.4f)\n", p.path.c_str(),
+                    p.val_loss ? double(*p.val_loss) : NAN);
       break;
   }
 }

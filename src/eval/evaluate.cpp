@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "formats/model_dir.h"
+#include "formats/safetensors.h"
 #include "tokenizer/byte_tokenizer_adapter.h"
 
 namespace distill {
@@ -171,6 +172,7 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
     m.layers = c.num_layers;
     m.hidden_size = c.hidden_size;
     m.vocab_size = c.vocab_size;
+    m.checkpoint = describe_checkpoint(SafetensorsModel::open(o.models[i].dir).metadata());
   }
 
   // Cost first, one model at a time and before the others are loaded, so that each model's

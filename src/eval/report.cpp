@@ -11,6 +11,23 @@
 namespace distill {
 namespace fs = std::filesystem;
 
+std::string describe_checkpoint(const std::map<std::string, std::string>& metadata) {
+  const auto get = [&](const char* key) -> std::string {
+    const auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  const std::string step = get("distill.step");
+  if (step.empty()) return "";
+  std::string s = "step " + step;
+  if (const std::string total = get("distill.total_steps"); !total.empty()) s += " of " + total;
+  const std::string selection = get("distill.selection");
+  if (selection == "best held-out loss") s += ": lowest held-out loss";
+  else if (!selection.empty()) s += ": " + selection;
+  if (const std::string v = get("distill.val_loss"); !v.empty())
+    s += selection == "best held-out loss" ? " (" + v + ")" : " (held-out loss " + v + ")";
+  return s;
+}
+
 RunCurve load_run_curve(const std::string& name, const std::string& run) {
   RunCurve c;
   c.name = name;
@@ -198,6 +215,7 @@ nlohmann::json report_to_json(const EvalReport& r) {
     mj["layers"] = m.layers;
     mj["hidden_size"] = m.hidden_size;
     mj["vocab_size"] = m.vocab_size;
+    mj["checkpoint"] = m.checkpoint;
     const QualityMetrics& q = m.quality;
     mj["held_out"] = {{"positions", q.positions},         {"windows", q.windows},
                       {"mean_nll", q.mean_nll},           {"perplexity", q.perplexity},
@@ -300,6 +318,8 @@ std::string render_report_table(const EvalReport& r) {
   if (any_gap)
     out << "gap closed: the share of the baseline-to-teacher gap the student closes (100% = "
            "the teacher's value)\n";
+  for (const ModelReport& m : r.models)
+    if (!m.checkpoint.empty()) out << fmt::format("{}: {}\n", m.name, m.checkpoint);
   return out.str();
 }
 

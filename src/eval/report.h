@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -22,10 +23,17 @@ struct ModelReport {
   std::string dir;
   std::string model_type;  // HF model_type: gpt2, llama, ...
   int layers = 0, hidden_size = 0, vocab_size = 0;
+  // Which weights these are, from the training run's safetensors metadata (distill.step ...):
+  // "step 800 of 1600: lowest held-out loss (2.1234)", "step 1600 of 1600: last"; "" when the
+  // directory does not say (a model not trained by distill).
+  std::string checkpoint;
   QualityMetrics quality;
   std::optional<TaskScore> task;  // absent without a task file
   CostMetrics cost;
 };
+
+// The `checkpoint` description of a model directory's safetensors __metadata__.
+std::string describe_checkpoint(const std::map<std::string, std::string>& metadata);
 
 // A training run's metrics.jsonl: training loss and held-out loss against the step.
 struct RunCurve {

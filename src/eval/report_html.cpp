@@ -211,15 +211,17 @@ std::string models_table(const EvalReport& r, const std::vector<std::string>& co
   std::string s =
       "<table>\n<thead><tr><th>Model</th><th>Role</th><th>Type</th>"
       "<th class=\"num\">Layers</th><th class=\"num\">Hidden</th>"
-      "<th class=\"num\">Vocabulary</th><th>Directory</th></tr></thead>\n<tbody>\n";
+      "<th class=\"num\">Vocabulary</th><th>Checkpoint</th><th>Directory</th></tr></thead>\n"
+      "<tbody>\n";
   for (size_t i = 0; i < r.models.size(); i++) {
     const ModelReport& m = r.models[i];
     s += fmt::format(
         "<tr><td>{}{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>"
         "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"text\">{}</td>"
-        "</tr>\n",
+        "<td class=\"text\">{}</td></tr>\n",
         swatch(colors[i]), escape(m.name), escape(m.role), escape(m.model_type), m.layers,
-        m.hidden_size, m.vocab_size, escape(m.dir));
+        m.hidden_size, m.vocab_size, m.checkpoint.empty() ? "&mdash;" : escape(m.checkpoint),
+        escape(m.dir));
   }
   return s + "</tbody>\n</table>\n";
 }

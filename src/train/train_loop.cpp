@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "formats/model_dir.h"
 #include "train/checkpoint.h"
@@ -88,9 +90,31 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   identity["grad_accum"] = o.grad_accum;
   identity["seed"] = o.seed;
   identity["precision"] = o.precision;
+  if (o.patience < 0) throw Error("patience must be >= 0 (0: no early stop), got {}", o.patience);
+  if (o.patience > 0 && !o.keep_best)
+    throw Error("patience needs keep-best (it stops when the held-out loss stops improving)");
+  if (o.keep_best) {  // only then, so that older runs resume unchanged
+    identity["keep_best"] = true;
+    identity["patience"] = o.patience;
+  }
   const std::string metrics_path = o.out + "/metrics.jsonl";
+  // Early stopping's state, carried in every checkpoint: the best evaluation so far, how many
+  // evaluations since, and whether patience ran out (a resumed run that stopped stays stopped).
+  struct Best {
+    int64_t step = -1;
+    double val_loss = INFINITY;
+    int evals_since = 0;
+    bool stopped = false;
+  } best;
   if (ckpt) {
     load_checkpoint(*ckpt, model, optimizer, state);
+    if (state.extra.contains("best")) {
+      const nlohmann::json& b = state.extra["best"];
+      best.step = b.at("step").get<int64_t>();
+      best.val_loss = b.at("val_loss").get<double>();
+      best.evals_since = b.at("evals_since").get<int>();
+      best.stopped = b.at("stopped").get<bool>();
+    }
     if (state.extra.contains("identity") && state.extra["identity"] != identity)
       throw Error("{}: cannot resume with different options: checkpoint has {}, now {}", *ckpt,
                   state.extra["identity"].dump(), identity.dump());
@@ -112,8 +136,20 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   for (const auto& [k, v] : task.model_metadata()) save.metadata[k] = v;
   save.files = task.model_files();
 
+  const std::string final_dir = o.out + "/model";
+  auto model_metadata = [&](float val_loss, const char* selection) {
+    SaveModelOptions s = save;
+    s.metadata["distill.step"] = std::to_string(state.step);
+    s.metadata["distill.total_steps"] = std::to_string(o.steps);
+    if (!std::isnan(val_loss)) s.metadata["distill.val_loss"] = fmt::format("{:.6g}", val_loss);
+    s.metadata["distill.selection"] = selection;
+    return s;
+  };
   auto checkpoint = [&]() {
     std::copy(data_rng.words(), data_rng.words() + 4, state.rng);
+    if (o.keep_best)
+      state.extra["best"] = {{"step", best.step}, {"val_loss", best.val_loss},
+                             {"evals_since", best.evals_since}, {"stopped", best.stopped}};
     TrainProgress p;
     p.kind = TrainProgress::Kind::Checkpoint;
     p.step = state.step;
@@ -128,7 +164,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   const auto t0 = Clock::now();
   int64_t run_tokens = 0;
   float last_val = NAN;
-  while (state.step < o.steps) {
+  while (state.step < o.steps && !best.stopped) {
     const auto ts = Clock::now();
     model.zero_grad();
     const StepResult r = task.step(model, data_rng);
@@ -159,25 +195,68 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
                            {"tokens", state.tokens_seen}, {"time_s", state.elapsed_s}};
     if (r.details.is_object()) line.update(r.details);
     metrics.write(line);
-    const bool last = state.step == o.steps;
+    bool last = state.step == o.steps;
+    bool new_best = false;
     if ((o.eval_every > 0 && state.step % o.eval_every == 0) || last) {
       last_val = task.evaluate(model);
       p.val_loss = last_val;
-      metrics.write({{"step", state.step}, {"val_loss", last_val}});
+      nlohmann::json eval_line = {{"step", state.step}, {"val_loss", last_val}};
+      if (o.keep_best) {
+        // Strictly lower: on a tie the earlier (cheaper-to-reach) weights are kept.
+        new_best = double(last_val) < best.val_loss;
+        if (new_best) {
+          best.step = state.step;
+          best.val_loss = last_val;
+          best.evals_since = 0;
+          eval_line["best"] = true;
+        } else if (o.patience > 0 && ++best.evals_since >= o.patience) {
+          best.stopped = true;
+        }
+      }
+      metrics.write(eval_line);
     }
     on_progress(p);
+    if (new_best) {
+      save_model_dir(model, final_dir, model_metadata(last_val, "best held-out loss"));
+      TrainProgress b;
+      b.kind = TrainProgress::Kind::NewBest;
+      b.step = b.best_step = state.step;
+      b.total_steps = o.steps;
+      b.val_loss = last_val;
+      b.path = final_dir;
+      on_progress(b);
+    }
+    if (best.stopped) {
+      TrainProgress e;
+      e.kind = TrainProgress::Kind::EarlyStop;
+      e.step = state.step;
+      e.total_steps = o.steps;
+      e.best_step = best.step;
+      e.val_loss = float(best.val_loss);
+      on_progress(e);
+      last = true;  // checkpoint, so that a resume knows it stopped
+    }
     const bool stopping = o.stop_after > 0 && state.step - start_step >= o.stop_after;
     if ((o.save_every > 0 && state.step % o.save_every == 0) || last || stopping) checkpoint();
-    if (stopping) return;
+    if (stopping && !best.stopped) return;
   }
-  const std::string final_dir = o.out + "/model";
-  save_model_dir(model, final_dir, save);
   TrainProgress p;
   p.kind = TrainProgress::Kind::Done;
   p.step = state.step;
   p.total_steps = o.steps;
-  p.val_loss = last_val;
   p.path = final_dir;
+  if (o.keep_best) {
+    // model/ was written at the best evaluation; a resumed run that had already finished finds
+    // it there.
+    if (!fs::exists(fs::path(final_dir) / "config.json"))
+      throw Error("{}: the best model of this run is missing (keep-best writes it at each new "
+                  "best held-out loss; was it deleted?)", final_dir);
+    p.best_step = best.step;
+    p.val_loss = float(best.val_loss);
+  } else {
+    save_model_dir(model, final_dir, model_metadata(last_val, "last"));
+    p.val_loss = last_val;
+  }
   on_progress(p);
 }
 

@@ -38,10 +38,15 @@ struct TrainLoopOptions {
   std::string precision = "f32";      // f32 | bf16 (matmul inputs; master weights stay fp32)
   int stop_after = 0;                 // stop (with a checkpoint) after this many steps of this
                                       // invocation; 0: run to `steps` (for tests and scheduling)
+  // Early stopping: the run's model/ holds the weights of the evaluation with the lowest held-out
+  // loss (rewritten at each new best), not those of the last step.
+  bool keep_best = false;
+  int patience = 0;  // with keep_best: stop after this many evaluations without a new best
+                     // (0: train all `steps`)
 };
 
 struct TrainProgress {
-  enum class Kind { Step, Checkpoint, Resumed, Done } kind = Kind::Step;
+  enum class Kind { Step, Checkpoint, Resumed, NewBest, EarlyStop, Done } kind = Kind::Step;
   int64_t step = 0, total_steps = 0;
   float loss = 0.0f, lr = 0.0f, grad_norm = 0.0f;
   std::optional<float> val_loss;
@@ -49,6 +54,7 @@ struct TrainProgress {
   double tokens_per_s = 0.0, elapsed_s = 0.0, eta_s = 0.0;
   int64_t num_params = 0;
   std::string path;  // checkpoint or final model directory
+  int64_t best_step = 0;  // keep_best: the step whose weights model/ holds (NewBest, Done)
 };
 using ProgressFn = std::function<void(const TrainProgress&)>;
 
@@ -78,6 +84,9 @@ class TrainTask {
   virtual std::vector<std::string> model_files() const { return {}; }
 };
 
+// Every saved model directory's safetensors __metadata__ says which weights it holds:
+// "distill.step" (optimizer steps), "distill.total_steps", "distill.val_loss" (held-out loss at
+// that step, when evaluated) and "distill.selection": "last" or "best held-out loss".
 void run_training(const TrainLoopOptions& options, TrainTask& task, const ProgressFn& on_progress);
 
 }  // namespace distill
