@@ -31,12 +31,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / fmt::format("distill_audit_{}_{}", name, ::getpid());
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir("audit-" + name); }
 
 void sql(const fs::path& db, const std::string& statement) {
   sqlite3* h = nullptr;

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "tokenizer/bpe_trainer.h"
 #include "tokenizer/tokenizer.h"
+#include "test_support.h"
 
 namespace distill {
 namespace {
@@ -37,12 +38,7 @@ void write_file(const fs::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
-fs::path temp_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("distill_bpe_trainer_test_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir("bpe-trainer-" + name); }
 
 std::vector<std::pair<std::string, std::string>> merges_of(const BpeVocabulary& v, size_t n) {
   return {v.merges.begin(), v.merges.begin() + std::min(n, v.merges.size())};

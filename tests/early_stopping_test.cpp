@@ -19,17 +19,13 @@
 #include "model/presets.h"
 #include "train/checkpoint.h"
 #include "train/train_loop.h"
+#include "test_support.h"
 
 namespace distill {
 namespace {
 namespace fs = std::filesystem;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("distill-" + name + "-" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir(name); }
 
 // A task whose gradient is constant (so the weights move every step and each step's weights
 // differ) and whose held-out loss at evaluation k is script[k] (k counted from 0 across

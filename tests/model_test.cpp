@@ -14,18 +14,14 @@
 #include "model/presets.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "test_support.h"
 
 namespace distill {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("distill-model-" + name + "-" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir("model-" + name); }
 
 std::string error_of(const std::function<void()>& f) {
   try {

@@ -24,17 +24,13 @@
 #include "tokenizer/byte_tokenizer_adapter.h"
 #include "tokenizer/tokenizer.h"
 #include "train/distill_train.h"
+#include "test_support.h"
 
 namespace distill {
 namespace {
 namespace fs = std::filesystem;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("distill-" + name + "-" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir(name); }
 
 // A corpus with structure a small model can learn: sentences from a little grammar.
 std::string write_corpus(const fs::path& dir) {

@@ -23,17 +23,13 @@
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer.h"
 #include "train/distill_train.h"
+#include "test_support.h"
 
 namespace distill {
 namespace {
 namespace fs = std::filesystem;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("distill-td-" + name + "-" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir("td-" + name); }
 
 // A small byte-level teacher saved as a model directory.
 std::string make_teacher(const fs::path& dir) {

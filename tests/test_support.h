@@ -1,5 +1,5 @@
-// Test helpers shared by several test programs: running the CLI with captured output, and the
-// message of the distill::Error a call throws.
+// Test helpers shared by several test programs: a fresh temporary directory, running the CLI
+// with captured output, and the message of the distill::Error a call throws.
 #pragma once
 #include <cstdlib>
 #include <filesystem>
@@ -8,9 +8,20 @@
 #include <sstream>
 #include <string>
 
+#include <unistd.h>
+
 #include "core/error.h"
 
 namespace distill::test_support {
+
+// An empty directory <tmp>/distill-<name>-<pid> (removed first if a killed run left it).
+inline std::filesystem::path temp_dir(const std::string& name) {
+  const std::filesystem::path p = std::filesystem::temp_directory_path() /
+                                  ("distill-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
 
 struct CliRun {
   int status;

@@ -32,12 +32,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("distill-wm-" + name + "-" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+fs::path temp_dir(const std::string& name) { return test_support::temp_dir("wm-" + name); }
 
 WatermarkKey test_key(uint64_t seed, WatermarkSeeding seeding = WatermarkSeeding::kLeftHash,
                       int context = 1, WatermarkScheme scheme = WatermarkScheme::kKirchenbauer) {
