@@ -1,7 +1,10 @@
-// Pre-tokenizer regular expressions, compiled with PCRE2 (UTF, Unicode properties, JIT).
+// Pre-tokenizer regular expressions, compiled with PCRE2 (UTF, JIT).
 // Hugging Face tokenizers run their patterns with Oniguruma (Ruby syntax); the differences that
-// change splits are bridged here: `\s`/`\S` are Unicode White_Space (PCRE2 10.42 leaves out
-// U+0085), and `^`/`$` match at line boundaries.
+// change splits are bridged here: Unicode properties (\p{..}, \P{..}) and the escapes \s \d \w
+// \h (and their complements) take their meaning from the Unicode Character Database the build
+// was made with (unicode_classes.h), not from PCRE2's older tables (Unicode 14 in PCRE2 10.42);
+// \s is White_Space (PCRE2 leaves out U+0085), \w is Oniguruma's word set, \h a hex digit; and
+// `^`/`$` match at line boundaries.
 #pragma once
 #include <cstddef>
 #include <string>
@@ -9,10 +12,24 @@
 
 namespace distill {
 
+// Where a Regex's Unicode properties come from.
+enum class RegexUnicode {
+  kUcd,    // the tables generated from the UCD (unicode_tables.h): what tokenizers use
+  kPcre2,  // PCRE2's own properties (only \s is bridged): for tests that show what the tables change
+};
+
+// The property source of Regex objects constructed without one (kUcd unless changed); returns
+// the previous one. For tests and comparisons: tokenizers loaded afterwards use it.
+RegexUnicode set_default_regex_unicode(RegexUnicode unicode);
+
+// `pattern` in PCRE2 syntax with Oniguruma's meaning (what Regex compiles).
+std::string translate_regex(std::string_view pattern, RegexUnicode unicode);
+
 class Regex {
  public:
   // Throws distill::Error quoting the pattern and PCRE2's reason when it does not compile.
   explicit Regex(std::string pattern);
+  Regex(std::string pattern, RegexUnicode unicode);
   ~Regex();
   Regex(Regex&& other) noexcept;
   Regex& operator=(Regex&& other) noexcept;

@@ -5,6 +5,7 @@
 #include <unicode/normalizer2.h>
 #include <unicode/stringpiece.h>
 #include <unicode/uchar.h>
+#include <unicode/uniset.h>
 
 #include "core/error.h"
 
@@ -88,7 +89,7 @@ bool is_nonspacing_mark(char32_t c) { return u_charType(UChar32(c)) == U_NON_SPA
 
 namespace {
 
-const icu::Normalizer2& normalizer_for(NormalForm form) {
+const icu::Normalizer2& full_normalizer(NormalForm form) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* n = nullptr;
   switch (form) {
@@ -100,6 +101,42 @@ const icu::Normalizer2& normalizer_for(NormalForm form) {
   if (U_FAILURE(status) || n == nullptr)
     throw Error("unicode normalization: ICU has no data for this form ({})", u_errorName(status));
   return *n;
+}
+
+// The code points assigned as of kHfNormalizationUnicodeVersion (frozen: safe to share).
+const icu::UnicodeSet& hf_known_code_points() {
+  static const icu::UnicodeSet* known = [] {
+    UErrorCode status = U_ZERO_ERROR;
+    auto* set = new icu::UnicodeSet(
+        icu::UnicodeString::fromUTF8(std::string("[:age=") + kHfNormalizationUnicodeVersion + ":]"),
+        status);
+    if (U_FAILURE(status))
+      throw Error("unicode normalization: ICU has no Age data ({})", u_errorName(status));
+    set->freeze();
+    return set;
+  }();
+  return *known;
+}
+
+// The form as of kHfNormalizationUnicodeVersion: code points assigned later pass through as
+// they are and split the text into separately normalized runs, as in tables that do not know
+// them (no decomposition, combining class 0, no composition).
+struct VersionedNormalizer {
+  icu::FilteredNormalizer2 normalizer;
+  explicit VersionedNormalizer(NormalForm form)
+      : normalizer(full_normalizer(form), hf_known_code_points()) {}
+};
+
+const icu::Normalizer2& normalizer_for(NormalForm form) {
+  static const VersionedNormalizer nfc(NormalForm::NFC), nfd(NormalForm::NFD),
+      nfkc(NormalForm::NFKC), nfkd(NormalForm::NFKD);
+  switch (form) {
+    case NormalForm::NFC: return nfc.normalizer;
+    case NormalForm::NFD: return nfd.normalizer;
+    case NormalForm::NFKC: return nfkc.normalizer;
+    case NormalForm::NFKD: return nfkd.normalizer;
+  }
+  throw Error("unicode normalization: unknown form");
 }
 
 }  // namespace
