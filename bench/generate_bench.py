@@ -2,17 +2,25 @@
 """scripts/bench generate: distill's inference against llama.cpp, same model, same machine, same
 threads, in one run.
 
+The peer is llama.cpp at its best here: built natively (-march=native, by bench/build_llama_native,
+from the source bundle npm's node-llama-cpp ships) and driven through its C API by
+bench/llama_gen_peer.cpp. The same program linked with node-llama-cpp's prebuilt libraries (what a
+user gets from npm: ggml's zen4 CPU variant) is the second column.
+
 For each model (the llama-bench and gpt2-bench presets of ../shared/PEERS.md, random weights, which
 cost the same as trained ones), `distill bench generate --save-model` writes the model and
-`distill export --type f32` turns it into a GGUF; both sides then load that one GGUF file. Each
-round runs `distill bench generate` and bench/llama_gen_peer (llama.cpp through its C API) once
-each, alternating which goes first, and each reports, per batch size, the median over --reps
-repetitions of:
+`distill export --type f32` turns it into a GGUF; every side then loads that one GGUF file. Each
+round runs `distill bench generate`, the native peer and the prebuilt peer once each, rotating
+which goes first, and each reports, per batch size, the median over --reps repetitions of:
   pp: B prompts of P tokens processed from an empty KV cache, up to every sequence's first
       (greedy) token: B*P / time;
   tg: the next G tokens of every sequence, one decode step of B rows per token: B*G / time.
-The table shows the medians over rounds and the median of the per-round ratios distill/llama.cpp.
-Prints a table and one JSON summary line (also written to --json).
+The table shows the medians over rounds and the median of the per-round ratios distill/peer.
+As a check that the C-API peer gives llama.cpp its best, llama.cpp's own llama-bench (native build)
+then runs on the same GGUF at batch 1: pp P from an empty cache, tg G from an empty cache and at
+depth P (the peer's shape: generation after the prompt).
+Prints a table, a closing note (CPU flags, load, llama.cpp commit, native build time) and one JSON
+summary line (also written to --json).
 """
 import argparse
 import json
@@ -24,10 +32,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 DISTILL = os.path.join(BUILD, "distill")
-PEER = os.path.join(BUILD, "llama_gen_peer")
+NATIVE = os.path.join(BUILD, "llama.cpp-native")
+PEERS = {"native": os.path.join(NATIVE, "peer", "llama_gen_peer"),
+         "prebuilt": os.path.join(BUILD, "llama_gen_peer")}
+LLAMA_BENCH = os.path.join(NATIVE, "build", "bin", "llama-bench")
 
 # name: distill preset (vocabulary 8192, 6 layers, d 384; see src/model/presets.cpp)
 CONFIGS = {"llama": "llama-bench", "gpt2": "gpt2-bench"}
+CPU_FLAGS = ["avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile"]
 
 
 def run_lines(cmd, env=None):
@@ -37,7 +49,26 @@ def run_lines(cmd, env=None):
     return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
 
 
-def prepare(name, preset, a):
+def cpu_info():
+    model, flags = "unknown", set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return {"model": model, "flags": {k: k in flags for k in CPU_FLAGS},
+            "avx512": "avx512f" in flags}
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def prepare(name, preset):
     work = os.path.join(BUILD, "bench-generate")
     os.makedirs(work, exist_ok=True)
     model_dir = os.path.join(work, name)
@@ -61,62 +92,160 @@ def ours(gguf, a):
                      common_args(a), env)
 
 
-def peer(gguf, a):
-    return run_lines([PEER, gguf, "--threads", str(a.threads)] + common_args(a))
+def peer_runner(path):
+    def run(gguf, a):
+        return run_lines([path, gguf, "--threads", str(a.threads)] + common_args(a))
+    return run
+
+
+def llama_bench(gguf, a):
+    """llama.cpp's own llama-bench, batch 1, default settings but the thread count: tok/s
+    (median of its repetitions) for pp P, tg G from an empty cache and tg G at depth P."""
+    base = [LLAMA_BENCH, "-m", gguf, "-t", str(a.threads), "-r", str(a.reps), "-o", "json"]
+    res = {}
+    for args in (["-p", str(a.prompt_tokens), "-n", "0"],
+                 ["-p", "0", "-n", str(a.gen_tokens), "-d", f"0,{a.prompt_tokens}"]):
+        out = subprocess.run(base + args, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"error: llama-bench failed:\n{out.stderr.strip()[-2000:]}")
+        for t in json.loads(out.stdout):
+            key = (f"pp{t['n_prompt']}" if t["n_prompt"] else f"tg{t['n_gen']}") + \
+                  (f"@d{t['n_depth']}" if t.get("n_depth") else "")
+            res[key] = statistics.median(t["samples_ts"])
+    return res
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per process and batch")
+    ap.add_argument("--quick", action="store_true",
+                    help="development run: 1 round, 2 repetitions, 32 generated tokens")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,8")
     # The gpt2 preset has 256 positions: prompt + generated tokens + 1 must fit.
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=96)
     ap.add_argument("--configs", default="llama,gpt2")
+    ap.add_argument("--peers", default="native,prebuilt",
+                    help="llama.cpp builds to compare with, the first is the main column")
+    ap.add_argument("--no-llama-bench", action="store_true", help="skip llama-bench's own figures")
     ap.add_argument("--json", default=os.path.join(BUILD, "bench-generate.json"))
     a = ap.parse_args()
-    if not os.path.exists(PEER):
-        sys.exit("error: build/llama_gen_peer is missing: install the llama.cpp peer with "
-                 "(cd tests/interop && npm ci --ignore-scripts --omit=optional) and rebuild")
+    if a.quick:
+        a.rounds, a.reps, a.gen_tokens = 1, 2, 32
+    peers = [p for p in a.peers.split(",") if p]
+    for p in peers:
+        if p not in PEERS:
+            sys.exit(f"error: unknown peer {p} (native, prebuilt)")
+        if not os.path.exists(PEERS[p]):
+            sys.exit(f"error: {PEERS[p]} is missing: " +
+                     ("run bench/build_llama_native" if p == "native" else
+                      "install the llama.cpp peer with (cd tests/interop && npm ci "
+                      "--ignore-scripts --omit=optional) and rebuild"))
+    run_llama_bench = not a.no_llama_bench and "native" in peers
+    sides = [("distill", ours)] + [(p, peer_runner(PEERS[p])) for p in peers]
+    main_peer = peers[0]
 
+    native_info = {}
+    if os.path.exists(os.path.join(NATIVE, "info.json")):
+        with open(os.path.join(NATIVE, "info.json")) as f:
+            native_info = json.load(f)
+    cpu = cpu_info()
     summary = {"threads": a.threads, "prompt_tokens": a.prompt_tokens,
                "gen_tokens": a.gen_tokens, "rounds": a.rounds, "reps": a.reps,
-               "weights": "f32 (GGUF exported by distill, loaded by both)",
-               "peer": "llama.cpp (node-llama-cpp 3.21.1 prebuilt, C API, default context "
-                       "settings: f16 KV cache, flash attention auto)"}
+               "weights": "f32 (GGUF exported by distill, loaded by all)",
+               "peer": f"llama.cpp {main_peer} ('llama.cpp' and 'ratio' below), C API, default "
+                       "context settings: f16 KV cache, flash attention auto",
+               "peers": {"native": "llama.cpp built from node-llama-cpp 3.21.1's source bundle "
+                                   "with GGML_NATIVE=ON (bench/build_llama_native)",
+                         "prebuilt": "node-llama-cpp 3.21.1's prebuilt libraries (zen4 CPU "
+                                     "variant on this machine)"},
+               "llama_cpp_native": native_info, "cpu": cpu, "load_before": load_average()}
     print(f"prompt {a.prompt_tokens} tokens, {a.gen_tokens} generated tokens per sequence, "
-          f"{a.threads} threads, {a.rounds} rounds x {a.reps} repetitions", flush=True)
+          f"{a.threads} threads, {a.rounds} rounds x {a.reps} repetitions; load {load_average()}",
+          flush=True)
+    tables = {}
     for name in a.configs.split(","):
-        gguf = prepare(name, CONFIGS[name], a)
+        gguf = prepare(name, CONFIGS[name])
         runs = {}  # (side, batch) -> list of per-round {"pp":, "tg":}
         for r in range(a.rounds):
-            order = [("distill", ours), ("llama.cpp", peer)]
-            if r % 2:
-                order.reverse()
-            for side, fn in order:
+            k = r % len(sides)
+            for side, fn in sides[k:] + sides[:k]:
                 for j in fn(gguf, a):
+                    if "system_info" in j:
+                        summary.setdefault("system_info", {})[side] = j["system_info"]
                     runs.setdefault((side, j["batch"]), []).append(
                         {"pp": j["pp_tokens_per_s"], "tg": j["tg_tokens_per_s"]})
-                    print(f"  {name} round {r + 1} {side:9s} batch {j['batch']}: "
+                    print(f"  {name} round {r + 1} {side:8s} batch {j['batch']}: "
                           f"pp {j['pp_tokens_per_s']:8.0f} tok/s, tg {j['tg_tokens_per_s']:7.0f} "
                           f"tok/s", flush=True)
         res = {}
         for b in [int(x) for x in a.batches.split(",")]:
-            ours_r, peer_r = runs[("distill", b)], runs[("llama.cpp", b)]
+            ours_r = runs[("distill", b)]
             entry = {}
             for k in ("pp", "tg"):
-                pairs = [o[k] / p[k] for o, p in zip(ours_r, peer_r)]
-                entry[k] = {"distill": statistics.median(o[k] for o in ours_r),
-                            "llama.cpp": statistics.median(p[k] for p in peer_r),
-                            "ratio": statistics.median(pairs), "pair_ratios": pairs}
+                e = {"distill": statistics.median(o[k] for o in ours_r)}
+                for p in peers:
+                    peer_r = runs[(p, b)]
+                    pairs = [o[k] / q[k] for o, q in zip(ours_r, peer_r)]
+                    suffix = "" if p == main_peer else "_" + p
+                    e["llama.cpp" + suffix] = statistics.median(q[k] for q in peer_r)
+                    e["ratio" + suffix] = statistics.median(pairs)
+                    e["pair_ratios" + suffix] = pairs
+                entry[k] = e
             res[f"batch{b}"] = entry
-            print(f"{name} batch {b}: pp distill {entry['pp']['distill']:.0f} vs llama.cpp "
-                  f"{entry['pp']['llama.cpp']:.0f} tok/s = {entry['pp']['ratio']:.2f}x; "
-                  f"tg distill {entry['tg']['distill']:.0f} vs llama.cpp "
-                  f"{entry['tg']['llama.cpp']:.0f} tok/s = {entry['tg']['ratio']:.2f}x", flush=True)
+        if run_llama_bench:
+            res["llama_bench"] = llama_bench(gguf, a)
         summary[name] = res
+        tables[name] = res
+    summary["load_after"] = load_average()
+
+    # The table: tok/s medians over rounds, then the median per-round ratio distill/peer.
+    cols = [f"llama.cpp {p}" for p in peers]
+    print()
+    print(f"{'model':6s} {'B':>2s} {'':2s} {'distill':>9s} " +
+          " ".join(f"{c:>18s}" for c in cols) + "  " +
+          " ".join(f"{'vs ' + p:>12s}" for p in peers))
+    for name, res in tables.items():
+        for bk, entry in res.items():
+            if not bk.startswith("batch"):
+                continue
+            for k in ("pp", "tg"):
+                e = entry[k]
+                vals = [e["llama.cpp" + ("" if p == main_peer else "_" + p)] for p in peers]
+                ratios = [e["ratio" + ("" if p == main_peer else "_" + p)] for p in peers]
+                print(f"{name:6s} {bk[5:]:>2s} {k:2s} {e['distill']:9.0f} " +
+                      " ".join(f"{v:18.0f}" for v in vals) + "  " +
+                      " ".join(f"{x:11.2f}x" for x in ratios))
+    if run_llama_bench:
+        print()
+        print(f"llama-bench (native, batch 1, {a.threads} threads, median of {a.reps}), tok/s; "
+              f"the C-API peer's batch-1 figures beside it:")
+        for name, res in tables.items():
+            lb = res["llama_bench"]
+            pp_key, tg_key = f"pp{a.prompt_tokens}", f"tg{a.gen_tokens}"
+            depth_key = f"{tg_key}@d{a.prompt_tokens}"
+            peer_b1 = res.get("batch1", {})
+            line = (f"  {name:6s} {pp_key} {lb.get(pp_key, 0):7.0f}  {tg_key} "
+                    f"{lb.get(tg_key, 0):6.0f}  {depth_key} {lb.get(depth_key, 0):6.0f}")
+            if "pp" in peer_b1 and main_peer == "native":
+                line += (f"   | peer pp {peer_b1['pp']['llama.cpp']:7.0f}  "
+                         f"tg (after the prompt) {peer_b1['tg']['llama.cpp']:6.0f}")
+            print(line)
+    flags = " ".join(f"{k}{'+' if v else '-'}" for k, v in cpu["flags"].items())
+    print()
+    print(f"CPU: {cpu['model']}, {'AVX-512' if cpu['avx512'] else 'no AVX-512'} ({flags})")
+    if native_info:
+        print(f"llama.cpp native: commit {native_info.get('commit', '?')[:12]}, version "
+              f"{native_info.get('version', '?')} (node-llama-cpp release "
+              f"{native_info.get('node_llama_cpp_release', '?')}), first build "
+              f"{native_info.get('build_seconds', '?')} s with {native_info.get('build_jobs', '?')}"
+              f" jobs; {' '.join(native_info.get('cmake_options', []))}")
+    if "native" in summary.get("system_info", {}):
+        print(f"ggml CPU backend (native): {summary['system_info']['native']}")
+    print(f"load average (1/5/15 min): {summary['load_before']} before, "
+          f"{summary['load_after']} after")
     with open(a.json, "w") as f:
         json.dump(summary, f, indent=1)
     print(json.dumps(summary))

@@ -18,7 +18,13 @@
 // n_batch 2048, n_ubatch 512, per-sequence KV streams) apart from the thread count and a context of
 // B sequences x (P + G) positions: what a user of the library gets; plus, as llama-bench does, an
 // explicit CPU threadpool attached to the context (LLAMA_PEER_NO_POOL=1 leaves it out; on this
-// machine the two are within run-to-run noise). ggml picks its zen4 (AVX-512) CPU variant here.
+// machine the two are within run-to-run noise).
+//
+// Two builds of this file: against npm's prebuilt libraries (build/llama_gen_peer, see
+// cmake/interop.cmake; ggml loads its CPU backend as a module and picks the zen4 (AVX-512)
+// variant here), and against llama.cpp built from the same bundle with -march=native
+// (build/llama.cpp-native/peer/llama_gen_peer, built by bench/build_llama_native; the CPU backend
+// is linked in). Each JSON line names its build and what ggml's CPU backend was compiled with.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -118,7 +124,21 @@ Rates run_once(llama_context* ctx, llama_batch& batch, int B, int P, int G, int 
   return {double(B) * P / pp_s, double(B) * G / tg_s};
 }
 
+// `text` as the body of a JSON string.
+std::string json_escape(const char* text) {
+  std::string s;
+  for (const char* p = text; *p; p++) {
+    if (*p == '"' || *p == '\\') s += '\\';
+    if (static_cast<unsigned char>(*p) >= 0x20) s += *p;
+  }
+  return s;
+}
+
 }  // namespace
+
+#ifndef LLAMA_PEER_BUILD
+#define LLAMA_PEER_BUILD "prebuilt"
+#endif
 
 int main(int argc, char** argv) {
   if (argc < 2) die("usage: llama_gen_peer MODEL.gguf [--batches 1,8] [--prompt-tokens P] "
@@ -140,13 +160,16 @@ int main(int argc, char** argv) {
   if (P < 1 || G < 1 || reps < 1 || threads < 1 || batches.empty()) die("bad options");
 
   llama_log_set(quiet_log, nullptr);
-  ggml_backend_load_all_from_path(LLAMA_PEER_BACKEND_DIR);
+#ifdef LLAMA_PEER_BACKEND_DIR
+  ggml_backend_load_all_from_path(LLAMA_PEER_BACKEND_DIR);  // prebuilt: CPU variants are modules
+#endif
   llama_backend_init();
   llama_model_params mp = llama_model_default_params();
   mp.n_gpu_layers = 0;
   llama_model* model = llama_model_load_from_file(path.c_str(), mp);
   if (!model) die("llama.cpp could not load " + path);
   const int V = llama_vocab_n_tokens(llama_model_get_vocab(model));
+  const std::string system_info = json_escape(llama_print_system_info());
 
   for (int B : batches) {
     llama_context_params cp = llama_context_default_params();
@@ -180,11 +203,11 @@ int main(int argc, char** argv) {
       pp.push_back(x.pp);
       tg.push_back(x.tg);
     }
-    std::printf("{\"peer\":\"llama.cpp\",\"batch\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,"
-                "\"threads\":%d,\"pp_tokens_per_s\":%.6g,\"tg_tokens_per_s\":%.6g,"
-                "\"pp_runs\":%s,\"tg_runs\":%s}\n",
-                B, P, G, threads, median(pp), median(tg), json_list(pp).c_str(),
-                json_list(tg).c_str());
+    std::printf("{\"peer\":\"llama.cpp\",\"build\":\"%s\",\"system_info\":\"%s\",\"batch\":%d,"
+                "\"prompt_tokens\":%d,\"gen_tokens\":%d,\"threads\":%d,"
+                "\"pp_tokens_per_s\":%.6g,\"tg_tokens_per_s\":%.6g,\"pp_runs\":%s,\"tg_runs\":%s}\n",
+                LLAMA_PEER_BUILD, system_info.c_str(), B, P, G, threads, median(pp), median(tg),
+                json_list(pp).c_str(), json_list(tg).c_str());
     std::fflush(stdout);
     llama_batch_free(batch);
     llama_free(ctx);

@@ -7,7 +7,9 @@
 # ggml*.h) are checked out of that bundle into the build tree — never into the source tree — and
 # tests/interop/llama_peer.cpp is built against them and linked with the prebuilt libraries.
 # tests/interop_test.cpp drives it. bench/llama_gen_peer.cpp, the peer of `scripts/bench generate`,
-# is built the same way.
+# is built the same way here (its "prebuilt" column); its main build, against llama.cpp compiled
+# from the same bundle with -march=native, is not part of this project's configure: only
+# `scripts/bench generate` pays for it (bench/build_llama_native, into build/llama.cpp-native).
 set(DISTILL_INTEROP_NODE_MODULES "${CMAKE_SOURCE_DIR}/tests/interop/node_modules")
 set(_interop_bundle "${DISTILL_INTEROP_NODE_MODULES}/node-llama-cpp/llama/gitRelease.bundle")
 set(_interop_bins "${DISTILL_INTEROP_NODE_MODULES}/@node-llama-cpp/linux-x64/bins/linux-x64")
