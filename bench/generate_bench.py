@@ -237,11 +237,13 @@ def main():
     print()
     print(f"CPU: {cpu['model']}, {'AVX-512' if cpu['avx512'] else 'no AVX-512'} ({flags})")
     if native_info:
+        first = native_info.get("first_build", native_info)
         print(f"llama.cpp native: commit {native_info.get('commit', '?')[:12]}, version "
               f"{native_info.get('version', '?')} (node-llama-cpp release "
-              f"{native_info.get('node_llama_cpp_release', '?')}), first build "
-              f"{native_info.get('build_seconds', '?')} s with {native_info.get('build_jobs', '?')}"
-              f" jobs; {' '.join(native_info.get('cmake_options', []))}")
+              f"{native_info.get('node_llama_cpp_release', '?')}), build from scratch "
+              f"{first.get('build_seconds', '?')} s with {first.get('build_jobs', '?')} jobs "
+              f"({first.get('load_after_build', '?').split('load average: ')[-1]} load); "
+              f"{' '.join(native_info.get('cmake_options', []))}")
     if "native" in summary.get("system_info", {}):
         print(f"ggml CPU backend (native): {summary['system_info']['native']}")
     print(f"load average (1/5/15 min): {summary['load_before']} before, "
