@@ -169,7 +169,18 @@ ClassParts class_parts(const CodePointSet& set, bool use_native) {
     outside.add(native);
     rest = outside.complement();
   }
+  // A range may grow over code points the natives already match: ranges of the rest that lie in
+  // one range of the set are written as that range (fewer items, same union).
+  const std::vector<Range>& whole = set.ranges();
+  std::vector<Range> written;
   for (const Range& r : rest.ranges()) {
+    auto it = std::upper_bound(whole.begin(), whole.end(), r.first,
+                               [](char32_t c, const Range& w) { return c < w.first; });
+    const Range& within = *std::prev(it);  // rest is a subset of set: some range holds r
+    if (!written.empty() && written.back().last >= within.first) continue;  // already written
+    written.push_back(within);
+  }
+  for (const Range& r : written) {
     append_code_point(parts.ranges, r.first);
     if (r.last > r.first) {
       parts.ranges += '-';
