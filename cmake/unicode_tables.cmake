@@ -12,6 +12,7 @@ foreach(ucd_file UnicodeData.txt PropList.txt DerivedCoreProperties.txt)
 endforeach()
 
 add_executable(gen_unicode_tables tools/gen_unicode_tables.cpp)
+target_include_directories(gen_unicode_tables PRIVATE src)  # unicode_tables.h's constants
 target_link_libraries(gen_unicode_tables PRIVATE PkgConfig::PCRE2)
 
 set(DISTILL_UNICODE_TABLES "${CMAKE_BINARY_DIR}/generated/unicode_tables.cpp")

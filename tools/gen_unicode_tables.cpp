@@ -25,21 +25,21 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/unicode_tables.h"  // the Category order and names (constants only)
+
 namespace {
 
-// The order of distill::unicode_tables::Category (unicode_tables.h).
-constexpr std::array<std::string_view, 30> kCategories = {
-    "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",
-    "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"};
-constexpr int kCn = 29;
-constexpr int kCs = 27;
+using distill::unicode_tables::kCategoryCount;
+using distill::unicode_tables::kCategoryNames;
+constexpr int kCn = distill::unicode_tables::kCn;
+constexpr int kCs = distill::unicode_tables::kCs;
 constexpr char32_t kMaxCodePoint = 0x10FFFF;
 
 [[noreturn]] void fail(const std::string& why) { throw std::runtime_error(why); }
 
 int category_index(std::string_view name, const std::string& where) {
-  for (size_t i = 0; i < kCategories.size(); i++)
-    if (kCategories[i] == name) return int(i);
+  for (int i = 0; i < kCategoryCount; i++)
+    if (kCategoryNames[i] == name) return i;
   fail(where + ": unknown general category '" + std::string(name) + "'");
 }
 
@@ -159,10 +159,10 @@ void append_utf8(std::string& out, char32_t c) {
 // code point of "(\p{Lu})|(\p{Ll})|...", the capture that took part names the category.
 std::vector<unsigned char> pcre2_general_categories(std::string* pcre2_unicode_version) {
   std::string pattern;
-  for (size_t i = 0; i < kCategories.size(); i++) {
-    if (int(i) == kCs) continue;  // surrogates cannot occur in UTF-8 subjects
+  for (int i = 0; i < kCategoryCount; i++) {
+    if (i == kCs) continue;  // surrogates cannot occur in UTF-8 subjects
     if (!pattern.empty()) pattern += '|';
-    pattern += "(\\p{" + std::string(kCategories[i]) + "})";
+    pattern += "(\\p{" + std::string(kCategoryNames[i]) + "})";
   }
   int error = 0;
   PCRE2_SIZE offset = 0;

@@ -32,9 +32,7 @@ constexpr CategoryMask kLetter = span(ut::kLu, ut::kLo), kMark = span(ut::kMn, u
                        kSymbol = span(ut::kSm, ut::kSo), kSeparator = span(ut::kZs, ut::kZp),
                        kOther = span(ut::kCc, ut::kCn);
 
-constexpr std::array<const char*, ut::kCategoryCount> kShortNames = {
-    "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",
-    "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"};
+constexpr const auto& kShortNames = ut::kCategoryNames;
 
 // The groups PCRE2 can test with one \p{X}; in pcre2_class, a group whose members all qualify
 // is written once.

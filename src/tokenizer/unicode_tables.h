@@ -14,6 +14,11 @@ enum Category : uint8_t {
   kPi, kPf, kPo, kSm, kSc, kSk, kSo, kZs, kZl, kZp, kCc, kCf, kCs, kCo, kCn,
   kCategoryCount
 };
+// Their short names (PropertyValueAliases.txt), in the same order: the generator reads and
+// writes categories by these, and regex classes name PCRE2's \p{..} by them.
+inline constexpr const char* kCategoryNames[kCategoryCount] = {
+    "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",
+    "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"};
 
 struct Range {
   char32_t first, last;  // inclusive
