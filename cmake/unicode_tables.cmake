@@ -15,7 +15,8 @@ add_executable(gen_unicode_tables tools/gen_unicode_tables.cpp)
 target_include_directories(gen_unicode_tables PRIVATE src)  # unicode_tables.h's constants
 target_link_libraries(gen_unicode_tables PRIVATE PkgConfig::PCRE2)
 
-set(DISTILL_UNICODE_TABLES "${CMAKE_BINARY_DIR}/generated/unicode_tables.cpp")
+# src/tokenizer/unicode_tables.cpp includes the generated definitions.
+set(DISTILL_UNICODE_TABLES "${CMAKE_BINARY_DIR}/generated/unicode_tables.inc")
 add_custom_command(
   OUTPUT "${DISTILL_UNICODE_TABLES}"
   COMMAND ${CMAKE_COMMAND} -E make_directory "${CMAKE_BINARY_DIR}/generated"
@@ -25,6 +26,9 @@ add_custom_command(
   COMMENT "Generating Unicode tables from ${DISTILL_UCD_DIR}"
   VERBATIM)
 target_sources(distill_lib PRIVATE "${DISTILL_UNICODE_TABLES}")
+target_include_directories(distill_lib PRIVATE "${CMAKE_BINARY_DIR}/generated")
+set_source_files_properties("${CMAKE_SOURCE_DIR}/src/tokenizer/unicode_tables.cpp" PROPERTIES
+                            OBJECT_DEPENDS "${DISTILL_UNICODE_TABLES}")
 
 # tests/tokenizer_unicode_test.cpp reads the emoji sequences (emoji/emoji-test.txt) from here.
 if(TARGET tokenizer_unicode_test)
