@@ -6,11 +6,27 @@
 #include <filesystem>
 #include <map>
 #include <new>
+#include <set>
+#include <string>
 
 #include "cli/verbs.h"
+#include "core/dist.h"
 #include "core/error.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+// Prints the error (naming the rank under MPI) and ends the run: under mpirun the whole job, as
+// the other ranks would wait forever in their next collective.
+int fail(const char* what) {
+  if (distill::dist::size() > 1) {
+    std::fprintf(stderr, "error (%s): %s\n", distill::dist::where().c_str(), what);
+    distill::dist::abort(1);
+  }
+  std::fprintf(stderr, "error: %s\n", what);
+  return 1;
+}
+
+int run(int argc, char** argv) {
   CLI::App app{"distill: train, distill, evaluate and export language models on the CPU"};
   app.require_subcommand(1);
   app.set_config("--config", "", "TOML file of option values (flags win); sections per verb");
@@ -57,17 +73,31 @@ int main(int argc, char** argv) {
   }
   if (threads > 0) omp_set_num_threads(threads);
   try {
-    for (CLI::App* sub : app.get_subcommands())
-      if (verbs.count(sub)) return verbs[sub]();
+    for (CLI::App* sub : app.get_subcommands()) {
+      if (!verbs.count(sub)) continue;
+      static const std::set<std::string> parallel = {"pretrain", "train", "score", "generate"};
+      if (distill::dist::size() > 1 && !parallel.count(sub->get_name()))
+        throw distill::Error("distill {} runs as one process; under mpirun only pretrain, "
+                             "train, score and generate are parallel", sub->get_name());
+      return verbs[sub]();
+    }
     return 1;
   } catch (const distill::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    return fail(e.what());
   } catch (const std::filesystem::filesystem_error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    return fail(e.what());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "error: out of memory\n");
+    return fail("out of memory");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    return fail(e.what());
   }
-  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  distill::dist::init(&argc, &argv);
+  const int code = run(argc, argv);
+  distill::dist::finalize();
+  return code;
 }

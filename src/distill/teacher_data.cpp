@@ -1,12 +1,15 @@
 #include "distill/teacher_data.h"
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "formats/model_dir.h"
@@ -124,6 +127,100 @@ std::string resume_note(const DatasetWriter& w) {
   return s;
 }
 
+// Teacher outputs travel from the ranks to rank 0, which writes every record (core/dist.h): a
+// plain byte encoding (every rank runs the same binary on the same machine type).
+class Packer {
+ public:
+  template <typename T>
+  void put(const T& v) {
+    out_.append(reinterpret_cast<const char*>(&v), sizeof(T));
+  }
+  template <typename T>
+  void put(const std::vector<T>& v) {
+    put(uint64_t(v.size()));
+    out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+  }
+  void put(const std::string& v) {
+    put(uint64_t(v.size()));
+    out_ += v;
+  }
+  void put(const Generation& g) {
+    put(g.tokens);
+    put(g.finish_reason);
+    put(uint64_t(g.logprobs.size()));
+    for (const TokenLogprobs& lp : g.logprobs) {
+      put(lp.id);
+      put(lp.logprob);
+      put(lp.top_ids);
+      put(lp.top_logprobs);
+      put(lp.tail_mass);
+    }
+  }
+  const std::string& bytes() const { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Unpacker {
+ public:
+  explicit Unpacker(const std::string& bytes) : in_(bytes) {}
+  template <typename T>
+  void get(T& v) {
+    take(&v, sizeof(T));
+  }
+  template <typename T>
+  void get(std::vector<T>& v) {
+    uint64_t n = 0;
+    get(n);
+    v.resize(size_t(n));
+    take(v.data(), v.size() * sizeof(T));
+  }
+  void get(std::string& v) {
+    uint64_t n = 0;
+    get(n);
+    v.resize(size_t(n));
+    take(v.data(), v.size());
+  }
+  Generation generation() {
+    Generation g;
+    get(g.tokens);
+    get(g.finish_reason);
+    uint64_t n = 0;
+    get(n);
+    g.logprobs.resize(size_t(n));
+    for (TokenLogprobs& lp : g.logprobs) {
+      get(lp.id);
+      get(lp.logprob);
+      get(lp.top_ids);
+      get(lp.top_logprobs);
+      get(lp.tail_mass);
+    }
+    return g;
+  }
+
+ private:
+  void take(void* dst, size_t n) {
+    DISTILL_CHECK(at_ + n <= in_.size());
+    std::memcpy(dst, in_.data() + at_, n);
+    at_ += n;
+  }
+  const std::string& in_;
+  size_t at_ = 0;
+};
+
+// The items still to do: rank 0 knows (it opened the dataset, resumed or not) and tells the
+// others.
+std::vector<int64_t> share_todo(const std::optional<DatasetWriter>& writer,
+                                const std::vector<WorkItem>& items) {
+  std::vector<int64_t> todo;
+  if (writer)
+    for (size_t i = 0; i < items.size(); i++)
+      if (!writer->completed(items[i].id, items[i].sample)) todo.push_back(int64_t(i));
+  dist::broadcast(todo);
+  return todo;
+}
+
 }  // namespace
 
 std::vector<PromptLine> read_prompt_file(const std::string& path) {
@@ -207,32 +304,49 @@ void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
   }
   if (items.empty()) throw Error("nothing to score in {}", o.text.empty() ? "(no files)" : o.text[0]);
 
-  DatasetWriter writer = DatasetWriter::open(
-      o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, {{"mode", "score"}}), o.resume);
-  int64_t skipped = 0;
-  for (const WorkItem& w : items) skipped += writer.completed(w.id, 0);
-  Meter meter(progress, int64_t(items.size()), skipped);
-  if (writer.resumed().records > 0) meter.note(resume_note(writer));
-  Generator gen(*model, 1, context);
-  for (const WorkItem& w : items) {
-    if (writer.completed(w.id, 0)) continue;
-    const std::vector<TokenLogprobs> scored = gen.score(w.tokens, o.top_k);
-    DatasetRecord r;
-    r.id = w.id;
-    r.prompt = "";
-    r.completion = tok->decode(w.tokens);
-    r.source = w.source;
-    r.teacher = o.teacher;
-    r.tokens = w.tokens;
-    r.prompt_tokens = 0;
-    r.first_target = 1;
-    r.rows.resize(0, o.top_k);
-    for (const TokenLogprobs& lp : scored) append_rows(r.rows, lp);
-    r.extra = w.extra;
-    writer.append(r);
-    meter.record(writer.size(), int64_t(w.tokens.size()));
+  // Under mpirun the ranks score items round-robin and rank 0 writes them in order: the dataset
+  // is the one a single process writes.
+  std::optional<DatasetWriter> writer;
+  std::optional<Meter> meter;
+  if (dist::is_root()) {
+    writer.emplace(DatasetWriter::open(
+        o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, {{"mode", "score"}}), o.resume));
+    int64_t skipped = 0;
+    for (const WorkItem& w : items) skipped += writer->completed(w.id, 0);
+    meter.emplace(progress, int64_t(items.size()), skipped);
+    if (writer->resumed().records > 0) meter->note(resume_note(*writer));
   }
-  writer.close();
+  const std::vector<int64_t> todo = share_todo(writer, items);
+  const size_t ranks = size_t(dist::size());
+  Generator gen(*model, 1, context);
+  for (size_t begin = 0; begin < todo.size(); begin += ranks) {
+    Packer mine;
+    if (const size_t i = begin + size_t(dist::rank()); i < todo.size()) {
+      Generation g;
+      g.logprobs = gen.score(items[size_t(todo[i])].tokens, o.top_k);
+      mine.put(g);
+    }
+    const std::vector<std::string> parts = dist::gather(mine.bytes());
+    for (size_t j = 0; writer && j < ranks && begin + j < todo.size(); j++) {
+      const WorkItem& w = items[size_t(todo[begin + j])];
+      DatasetRecord r;
+      r.id = w.id;
+      r.prompt = "";
+      r.completion = tok->decode(w.tokens);
+      r.source = w.source;
+      r.teacher = o.teacher;
+      r.tokens = w.tokens;
+      r.prompt_tokens = 0;
+      r.first_target = 1;
+      r.rows.resize(0, o.top_k);
+      for (const TokenLogprobs& lp : Unpacker(parts[j]).generation().logprobs)
+        append_rows(r.rows, lp);
+      r.extra = w.extra;
+      writer->append(r);
+      meter->record(writer->size(), int64_t(w.tokens.size()));
+    }
+  }
+  if (writer) writer->close();
 }
 
 void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& progress) {
@@ -295,13 +409,19 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
     watermark = std::make_unique<WatermarkProcessor>(key, o.temperature);
     sampling["watermark"] = key.describe();  // the parameters, never the secret
   }
-  DatasetWriter writer = DatasetWriter::open(
-      o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, sampling), o.resume);
+  // Under mpirun the ranks take the waves round-robin and rank 0 writes them in order: the
+  // waves, and so the dataset, are the ones a single process makes.
+  std::optional<DatasetWriter> writer;
+  if (dist::is_root())
+    writer.emplace(DatasetWriter::open(
+        o.out, make_header(o.teacher, *tok, o.top_k, o.encoding, sampling), o.resume));
   std::vector<const WorkItem*> todo;
-  for (const WorkItem& w : items)
-    if (!writer.completed(w.id, w.sample)) todo.push_back(&w);
-  Meter meter(progress, int64_t(items.size()), int64_t(items.size() - todo.size()));
-  if (writer.resumed().records > 0) meter.note(resume_note(writer));
+  for (int64_t i : share_todo(writer, items)) todo.push_back(&items[size_t(i)]);
+  std::optional<Meter> meter;
+  if (writer) {
+    meter.emplace(progress, int64_t(items.size()), int64_t(items.size() - todo.size()));
+    if (writer->resumed().records > 0) meter->note(resume_note(*writer));
+  }
 
   GenerateOptions go;
   go.sampling = SamplingOptions{o.temperature, o.top_k_sampling, o.top_p, o.min_p};
@@ -309,52 +429,58 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
   go.top_logprobs = o.top_k;
   if (tok->eos_id()) go.stop_ids = {*tok->eos_id()};
   Generator gen(*model, o.batch, context);
-  // Records are written in waves of `batch` prompts so a kill loses at most one wave's work;
-  // each request's seed depends on (id, sample) only, so a resumed run samples the same text.
-  for (size_t begin = 0; begin < todo.size(); begin += size_t(o.batch)) {
-    const size_t end = std::min(todo.size(), begin + size_t(o.batch));
-    std::vector<std::vector<int32_t>> prompts;
-    for (size_t i = begin; i < end; i++) prompts.push_back(todo[i]->tokens);
-    std::vector<Generation> out;
-    if (o.stop.empty()) {
-      go.stop = nullptr;
-    } else {
-      go.stop = [&](int request, const std::vector<int32_t>& generated) {
-        const std::string text = tok->decode(generated);
-        for (const std::string& s : o.stop)
-          if (text.find(s) != std::string::npos) return true;
-        (void)request;
-        return false;
-      };
+  const size_t wave = size_t(o.batch), ranks = size_t(dist::size());
+  if (!o.stop.empty())
+    go.stop = [&](int, const std::vector<int32_t>& generated) {
+      const std::string text = tok->decode(generated);
+      for (const std::string& stop : o.stop)
+        if (text.find(stop) != std::string::npos) return true;
+      return false;
+    };
+  // Records are written in waves of `batch` prompts so a kill loses at most one wave's work (a
+  // round of waves under mpirun: wave i of a round is rank i's).
+  for (size_t round = 0; round < todo.size(); round += wave * ranks) {
+    Packer mine;
+    if (const size_t begin = round + wave * size_t(dist::rank()); begin < todo.size()) {
+      const size_t end = std::min(todo.size(), begin + wave);
+      std::vector<std::vector<int32_t>> prompts;
+      // Each request's seed depends on (id, sample) only, not on which requests share its
+      // wave, so a resumed run samples the same text.
+      go.request_seeds.clear();
+      for (size_t i = begin; i < end; i++) {
+        prompts.push_back(todo[i]->tokens);
+        go.request_seeds.push_back(o.seed ^
+                                   (fnv1a(todo[i]->id) * 1000003u + uint64_t(todo[i]->sample)));
+      }
+      for (const Generation& g : gen.generate(prompts, go, watermark.get())) mine.put(g);
     }
-    // Each request's seed depends on (id, sample) only, not on which requests share its wave,
-    // so a resumed run samples the same text.
-    go.request_seeds.clear();
-    for (size_t i = begin; i < end; i++)
-      go.request_seeds.push_back(o.seed ^ (fnv1a(todo[i]->id) * 1000003u + uint64_t(todo[i]->sample)));
-    out = gen.generate(prompts, go, watermark.get());
-    for (size_t i = begin; i < end; i++) {
-      const WorkItem& w = *todo[i];
-      const Generation& g = out[i - begin];
-      DatasetRecord r;
-      r.id = w.id;
-      r.sample = w.sample;
-      r.prompt = w.prompt;
-      r.completion = tok->decode(g.tokens);
-      r.source = w.source;
-      r.teacher = o.teacher;
-      r.tokens = w.tokens;
-      r.tokens.insert(r.tokens.end(), g.tokens.begin(), g.tokens.end());
-      r.prompt_tokens = int32_t(w.tokens.size());
-      r.first_target = r.prompt_tokens;
-      r.rows.resize(0, o.top_k);
-      for (const TokenLogprobs& lp : g.logprobs) append_rows(r.rows, lp);
-      r.extra = {{"finish_reason", g.finish_reason}};
-      writer.append(r);
-      meter.record(writer.size(), int64_t(g.tokens.size()));
+    const std::vector<std::string> parts = dist::gather(mine.bytes());
+    for (size_t rank = 0; writer && rank < ranks; rank++) {
+      Unpacker in(parts[rank]);
+      const size_t begin = round + wave * rank, end = std::min(todo.size(), begin + wave);
+      for (size_t i = begin; i < end; i++) {
+        const WorkItem& w = *todo[i];
+        const Generation g = in.generation();
+        DatasetRecord r;
+        r.id = w.id;
+        r.sample = w.sample;
+        r.prompt = w.prompt;
+        r.completion = tok->decode(g.tokens);
+        r.source = w.source;
+        r.teacher = o.teacher;
+        r.tokens = w.tokens;
+        r.tokens.insert(r.tokens.end(), g.tokens.begin(), g.tokens.end());
+        r.prompt_tokens = int32_t(w.tokens.size());
+        r.first_target = r.prompt_tokens;
+        r.rows.resize(0, o.top_k);
+        for (const TokenLogprobs& lp : g.logprobs) append_rows(r.rows, lp);
+        r.extra = {{"finish_reason", g.finish_reason}};
+        writer->append(r);
+        meter->record(writer->size(), int64_t(g.tokens.size()));
+      }
     }
   }
-  writer.close();
+  if (writer) writer->close();
 }
 
 }  // namespace distill

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "data/text_corpus.h"
@@ -161,6 +162,16 @@ class DistillTaskBase : public TrainTask {
     total.loss += r.loss;
     for (int k = 0; k < 8; k++) total.per_term[k] += r.per_term[k];
   }
+  // Under MPI: the sums of every rank's share (core/dist.h).
+  static void allreduce(KdLossResult& r) {
+    double v[10] = {r.loss};
+    for (int k = 0; k < 8; k++) v[1 + k] = r.per_term[k];
+    v[9] = double(r.positions);
+    dist::allreduce_sum(v, 10);
+    r.loss = v[0];
+    for (int k = 0; k < 8; k++) r.per_term[k] = v[1 + k];
+    r.positions = int64_t(v[9]);
+  }
 
   const DistillTrainOptions& o_;
   KdLossSpec spec_;
@@ -202,18 +213,23 @@ class OnlineDistillTask final : public DistillTaskBase {
       corpus_.sample_train(rng, B, T, ids_.data() + a * BT, targets_.data() + a * BT);
     const std::vector<float> weights(BT, 1.0f);
     const double normalizer = double(BT) * A;  // every position is a target
-    dlogits_.resize(BT * V);
+    // Under MPI each rank runs its share of every micro-batch's rows.
+    const auto [b0, b1] = dist::share(B);
+    const int nb = int(b1 - b0), n = nb * T;
+    dlogits_.resize(size_t(n) * V);
     KdLossResult total;
-    for (int a = 0; a < A; a++) {
-      const int32_t* ids = ids_.data() + a * BT;
+    for (int a = 0; a < A && nb > 0; a++) {
+      const size_t at = a * BT + size_t(b0) * T;
+      const int32_t* ids = ids_.data() + at;
       // Cross-entropy alone needs no teacher: it is not run (fine-tuning on text).
-      const float* teacher_logits = spec_.needs_teacher() ? teacher_->forward(ids, B, T) : nullptr;
-      const float* student_logits = model.forward(ids, B, T);
+      const float* teacher_logits = spec_.needs_teacher() ? teacher_->forward(ids, nb, T) : nullptr;
+      const float* student_logits = model.forward(ids, nb, T);
       std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
-      add(total, kd_loss_dense(spec_, student_logits, teacher_logits, targets_.data() + a * BT,
-                               weights.data(), N, V, normalizer, dlogits_.data()));
+      add(total, kd_loss_dense(spec_, student_logits, teacher_logits, targets_.data() + at,
+                               weights.data(), n, V, normalizer, dlogits_.data()));
       model.backward(dlogits_.data());
     }
+    allreduce(total);
     return StepResult{total.loss, int64_t(BT) * A, terms(total)};
   }
 
@@ -223,15 +239,19 @@ class OnlineDistillTask final : public DistillTaskBase {
     std::vector<int32_t> ids(BT), targets(BT);
     const std::vector<float> weights(BT, 1.0f);
     const double normalizer = double(BT) * o_.loop.eval_batches;
+    const auto [b0, b1] = dist::share(B);
+    const int nb = int(b1 - b0);
+    const size_t at = size_t(b0) * T;
     double loss = 0.0;
-    for (int i = 0; i < o_.loop.eval_batches; i++) {
+    for (int i = 0; i < o_.loop.eval_batches && nb > 0; i++) {
       corpus_.val_batch(i, o_.loop.eval_batches, B, T, ids.data(), targets.data());
       // The two models own separate buffers; cross-entropy alone needs no teacher.
-      const float* t = spec_.needs_teacher() ? teacher_->forward(ids.data(), B, T) : nullptr;
-      const float* s = model.forward(ids.data(), B, T);
-      loss += kd_loss_dense(spec_, s, t, targets.data(), weights.data(), int(BT), V, normalizer,
-                            nullptr).loss;
+      const float* t = spec_.needs_teacher() ? teacher_->forward(ids.data() + at, nb, T) : nullptr;
+      const float* s = model.forward(ids.data() + at, nb, T);
+      loss += kd_loss_dense(spec_, s, t, targets.data() + at, weights.data(), nb * T, V,
+                            normalizer, nullptr).loss;
     }
+    dist::allreduce_sum(&loss, 1);
     return float(loss);
   }
 
@@ -284,6 +304,7 @@ class OfflineDistillTask final : public DistillTaskBase {
       total.loss += run(model, batches_[a], normalizer, true, total);
       tokens += int64_t(batches_[a].ids.size());
     }
+    allreduce(total);
     return StepResult{total.loss, tokens, terms(total)};
   }
 
@@ -302,6 +323,7 @@ class OfflineDistillTask final : public DistillTaskBase {
     KdLossResult total;
     double loss = 0.0;
     for (Batch& b : batches) loss += run(model, b, normalizer, false, total);
+    dist::allreduce_sum(&loss, 1);
     return float(loss);
   }
 
@@ -356,15 +378,19 @@ class OfflineDistillTask final : public DistillTaskBase {
     }
   }
 
+  // This rank's share of the batch's rows (core/dist.h); the loss is its part of the sum.
   double run(Model& model, Batch& b, double normalizer, bool backward, KdLossResult& total) {
-    const int N = b.B * b.T, V = model.config().vocab_size;
-    const float* logits = model.forward(b.ids.data(), b.B, b.T);
+    const auto [b0, b1] = dist::share(b.B);
+    if (b1 <= b0) return 0.0;
+    const int N = int(b1 - b0) * b.T, V = model.config().vocab_size;
+    const size_t at = size_t(b0) * b.T;
+    const float* logits = model.forward(b.ids.data() + at, int(b1 - b0), b.T);
     if (backward) {
       dlogits_.assign(size_t(N) * V, 0.0f);
     }
-    const KdLossResult r = kd_loss_sparse(spec_, logits, b.rows.data(), b.targets.data(),
-                                          b.weights.data(), N, V, normalizer,
-                                          backward ? dlogits_.data() : nullptr);
+    const KdLossResult r = kd_loss_sparse(spec_, logits, b.rows.data() + at,
+                                          b.targets.data() + at, b.weights.data() + at, N, V,
+                                          normalizer, backward ? dlogits_.data() : nullptr);
     if (backward) {
       for (int k = 0; k < 8; k++) total.per_term[k] += r.per_term[k];
       model.backward(dlogits_.data());

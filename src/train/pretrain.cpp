@@ -1,5 +1,6 @@
 #include "train/pretrain.h"
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "data/text_corpus.h"
 #include "model/presets.h"
@@ -52,27 +53,35 @@ class PretrainTask final : public TrainTask {
     for (int a = 0; a < A; a++)
       corpus_.sample_train(rng, B, T, ids_.data() + a * BT, targets_.data() + a * BT);
     const int64_t count = count_targets(targets_.data(), targets_.size());
-    LossSum loss;
-    for (int a = 0; a < A; a++) {
-      const LossSum l = lm_forward_backward(model, ids_.data() + a * BT, targets_.data() + a * BT,
-                                            B, T, 1.0f / float(count));
-      loss.sum += l.sum;
-      loss.count += l.count;
+    // Under MPI each rank runs its share of every micro-batch's rows (core/dist.h).
+    const auto [b0, b1] = dist::share(B);
+    double loss[2] = {0.0, 0.0};  // summed loss, target count
+    for (int a = 0; a < A && b1 > b0; a++) {
+      const size_t at = a * BT + size_t(b0) * T;
+      const LossSum l = lm_forward_backward(model, ids_.data() + at, targets_.data() + at,
+                                            int(b1 - b0), T, 1.0f / float(count));
+      loss[0] += l.sum;
+      loss[1] += double(l.count);
     }
-    return StepResult{loss.mean(), int64_t(BT) * A, {}};
+    dist::allreduce_sum(loss, 2);
+    return StepResult{loss[1] > 0 ? loss[0] / loss[1] : 0.0, int64_t(BT) * A, {}};
   }
 
   float evaluate(Model& model) override {
     const int B = o_.loop.batch_size, T = o_.loop.seq_len;
     std::vector<int32_t> ids(size_t(B) * T), targets(size_t(B) * T);
-    LossSum total;
-    for (int i = 0; i < o_.loop.eval_batches; i++) {
+    const auto [b0, b1] = dist::share(B);
+    double total[2] = {0.0, 0.0};  // summed loss, target count
+    for (int i = 0; i < o_.loop.eval_batches && b1 > b0; i++) {
       corpus_.val_batch(i, o_.loop.eval_batches, B, T, ids.data(), targets.data());
-      const LossSum l = lm_forward_loss(model, ids.data(), targets.data(), B, T);
-      total.sum += l.sum;
-      total.count += l.count;
+      const size_t at = size_t(b0) * T;
+      const LossSum l = lm_forward_loss(model, ids.data() + at, targets.data() + at,
+                                        int(b1 - b0), T);
+      total[0] += l.sum;
+      total[1] += double(l.count);
     }
-    return float(total.mean());
+    dist::allreduce_sum(total, 2);
+    return float(total[1] > 0 ? total[0] / total[1] : 0.0);
   }
 
   nlohmann::json identity() const override {

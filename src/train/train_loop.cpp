@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "core/dist.h"
 #include "core/error.h"
 #include "formats/model_dir.h"
 #include "train/checkpoint.h"
@@ -49,7 +50,13 @@ class RunDirLock {
 }  // namespace
 namespace fs = std::filesystem;
 
-void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& on_progress) {
+void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& progress) {
+  // Under mpirun every rank runs this loop on the same data order; only rank 0 reports, writes
+  // metrics and checkpoints (see core/dist.h).
+  const bool root = dist::is_root();
+  auto on_progress = [&](const TrainProgress& p) {
+    if (root) progress(p);
+  };
   if (o.seq_len <= 0 || o.batch_size <= 0 || o.grad_accum <= 0 || o.steps <= 0)
     throw Error("seq-len, batch-size, grad-accum and steps must be positive");
   MatmulPrecision precision;
@@ -69,7 +76,8 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   if (ec) throw Error("{}: cannot create run directory: {}", o.out, ec.message());
   // One process per run directory: a second one would truncate the first one's metrics and
   // interleave checkpoints. The lock goes with the descriptor (a killed run releases it).
-  const RunDirLock lock(o.out);
+  std::optional<RunDirLock> lock;
+  if (root) lock.emplace(o.out);
   const std::optional<std::string> ckpt = latest_checkpoint(o.out);
   if (ckpt && !o.resume)
     throw Error("{}: run directory already has checkpoints ({}); pass --resume to continue it "
@@ -119,7 +127,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
       throw Error("{}: cannot resume with different options: checkpoint has {}, now {}", *ckpt,
                   state.extra["identity"].dump(), identity.dump());
     data_rng.set_words(state.rng);
-    truncate_metrics(metrics_path, state.step);
+    if (root) truncate_metrics(metrics_path, state.step);
     TrainProgress p;
     p.kind = TrainProgress::Kind::Resumed;
     p.step = state.step;
@@ -128,10 +136,13 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     on_progress(p);
   } else {
     task.init_model(model, o.seed);
-    std::remove(metrics_path.c_str());
+    if (root) std::remove(metrics_path.c_str());
   }
+  // Every rank has loaded the checkpoint (or initialised) before rank 0 may write a new one.
+  dist::barrier();
   state.extra = {{"identity", identity}};
-  MetricsLog metrics(metrics_path);
+  std::optional<MetricsLog> metrics;
+  if (root) metrics.emplace(metrics_path);
   SaveModelOptions save;
   for (const auto& [k, v] : task.model_metadata()) save.metadata[k] = v;
   save.files = task.model_files();
@@ -154,7 +165,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     p.kind = TrainProgress::Kind::Checkpoint;
     p.step = state.step;
     p.total_steps = o.steps;
-    p.path = save_checkpoint(o.out, model, optimizer, state, o.keep_checkpoints, save);
+    if (root) p.path = save_checkpoint(o.out, model, optimizer, state, o.keep_checkpoints, save);
     on_progress(p);
   };
 
@@ -167,7 +178,13 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   while (state.step < o.steps && !best.stopped) {
     const auto ts = Clock::now();
     model.zero_grad();
+    // Each rank accumulated the gradient of its share of the step's rows (already scaled by the
+    // whole step's normalizer): their sum is the full step's gradient. Then every rank clips
+    // and steps identically.
     const StepResult r = task.step(model, data_rng);
+    const auto tc = Clock::now();
+    dist::allreduce_sum(model.grads(), model.num_params());
+    const double comm_s = std::chrono::duration<double>(Clock::now() - tc).count();
     const float norm = clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
     const float lr = schedule.at(int(state.step));
     optimizer.step(model, lr);
@@ -194,7 +211,8 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
                            {"grad_norm", norm}, {"tokens_per_s", double(r.tokens) / step_s},
                            {"tokens", state.tokens_seen}, {"time_s", state.elapsed_s}};
     if (r.details.is_object()) line.update(r.details);
-    metrics.write(line);
+    if (dist::size() > 1) line["comm_s"] = comm_s;  // the gradient all-reduce's wall time
+    if (metrics) metrics->write(line);
     bool last = state.step == o.steps;
     bool new_best = false;
     if ((o.eval_every > 0 && state.step % o.eval_every == 0) || last) {
@@ -213,11 +231,11 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
           best.stopped = true;
         }
       }
-      metrics.write(eval_line);
+      if (metrics) metrics->write(eval_line);
     }
     on_progress(p);
     if (new_best) {
-      save_model_dir(model, final_dir, model_metadata(last_val, "best held-out loss"));
+      if (root) save_model_dir(model, final_dir, model_metadata(last_val, "best held-out loss"));
       TrainProgress b;
       b.kind = TrainProgress::Kind::NewBest;
       b.step = b.best_step = state.step;
@@ -248,13 +266,13 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   if (o.keep_best) {
     // model/ was written at the best evaluation; a resumed run that had already finished finds
     // it there.
-    if (!fs::exists(fs::path(final_dir) / "config.json"))
+    if (root && !fs::exists(fs::path(final_dir) / "config.json"))
       throw Error("{}: the best model of this run is missing (keep-best writes it at each new "
                   "best held-out loss; was it deleted?)", final_dir);
     p.best_step = best.step;
     p.val_loss = float(best.val_loss);
   } else {
-    save_model_dir(model, final_dir, model_metadata(last_val, "last"));
+    if (root) save_model_dir(model, final_dir, model_metadata(last_val, "last"));
     p.val_loss = last_val;
   }
   on_progress(p);
