@@ -182,9 +182,12 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     // whole step's normalizer): their sum is the full step's gradient. Then every rank clips
     // and steps identically.
     const StepResult r = task.step(model, data_rng);
+    const auto tw = Clock::now();
+    dist::barrier();
     const auto tc = Clock::now();
     dist::allreduce_sum(model.grads(), model.num_params());
     const double comm_s = std::chrono::duration<double>(Clock::now() - tc).count();
+    const double wait_s = std::chrono::duration<double>(tc - tw).count();
     const float norm = clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
     const float lr = schedule.at(int(state.step));
     optimizer.step(model, lr);
@@ -211,7 +214,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
                            {"grad_norm", norm}, {"tokens_per_s", double(r.tokens) / step_s},
                            {"tokens", state.tokens_seen}, {"time_s", state.elapsed_s}};
     if (r.details.is_object()) line.update(r.details);
-    if (dist::size() > 1) line["comm_s"] = comm_s;  // the gradient all-reduce's wall time
+    if (dist::size() > 1) line["comm_s"] = comm_s, line["wait_s"] = wait_s;  // the gradient all-reduce's wall time
     if (metrics) metrics->write(line);
     bool last = state.step == o.steps;
     bool new_best = false;
