@@ -1,14 +1,17 @@
 // The training memory estimate (train/memory_estimate.h): its activation figure is what the
-// architectures allocate, with and without checkpointing; its parts add up to the peak; and
-// `--dry-run` prints it without training or creating the run directory.
+// architectures allocate, with and without checkpointing; its parts add up to the peak; online
+// distillation's teacher is counted as it runs; and `--dry-run` prints the estimate without
+// training or creating the run directory.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "core/arena.h"
+#include "formats/model_dir.h"
 #include "model/model.h"
 #include "model/presets.h"
+#include "train/distill_train.h"
 #include "train/memory_estimate.h"
 #include "train/train_loop.h"
 #include "test_support.h"
@@ -116,6 +119,37 @@ TEST(MemoryEstimate, DryRunPrintsTheEstimateAndWritesNothing) {
   EXPECT_NE(r.out.find("checkpointing on"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("  peak"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir / "run"));
+}
+
+TEST(MemoryEstimate, OnlineDistillationCountsTheTeacherAsItRuns) {
+  const fs::path dir = test_support::temp_dir("memory-teacher");
+  std::ofstream(dir / "corpus.txt") << std::string(5000, 'b');
+  const ModelConfig teacher_config = model_preset("gpt2-tiny");
+  {
+    Model teacher(teacher_config);
+    teacher.init_weights(1);
+    save_model_dir(teacher, (dir / "teacher").string());
+  }
+  DistillTrainOptions o;
+  o.teacher = (dir / "teacher").string();
+  o.data = {(dir / "corpus.txt").string()};
+  o.student_preset = "demo-student";
+  o.loop.out = (dir / "run").string();
+  o.loop.batch_size = 3;
+  o.loop.seq_len = 20;
+  const MemoryEstimate e = distill_train_memory_estimate(o);
+  EXPECT_EQ(e.task.teacher_weights, model_arena_bytes(teacher_config));
+  // The teacher forwards checkpointed (it never runs backward): what such a forward allocates.
+  std::unique_ptr<Model> teacher = load_model_dir(o.teacher);
+  teacher->set_checkpointing(true);
+  const std::vector<int32_t> ids(size_t(o.loop.batch_size) * o.loop.seq_len, 7);
+  teacher->forward(ids.data(), o.loop.batch_size, o.loop.seq_len);
+  EXPECT_EQ(e.task.teacher_activations,
+            int64_t(FloatBuffer::allocation_bytes(teacher->activation_floats())));
+  EXPECT_EQ(e.task.dlogits, int64_t(sizeof(float)) * 3 * 20 * 256);
+  EXPECT_GE(e.task.data, int64_t(sizeof(int32_t)) * 5000);
+  EXPECT_EQ(e.num_params, model_preset("demo-student").num_parameters());
+  EXPECT_FALSE(fs::exists(o.loop.out));
 }
 
 }  // namespace
