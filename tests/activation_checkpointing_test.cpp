@@ -182,7 +182,8 @@ std::vector<std::string> metric_losses(const fs::path& run) {
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line);
     if (j.contains("loss")) out.push_back(j["loss"].dump() + "@" + j["step"].dump());
-    if (j.contains("val_loss")) out.push_back("val " + j["val_loss"].dump() + "@" + j["step"].dump());
+    if (j.contains("val_loss"))
+      out.push_back("val " + j["val_loss"].dump() + "@" + j["step"].dump());
   }
   return out;
 }

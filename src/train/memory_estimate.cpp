@@ -71,7 +71,8 @@ MemoryEstimate estimate_training_memory(const TrainLoopOptions& o, TrainTask& ta
   // largest are the LM head's, dlogits (N,V) and its weight (V,C) (kernels/matmul.cpp).
   if (e.bf16) {
     const size_t F = size_t(c.intermediate_size);
-    e.scratch += int64_t(sizeof(uint16_t) * (std::max(N * V, N * 2 * F) + std::max(V * C, 2 * F * C)));
+    const size_t a = std::max(N * V, N * 2 * F), b = std::max(V * C, 2 * F * C);
+    e.scratch += int64_t(sizeof(uint16_t) * (a + b));
   }
   // Saving GPT-2 copies every Conv1D weight into HF's transposed layout before writing
   // (formats/model_dir.cpp), and one more of the tensor being converted.
