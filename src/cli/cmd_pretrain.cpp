@@ -18,7 +18,13 @@ VerbRun add_pretrain(CLI::App& app) {
                  "a preset takes its vocabulary size, and the model directories carry its files");
   app.add_option("--val-fraction", o->val_fraction, "tail of each file held out for evaluation");
   add_train_loop_options(app, o->loop);
-  return [o]() {
+  auto dry_run = std::make_shared<bool>(false);
+  add_dry_run_option(app, *dry_run);
+  return [o, dry_run]() {
+    if (*dry_run) {
+      print_memory_estimate(pretrain_memory_estimate(*o));
+      return 0;
+    }
     TrainDisplay display;
     pretrain(*o, std::ref(display));
     return 0;

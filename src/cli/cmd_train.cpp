@@ -25,7 +25,13 @@ VerbRun add_train(CLI::App& app) {
   app.add_option("--temperature", o->temperature, "distillation temperature T (KD x T^2)");
   app.add_option("--tail", o->tail, "sparse teachers' tail rule: bucket or ignore");
   add_train_loop_options(app, o->loop);
-  return [o]() {
+  auto dry_run = std::make_shared<bool>(false);
+  add_dry_run_option(app, *dry_run);
+  return [o, dry_run]() {
+    if (*dry_run) {
+      print_memory_estimate(distill_train_memory_estimate(*o));
+      return 0;
+    }
     TrainDisplay display;
     distill_train(*o, std::ref(display));
     return 0;

@@ -10,6 +10,9 @@
 namespace distill::cli {
 
 void add_train_loop_options(CLI::App& app, TrainLoopOptions& o);
+// --dry-run: print the memory estimate (train/memory_estimate.h) instead of training.
+void add_dry_run_option(CLI::App& app, bool& dry_run);
+void print_memory_estimate(const MemoryEstimate& estimate);
 
 // Renders TrainProgress events: a progress bar with loss, held-out loss, lr, grad norm,
 // throughput and ETA; a line per evaluation and checkpoint; the final model's path on stdout.

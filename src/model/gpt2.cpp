@@ -58,6 +58,72 @@ struct Gpt2LayerActs {
   float *fc_gelu;               // (N,F)
 };
 
+AttentionShape gpt2_shape(const ModelConfig& c, int B, int T) {
+  return AttentionShape{B, T, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, 0.0f};
+}
+
+// Every buffer a forward/backward at (B,T) uses. Without checkpointing each layer has its own
+// activations; with it only each layer's `res` is its own and the rest is one set the layers
+// share (share_layer_acts() points them at layer 0's after allocation).
+struct Gpt2Buffers {
+  std::vector<Gpt2LayerActs> acts;
+  float *res_final, *lnf, *lnf_mean, *lnf_rstd;  // (N,C), (N,C), (N), (N): final norm
+  float *logits;                                 // (N,V)
+  float *tmp, *dx, *dres;                        // (N,C) each
+  float *dfc, *dfc_gelu;                         // (N,F) each
+  AttentionScratch scratch;
+
+  void plan(BufferPlan& plan, const ModelConfig& c, const AttentionShape& s, bool checkpointing) {
+    const size_t N = size_t(s.B) * s.T, C = c.hidden_size, F = c.intermediate_size;
+    acts.assign(c.num_layers, Gpt2LayerActs{});
+    for (size_t l = 0; l < acts.size(); l++) {
+      Gpt2LayerActs& a = acts[l];
+      plan.add(a.res, N * C);
+      if (checkpointing && l > 0) continue;
+      plan.add(a.ln1, N * C);
+      plan.add(a.ln1_mean, N);
+      plan.add(a.ln1_rstd, N);
+      a.attn.plan(plan, s, false);
+      plan.add(a.res_mid, N * C);
+      plan.add(a.ln2, N * C);
+      plan.add(a.ln2_mean, N);
+      plan.add(a.ln2_rstd, N);
+      plan.add(a.fc, N * F);
+      plan.add(a.fc_gelu, N * F);
+    }
+    plan.add(res_final, N * C);
+    plan.add(lnf, N * C);
+    plan.add(lnf_mean, N);
+    plan.add(lnf_rstd, N);
+    plan.add(logits, N * c.vocab_size);
+    plan.add(tmp, N * C);
+    plan.add(dx, N * C);
+    plan.add(dres, N * C);
+    plan.add(dfc, N * F);
+    plan.add(dfc_gelu, N * F);
+    scratch.plan(plan, s, false);
+  }
+
+  void share_layer_acts() {
+    for (size_t l = 1; l < acts.size(); l++) {
+      float* res = acts[l].res;
+      acts[l] = acts[0];
+      acts[l].res = res;
+    }
+  }
+};
+
+}  // namespace
+
+size_t gpt2_training_buffer_floats(const ModelConfig& c, int B, int T, bool checkpointing) {
+  BufferPlan plan;
+  Gpt2Buffers buffers;
+  buffers.plan(plan, c, gpt2_shape(c, B, T), checkpointing);
+  return plan.floats();
+}
+
+namespace {
+
 class Gpt2 final : public ArchImpl {
  public:
   explicit Gpt2(Model& m) : m_(m), c_(m.config()) {
@@ -92,54 +158,56 @@ class Gpt2 final : public ArchImpl {
     ids_.assign(ids, ids + size_t(B) * T);
     const int N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
     const MatmulPrecision prec = m_.precision();
-    const float eps = c_.norm_eps;
-    embedding_forward(acts_[0].res, ids, wte_, wpe_, B, T, C);
+    Gpt2Buffers& b = buf_;
+    embedding_forward(b.acts[0].res, ids, wte_, wpe_, B, T, C);
     for (int l = 0; l < c_.num_layers; l++) {
       const Gpt2Layer& L = layers_[l];
-      Gpt2LayerActs& a = acts_[l];
-      float* next = l + 1 < c_.num_layers ? acts_[l + 1].res : res_final_;
-      layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.res, L.ln1_w, L.ln1_b, N, C, eps);
-      attention_block_forward(tmp_, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
-      residual_forward(a.res_mid, a.res, tmp_, size_t(N) * C);
-      layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
-      matmul_forward(a.fc, a.ln2, L.fc_w, L.fc_b, N, C, F, prec);
-      gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
-      matmul_forward(tmp_, a.fc_gelu, L.proj_w, L.proj_b, N, F, C, prec);
-      residual_forward(next, a.res_mid, tmp_, size_t(N) * C);
+      Gpt2LayerActs& a = b.acts[l];
+      float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
+      layer_forward_acts(L, a);
+      matmul_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_b, N, F, C, prec);
+      residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
-    layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, res_final_, lnf_w_, lnf_b_, N, C, eps);
-    matmul_forward(logits_, lnf_, wte_, nullptr, N, C, c_.vocab_size, prec);
-    return logits_;
+    layernorm_forward(b.lnf, b.lnf_mean, b.lnf_rstd, b.res_final, lnf_w_, lnf_b_, N, C,
+                      c_.norm_eps);
+    matmul_forward(b.logits, b.lnf, wte_, nullptr, N, C, c_.vocab_size, prec);
+    return b.logits;
   }
 
   void backward(const float* dlogits) override {
     const int B = B_, T = T_, N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
     const size_t NC = size_t(N) * C, NF = size_t(N) * F;
     const MatmulPrecision prec = m_.precision();
-    std::memset(dx_, 0, NC * sizeof(float));
-    matmul_backward(dx_, dwte_, nullptr, dlogits, lnf_, wte_, N, C, c_.vocab_size, prec);
-    std::memset(dres_, 0, NC * sizeof(float));
-    layernorm_backward(dres_, dlnf_w_, dlnf_b_, dx_, res_final_, lnf_w_, lnf_mean_, lnf_rstd_, N,
-                       C);
+    Gpt2Buffers& b = buf_;
+    std::memset(b.dx, 0, NC * sizeof(float));
+    matmul_backward(b.dx, dwte_, nullptr, dlogits, b.lnf, wte_, N, C, c_.vocab_size, prec);
+    std::memset(b.dres, 0, NC * sizeof(float));
+    layernorm_backward(b.dres, dlnf_w_, dlnf_b_, b.dx, b.res_final, lnf_w_, b.lnf_mean,
+                       b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
       const Gpt2Layer& L = layers_[l];
-      Gpt2LayerActs& a = acts_[l];
-      std::memset(dfc_gelu_, 0, NF * sizeof(float));
-      matmul_backward(dfc_gelu_, L.dproj_w, L.dproj_b, dres_, a.fc_gelu, L.proj_w, N, F, C, prec);
-      std::memset(dfc_, 0, NF * sizeof(float));
-      gelu_backward(dfc_, a.fc, dfc_gelu_, NF);
-      std::memset(dx_, 0, NC * sizeof(float));
-      matmul_backward(dx_, L.dfc_w, L.dfc_b, dfc_, a.ln2, L.fc_w, N, C, F, prec);
-      layernorm_backward(dres_, L.dln2_w, L.dln2_b, dx_, a.res_mid, L.ln2_w, a.ln2_mean,
+      Gpt2LayerActs& a = b.acts[l];
+      // The shared activations hold the last layer's from the forward; recompute the others'.
+      if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
+      std::memset(b.dfc_gelu, 0, NF * sizeof(float));
+      matmul_backward(b.dfc_gelu, L.dproj_w, L.dproj_b, b.dres, a.fc_gelu, L.proj_w, N, F, C,
+                      prec);
+      std::memset(b.dfc, 0, NF * sizeof(float));
+      gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF);
+      std::memset(b.dx, 0, NC * sizeof(float));
+      matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec);
+      layernorm_backward(b.dres, L.dln2_w, L.dln2_b, b.dx, a.res_mid, L.ln2_w, a.ln2_mean,
                          a.ln2_rstd, N, C);
-      std::memset(dx_, 0, NC * sizeof(float));
-      attention_block_backward(dx_, dres_, a.ln1, L.attn, L.dattn, a.attn, scratch_, shape_,
+      std::memset(b.dx, 0, NC * sizeof(float));
+      attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
                                RopeTables{}, prec);
-      layernorm_backward(dres_, L.dln1_w, L.dln1_b, dx_, a.res, L.ln1_w, a.ln1_mean, a.ln1_rstd,
-                         N, C);
+      layernorm_backward(b.dres, L.dln1_w, L.dln1_b, b.dx, a.res, L.ln1_w, a.ln1_mean,
+                         a.ln1_rstd, N, C);
     }
-    embedding_backward(dwte_, dwpe_, dres_, ids_.data(), B, T, C);
+    embedding_backward(dwte_, dwpe_, b.dres, ids_.data(), B, T, C);
   }
+
+  size_t activation_floats() const override { return buffer_.size(); }
 
   float* forward_rows(const InferBatch& batch, KvCache& cache) override {
     const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
@@ -173,39 +241,31 @@ class Gpt2 final : public ArchImpl {
   }
 
  private:
+  // Layer l's forward from a.res up to the MLP's activation a.fc_gelu: every activation its
+  // backward reads. The projection and residual that finish the layer are the caller's.
+  void layer_forward_acts(const Gpt2Layer& L, Gpt2LayerActs& a) {
+    const int N = B_ * T_, C = c_.hidden_size, F = c_.intermediate_size;
+    const MatmulPrecision prec = m_.precision();
+    const float eps = c_.norm_eps;
+    layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.res, L.ln1_w, L.ln1_b, N, C, eps);
+    attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
+    residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
+    layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
+    matmul_forward(a.fc, a.ln2, L.fc_w, L.fc_b, N, C, F, prec);
+    gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
+  }
+
   void ensure_buffers(int B, int T) {
-    if (B == B_ && T == T_) return;
+    const bool checkpointing = m_.checkpointing();
+    if (B == B_ && T == T_ && checkpointing == checkpointing_) return;
     B_ = B;
     T_ = T;
-    const size_t N = size_t(B) * T, C = c_.hidden_size, F = c_.intermediate_size;
-    shape_ = AttentionShape{B, T, int(C), c_.num_heads, c_.num_kv_heads, c_.head_dim, 0.0f};
+    checkpointing_ = checkpointing;
+    shape_ = gpt2_shape(c_, B, T);
     BufferPlan plan;
-    acts_.assign(c_.num_layers, Gpt2LayerActs{});
-    for (auto& a : acts_) {
-      plan.add(a.res, N * C);
-      plan.add(a.ln1, N * C);
-      plan.add(a.ln1_mean, N);
-      plan.add(a.ln1_rstd, N);
-      a.attn.plan(plan, shape_, false);
-      plan.add(a.res_mid, N * C);
-      plan.add(a.ln2, N * C);
-      plan.add(a.ln2_mean, N);
-      plan.add(a.ln2_rstd, N);
-      plan.add(a.fc, N * F);
-      plan.add(a.fc_gelu, N * F);
-    }
-    plan.add(res_final_, N * C);
-    plan.add(lnf_, N * C);
-    plan.add(lnf_mean_, N);
-    plan.add(lnf_rstd_, N);
-    plan.add(logits_, N * c_.vocab_size);
-    plan.add(tmp_, N * C);
-    plan.add(dx_, N * C);
-    plan.add(dres_, N * C);
-    plan.add(dfc_, N * F);
-    plan.add(dfc_gelu_, N * F);
-    scratch_.plan(plan, shape_, false);
+    buf_.plan(plan, c_, shape_, checkpointing);
     plan.allocate(buffer_);
+    if (checkpointing) buf_.share_layer_acts();
   }
 
   void ensure_infer_buffers(int R) {
@@ -235,13 +295,11 @@ class Gpt2 final : public ArchImpl {
   float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
 
   int B_ = 0, T_ = 0;
+  bool checkpointing_ = false;  // the layout of the last forward's buffers
   AttentionShape shape_{};
   FloatBuffer buffer_;
-  std::vector<Gpt2LayerActs> acts_;
+  Gpt2Buffers buf_{};
   std::vector<int32_t> ids_;
-  float *res_final_, *lnf_, *lnf_mean_, *lnf_rstd_, *logits_, *tmp_, *dx_, *dres_, *dfc_,
-      *dfc_gelu_;
-  AttentionScratch scratch_{};
 };
 
 }  // namespace

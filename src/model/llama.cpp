@@ -72,6 +72,73 @@ struct LlamaLayerActs {
   float *swi;       // (N,F)
 };
 
+AttentionShape llama_shape(const ModelConfig& c, int B, int T) {
+  return AttentionShape{B, T, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.norm_eps};
+}
+
+// Every buffer a forward/backward at (B,T) uses. Without checkpointing each layer has its own
+// activations; with it only each layer's `res` is its own and the rest is one set the layers
+// share (share_layer_acts() points them at layer 0's after allocation).
+struct LlamaBuffers {
+  std::vector<LlamaLayerActs> acts;
+  float *res_final, *lnf, *lnf_rstd;  // (N,C), (N,C), (N): final norm
+  float *logits;                      // (N,V)
+  float *tmp, *dx, *dres;             // (N,C) each
+  float *dswi, *dgate_up;             // (N,F), (N,2F)
+  AttentionScratch scratch;
+  float *rope_cos, *rope_sin;         // (T, HD/2)
+
+  void plan(BufferPlan& plan, const ModelConfig& c, const AttentionShape& s, bool checkpointing) {
+    const size_t N = size_t(s.B) * s.T, C = c.hidden_size, F = c.intermediate_size;
+    acts.assign(c.num_layers, LlamaLayerActs{});
+    for (size_t l = 0; l < acts.size(); l++) {
+      LlamaLayerActs& a = acts[l];
+      plan.add(a.res, N * C);
+      if (checkpointing && l > 0) continue;
+      plan.add(a.ln1, N * C);
+      plan.add(a.ln1_rstd, N);
+      a.attn.plan(plan, s, c.qk_norm);
+      plan.add(a.res_mid, N * C);
+      plan.add(a.ln2, N * C);
+      plan.add(a.ln2_rstd, N);
+      plan.add(a.gate_up, N * 2 * F);
+      plan.add(a.swi, N * F);
+    }
+    plan.add(res_final, N * C);
+    plan.add(lnf, N * C);
+    plan.add(lnf_rstd, N);
+    plan.add(logits, N * c.vocab_size);
+    plan.add(tmp, N * C);
+    plan.add(dx, N * C);
+    plan.add(dres, N * C);
+    plan.add(dswi, N * F);
+    plan.add(dgate_up, N * 2 * F);
+    scratch.plan(plan, s, c.qk_norm);
+    const size_t half = c.head_dim / 2;
+    plan.add(rope_cos, size_t(s.T) * half);
+    plan.add(rope_sin, size_t(s.T) * half);
+  }
+
+  void share_layer_acts() {
+    for (size_t l = 1; l < acts.size(); l++) {
+      float* res = acts[l].res;
+      acts[l] = acts[0];
+      acts[l].res = res;
+    }
+  }
+};
+
+}  // namespace
+
+size_t llama_training_buffer_floats(const ModelConfig& c, int B, int T, bool checkpointing) {
+  BufferPlan plan;
+  LlamaBuffers buffers;
+  buffers.plan(plan, c, llama_shape(c, B, T), checkpointing);
+  return plan.floats();
+}
+
+namespace {
+
 class Llama final : public ArchImpl {
  public:
   explicit Llama(Model& m) : m_(m), c_(m.config()) {
@@ -113,53 +180,54 @@ class Llama final : public ArchImpl {
     ids_.assign(ids, ids + size_t(B) * T);
     const int N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
     const MatmulPrecision prec = m_.precision();
-    embedding_forward(acts_[0].res, ids, wte_, nullptr, B, T, C);
+    LlamaBuffers& b = buf_;
+    embedding_forward(b.acts[0].res, ids, wte_, nullptr, B, T, C);
     for (int l = 0; l < c_.num_layers; l++) {
       const LlamaLayer& L = layers_[l];
-      LlamaLayerActs& a = acts_[l];
-      float* next = l + 1 < c_.num_layers ? acts_[l + 1].res : res_final_;
-      rmsnorm_forward(a.ln1, a.ln1_rstd, a.res, L.ln1, N, C, c_.norm_eps);
-      attention_block_forward(tmp_, a.ln1, L.attn, a.attn, shape_, rope_, prec);
-      residual_forward(a.res_mid, a.res, tmp_, size_t(N) * C);
-      rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
-      matmul_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_b, N, C, 2 * F, prec);
-      swiglu_forward(a.swi, a.gate_up, N, F);
-      matmul_forward(tmp_, a.swi, L.down_w, L.down_b, N, F, C, prec);
-      residual_forward(next, a.res_mid, tmp_, size_t(N) * C);
+      LlamaLayerActs& a = b.acts[l];
+      float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
+      layer_forward_acts(L, a);
+      matmul_forward(b.tmp, a.swi, L.down_w, L.down_b, N, F, C, prec);
+      residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
-    rmsnorm_forward(lnf_, lnf_rstd_, res_final_, norm_, N, C, c_.norm_eps);
-    matmul_forward(logits_, lnf_, head_, nullptr, N, C, c_.vocab_size, prec);
-    return logits_;
+    rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps);
+    matmul_forward(b.logits, b.lnf, head_, nullptr, N, C, c_.vocab_size, prec);
+    return b.logits;
   }
 
   void backward(const float* dlogits) override {
     const int B = B_, T = T_, N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
     const size_t NC = size_t(N) * C;
     const MatmulPrecision prec = m_.precision();
-    std::memset(dx_, 0, NC * sizeof(float));
-    matmul_backward(dx_, dhead_, nullptr, dlogits, lnf_, head_, N, C, c_.vocab_size, prec);
-    std::memset(dres_, 0, NC * sizeof(float));
-    rmsnorm_backward(dres_, dnorm_, dx_, res_final_, norm_, lnf_rstd_, N, C);
+    LlamaBuffers& b = buf_;
+    std::memset(b.dx, 0, NC * sizeof(float));
+    matmul_backward(b.dx, dhead_, nullptr, dlogits, b.lnf, head_, N, C, c_.vocab_size, prec);
+    std::memset(b.dres, 0, NC * sizeof(float));
+    rmsnorm_backward(b.dres, dnorm_, b.dx, b.res_final, norm_, b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
       const LlamaLayer& L = layers_[l];
-      LlamaLayerActs& a = acts_[l];
+      LlamaLayerActs& a = b.acts[l];
+      // The shared activations hold the last layer's from the forward; recompute the others'.
+      if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
       // MLP: dres is the gradient of the block output, which also flows straight to res_mid.
-      std::memset(dswi_, 0, size_t(N) * F * sizeof(float));
-      matmul_backward(dswi_, L.ddown_w, L.ddown_b, dres_, a.swi, L.down_w, N, F, C, prec);
-      std::memset(dgate_up_, 0, size_t(N) * 2 * F * sizeof(float));
-      swiglu_backward(dgate_up_, dswi_, a.gate_up, N, F);
-      std::memset(dx_, 0, NC * sizeof(float));
-      matmul_backward(dx_, L.dgate_up_w, L.dgate_up_b, dgate_up_, a.ln2, L.gate_up_w, N, C,
+      std::memset(b.dswi, 0, size_t(N) * F * sizeof(float));
+      matmul_backward(b.dswi, L.ddown_w, L.ddown_b, b.dres, a.swi, L.down_w, N, F, C, prec);
+      std::memset(b.dgate_up, 0, size_t(N) * 2 * F * sizeof(float));
+      swiglu_backward(b.dgate_up, b.dswi, a.gate_up, N, F);
+      std::memset(b.dx, 0, NC * sizeof(float));
+      matmul_backward(b.dx, L.dgate_up_w, L.dgate_up_b, b.dgate_up, a.ln2, L.gate_up_w, N, C,
                       2 * F, prec);
-      rmsnorm_backward(dres_, L.dln2, dx_, a.res_mid, L.ln2, a.ln2_rstd, N, C);
+      rmsnorm_backward(b.dres, L.dln2, b.dx, a.res_mid, L.ln2, a.ln2_rstd, N, C);
       // Attention: dres is now the gradient of res_mid.
-      std::memset(dx_, 0, NC * sizeof(float));
-      attention_block_backward(dx_, dres_, a.ln1, L.attn, L.dattn, a.attn, scratch_, shape_,
+      std::memset(b.dx, 0, NC * sizeof(float));
+      attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
                                rope_, prec);
-      rmsnorm_backward(dres_, L.dln1, dx_, a.res, L.ln1, a.ln1_rstd, N, C);
+      rmsnorm_backward(b.dres, L.dln1, b.dx, a.res, L.ln1, a.ln1_rstd, N, C);
     }
-    embedding_backward(dwte_, nullptr, dres_, ids_.data(), B, T, C);
+    embedding_backward(dwte_, nullptr, b.dres, ids_.data(), B, T, C);
   }
+
+  size_t activation_floats() const override { return buffer_.size(); }
 
   float* forward_rows(const InferBatch& batch, KvCache& cache) override {
     const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
@@ -188,42 +256,32 @@ class Llama final : public ArchImpl {
   }
 
  private:
+  // Layer l's forward from a.res up to the MLP's activation a.swi: every activation its
+  // backward reads. The down projection and residual that finish the layer are the caller's.
+  void layer_forward_acts(const LlamaLayer& L, LlamaLayerActs& a) {
+    const int N = B_ * T_, C = c_.hidden_size, F = c_.intermediate_size;
+    const MatmulPrecision prec = m_.precision();
+    rmsnorm_forward(a.ln1, a.ln1_rstd, a.res, L.ln1, N, C, c_.norm_eps);
+    attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, rope_, prec);
+    residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
+    rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
+    matmul_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_b, N, C, 2 * F, prec);
+    swiglu_forward(a.swi, a.gate_up, N, F);
+  }
+
   void ensure_buffers(int B, int T) {
-    if (B == B_ && T == T_) return;
+    const bool checkpointing = m_.checkpointing();
+    if (B == B_ && T == T_ && checkpointing == checkpointing_) return;
     B_ = B;
     T_ = T;
-    const size_t N = size_t(B) * T, C = c_.hidden_size, F = c_.intermediate_size;
-    shape_ = AttentionShape{B, T, int(C), c_.num_heads, c_.num_kv_heads, c_.head_dim, c_.norm_eps};
+    checkpointing_ = checkpointing;
+    shape_ = llama_shape(c_, B, T);
     BufferPlan plan;
-    acts_.assign(c_.num_layers, LlamaLayerActs{});
-    for (auto& a : acts_) {
-      plan.add(a.res, N * C);
-      plan.add(a.ln1, N * C);
-      plan.add(a.ln1_rstd, N);
-      a.attn.plan(plan, shape_, c_.qk_norm);
-      plan.add(a.res_mid, N * C);
-      plan.add(a.ln2, N * C);
-      plan.add(a.ln2_rstd, N);
-      plan.add(a.gate_up, N * 2 * F);
-      plan.add(a.swi, N * F);
-    }
-    plan.add(res_final_, N * C);
-    plan.add(lnf_, N * C);
-    plan.add(lnf_rstd_, N);
-    plan.add(logits_, N * c_.vocab_size);
-    plan.add(tmp_, N * C);
-    plan.add(dx_, N * C);
-    plan.add(dres_, N * C);
-    plan.add(dswi_, N * F);
-    plan.add(dgate_up_, N * 2 * F);
-    scratch_.plan(plan, shape_, c_.qk_norm);
-    const size_t half = c_.head_dim / 2;
-    float *cos = nullptr, *sin = nullptr;
-    plan.add(cos, size_t(T) * half);
-    plan.add(sin, size_t(T) * half);
+    buf_.plan(plan, c_, shape_, checkpointing);
     plan.allocate(buffer_);
-    rope_table(cos, sin, inv_freq_.data(), T, c_.head_dim, 0);
-    rope_ = RopeTables{cos, sin};
+    if (checkpointing) buf_.share_layer_acts();
+    rope_table(buf_.rope_cos, buf_.rope_sin, inv_freq_.data(), T, c_.head_dim, 0);
+    rope_ = RopeTables{buf_.rope_cos, buf_.rope_sin};
   }
 
   void ensure_infer_buffers(int R, int max_len) {
@@ -265,12 +323,11 @@ class Llama final : public ArchImpl {
   std::vector<float> inv_freq_;
 
   int B_ = 0, T_ = 0;
+  bool checkpointing_ = false;  // the layout of the last forward's buffers
   AttentionShape shape_{};
   FloatBuffer buffer_;
-  std::vector<LlamaLayerActs> acts_;
+  LlamaBuffers buf_{};
   std::vector<int32_t> ids_;
-  float *res_final_, *lnf_, *lnf_rstd_, *logits_, *tmp_, *dx_, *dres_, *dswi_, *dgate_up_;
-  AttentionScratch scratch_{};
   RopeTables rope_;
 };
 

@@ -82,6 +82,11 @@ float* Model::forward(const int32_t* ids, int B, int T) {
 
 void Model::backward(const float* dlogits) { impl_->backward(dlogits); }
 
+size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing) {
+  return config.arch == Arch::Gpt2 ? gpt2_training_buffer_floats(config, B, T, checkpointing)
+                                   : llama_training_buffer_floats(config, B, T, checkpointing);
+}
+
 float* Model::forward_rows(const InferBatch& batch, KvCache& cache) {
   for (size_t r = 0; r < batch.size(); r++) {
     const int32_t id = batch.tokens[r];

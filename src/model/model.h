@@ -42,6 +42,8 @@ class ArchImpl {
   // Inference: runs the rows of `batch` against `cache` (see infer/kv_cache.h) and returns the
   // logits (M,V) of the M rows that want them, in row order; valid until the next call.
   virtual float* forward_rows(const InferBatch& batch, KvCache& cache) = 0;
+  // Floats of the training buffers the last forward allocated (0 before any).
+  virtual size_t activation_floats() const = 0;
 };
 
 class Model {
@@ -75,12 +77,24 @@ class Model {
   MatmulPrecision precision() const { return precision_; }
   void set_precision(MatmulPrecision p) { precision_ = p; }
 
+  // Activation (gradient) checkpointing: forward keeps only each layer's input (N*C floats per
+  // layer) and one shared set of layer activations; backward recomputes each layer's forward from
+  // its input into that set just before the layer's backward. Gradients are bit-identical to
+  // those without it (same kernels, same order) for about one more forward of compute.
+  // Takes effect at the next forward.
+  bool checkpointing() const { return checkpointing_; }
+  void set_checkpointing(bool on) { checkpointing_ = on; }
+  // Floats of the training buffers (activations, logits, backward scratch) the last forward
+  // allocated; training_buffer_floats() predicts it.
+  size_t activation_floats() const { return impl_->activation_floats(); }
+
  private:
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
   std::unordered_map<std::string, size_t> index_;
   FloatBuffer params_, grads_;
   MatmulPrecision precision_ = MatmulPrecision::F32;
+  bool checkpointing_ = false;
   std::unique_ptr<ArchImpl> impl_;
 };
 
@@ -89,5 +103,11 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
 std::vector<ParamSpec> llama_param_specs(const ModelConfig& config);
 std::unique_ptr<ArchImpl> make_gpt2(Model& model);
 std::unique_ptr<ArchImpl> make_llama(Model& model);
+
+// The floats a forward/backward at (B,T) allocates for training (Model::activation_floats()),
+// from the same buffer plan the architecture allocates with, without allocating.
+size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing);
+size_t gpt2_training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing);
+size_t llama_training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing);
 
 }  // namespace distill

@@ -196,6 +196,23 @@ class OnlineDistillTask final : public DistillTaskBase {
         tokenizer_(teacher_text_tokenizer(o.teacher)),
         corpus_(TextCorpus::load(o.data, o.val_fraction, o.loop.seq_len + 1, tokenizer_.get())) {
     if (!teacher_) throw Error("online distillation needs --teacher (a model directory)");
+    // The teacher never runs backward: its forward need not keep every layer's activations.
+    teacher_->set_checkpointing(true);
+  }
+
+  TaskMemory memory() const override {
+    const ModelConfig& t = teacher_->config();
+    const int B = o_.loop.batch_size, T = o_.loop.seq_len, A = o_.loop.grad_accum;
+    const size_t BT = size_t(B) * T;
+    TaskMemory m;
+    m.teacher_weights = model_arena_bytes(t);
+    if (spec_.needs_teacher())
+      m.teacher_activations = int64_t(
+          FloatBuffer::allocation_bytes(training_buffer_floats(t, B, T, true)));
+    m.dlogits = int64_t(sizeof(float) * BT * size_t(t.vocab_size));
+    m.data = int64_t(sizeof(int32_t) * (corpus_.train_tokens() + corpus_.val_tokens() +
+                                        2 * BT * A) + sizeof(float) * BT);
+    return m;
   }
 
   ModelConfig model_config() override {
@@ -327,6 +344,13 @@ class OfflineDistillTask final : public DistillTaskBase {
     return float(loss);
   }
 
+  TaskMemory memory() const override {
+    TaskMemory m;  // the dataset is mapped, and read a batch at a time
+    m.dlogits = int64_t(sizeof(float) * size_t(o_.loop.batch_size) * o_.loop.seq_len *
+                        size_t(data_.header().vocab_size));
+    return m;
+  }
+
   nlohmann::json identity() const override {
     return {{"task", "distill-offline"}, {"dataset", o_.dataset}, {"records", data_.size()},
             {"loss", spec_.describe()}};
@@ -417,6 +441,18 @@ void distill_train(const DistillTrainOptions& options, const ProgressFn& on_prog
     OnlineDistillTask task(options);
     run_training(options.loop, task, on_progress);
   }
+}
+
+MemoryEstimate distill_train_memory_estimate(const DistillTrainOptions& options) {
+  if (options.dataset.empty() == options.data.empty())
+    throw Error("give either --dataset (offline: teacher log-probs) or --data with --teacher "
+                "(online: the teacher scores the text as training goes)");
+  if (!options.dataset.empty()) {
+    OfflineDistillTask task(options);
+    return estimate_training_memory(options.loop, task);
+  }
+  OnlineDistillTask task(options);
+  return estimate_training_memory(options.loop, task);
 }
 
 }  // namespace distill

@@ -28,6 +28,9 @@ struct DistillTrainOptions {
 };
 
 void distill_train(const DistillTrainOptions& options, const ProgressFn& on_progress);
+// What distill_train(options) would need in memory (loads the teacher and data; trains nothing,
+// writes nothing).
+MemoryEstimate distill_train_memory_estimate(const DistillTrainOptions& options);
 
 // The tokenizer fingerprint recorded with a model directory ("" when unknown): the
 // distill_tokenizer metadata of its weights.

@@ -99,6 +99,13 @@ class PretrainTask final : public TrainTask {
     return tokenizer_ ? model_tokenizer_files(o_.tokenizer) : std::vector<std::string>{};
   }
 
+  TaskMemory memory() const override {
+    TaskMemory m;
+    m.data = int64_t(sizeof(int32_t) * (corpus_.train_tokens() + corpus_.val_tokens() +
+                                        ids_.size() + targets_.size()));
+    return m;
+  }
+
  private:
   const PretrainOptions& o_;
   std::unique_ptr<Tokenizer> tokenizer_;  // null: byte-level
@@ -111,6 +118,11 @@ class PretrainTask final : public TrainTask {
 void pretrain(const PretrainOptions& options, const ProgressFn& on_progress) {
   PretrainTask task(options);
   run_training(options.loop, task, on_progress);
+}
+
+MemoryEstimate pretrain_memory_estimate(const PretrainOptions& options) {
+  PretrainTask task(options);
+  return estimate_training_memory(options.loop, task);
 }
 
 }  // namespace distill

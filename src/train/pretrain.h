@@ -21,5 +21,7 @@ struct PretrainOptions {
 };
 
 void pretrain(const PretrainOptions& options, const ProgressFn& on_progress);
+// What pretrain(options) would need in memory (loads the corpus; trains nothing, writes nothing).
+MemoryEstimate pretrain_memory_estimate(const PretrainOptions& options);
 
 }  // namespace distill

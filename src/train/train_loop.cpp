@@ -89,6 +89,7 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
   const ModelConfig config = ckpt ? ModelConfig::from_file(*ckpt + "/config.json") : task_config;
   Model model(config);
   model.set_precision(precision);
+  model.set_checkpointing(o.checkpoint_activations);
   AdamW optimizer(model, AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
   TrainerState state;
   Rng data_rng(o.seed ^ 0x5eedda7aull);

@@ -12,6 +12,7 @@
 
 #include "core/rng.h"
 #include "model/model.h"
+#include "train/memory_estimate.h"
 
 namespace distill {
 
@@ -43,6 +44,9 @@ struct TrainLoopOptions {
   bool keep_best = false;
   int patience = 0;  // with keep_best: stop after this many evaluations without a new best
                      // (0: train all `steps`)
+  // Activation checkpointing (Model::set_checkpointing): backward recomputes each layer's
+  // activations from its input; the same losses and weights with less memory, more compute.
+  bool checkpoint_activations = false;
 };
 
 struct TrainProgress {
@@ -82,6 +86,8 @@ class TrainTask {
   virtual std::map<std::string, std::string> model_metadata() const { return {}; }
   // Files every saved model directory carries (the tokenizer of a non-byte-level model).
   virtual std::vector<std::string> model_files() const { return {}; }
+  // What the task itself holds while training (see train/memory_estimate.h).
+  virtual TaskMemory memory() const { return {}; }
 };
 
 // Every saved model directory's safetensors __metadata__ says which weights it holds:
