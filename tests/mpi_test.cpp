@@ -269,6 +269,14 @@ TEST(Mpi, OneRankWithoutMpirunAndClearErrorsUnderIt) {
   EXPECT_NE(code, 0);
   EXPECT_NE(out.find("runs as one process; under mpirun only pretrain, train, score and "
                      "generate are parallel"), std::string::npos) << out;
+  // --dry-run under mpirun: one estimate (rank 0's), of a rank's share of the batch.
+  const std::string text = write_text(dir);
+  std::tie(code, out) = run("pretrain " + text + " --preset gpt2-tiny --batch-size 5 --seq-len 16 "
+                            "--dry-run --out " + (dir / "dry").string(), 2, dir / "d.log");
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("batch 3 x 16 tokens, per rank of 2 (mpirun)"), std::string::npos) << out;
+  EXPECT_EQ(out.find("memory estimate"), out.rfind("memory estimate")) << out;
+  EXPECT_FALSE(fs::exists(dir / "dry"));
   // A bad input on every rank: one clear error, the job ends (no rank waits forever).
   std::tie(code, out) = run("pretrain /nonexistent.txt --preset gpt2-tiny --out " +
                                 (dir / "bad").string(), 2, dir / "b.log");

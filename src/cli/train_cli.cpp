@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "core/dist.h"
+
 namespace distill::cli {
 
 void add_train_loop_options(CLI::App& app, TrainLoopOptions& o) {
@@ -48,6 +50,7 @@ void add_dry_run_option(CLI::App& app, bool& dry_run) {
 }
 
 void print_memory_estimate(const MemoryEstimate& estimate) {
+  if (!dist::is_root()) return;
   for (const std::string& line : estimate.lines()) std::printf("%s\n", line.c_str());
 }
 

@@ -202,7 +202,8 @@ class OnlineDistillTask final : public DistillTaskBase {
 
   TaskMemory memory() const override {
     const ModelConfig& t = teacher_->config();
-    const int B = o_.loop.batch_size, T = o_.loop.seq_len, A = o_.loop.grad_accum;
+    const auto [b0, b1] = dist::share(o_.loop.batch_size);  // this rank's rows
+    const int B = int(b1 - b0), T = o_.loop.seq_len, A = o_.loop.grad_accum;
     const size_t BT = size_t(B) * T;
     TaskMemory m;
     m.teacher_weights = model_arena_bytes(t);
@@ -210,8 +211,9 @@ class OnlineDistillTask final : public DistillTaskBase {
       m.teacher_activations = int64_t(
           FloatBuffer::allocation_bytes(training_buffer_floats(t, B, T, true)));
     m.dlogits = int64_t(sizeof(float) * BT * size_t(t.vocab_size));
+    const size_t global = size_t(o_.loop.batch_size) * T;  // every rank draws the whole batch
     m.data = int64_t(sizeof(int32_t) * (corpus_.train_tokens() + corpus_.val_tokens() +
-                                        2 * BT * A) + sizeof(float) * BT);
+                                        2 * global * A) + sizeof(float) * global);
     return m;
   }
 
@@ -346,7 +348,8 @@ class OfflineDistillTask final : public DistillTaskBase {
 
   TaskMemory memory() const override {
     TaskMemory m;  // the dataset is mapped, and read a batch at a time
-    m.dlogits = int64_t(sizeof(float) * size_t(o_.loop.batch_size) * o_.loop.seq_len *
+    const auto [b0, b1] = dist::share(o_.loop.batch_size);  // this rank's rows
+    m.dlogits = int64_t(sizeof(float) * size_t(b1 - b0) * o_.loop.seq_len *
                         size_t(data_.header().vocab_size));
     return m;
   }

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/arena.h"
+#include "core/dist.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/train_loop.h"
@@ -49,7 +50,9 @@ MemoryEstimate estimate_training_memory(const TrainLoopOptions& o, TrainTask& ta
   const std::optional<std::string> ckpt = o.resume ? latest_checkpoint(o.out) : std::nullopt;
   if (ckpt) e.config = ModelConfig::from_file(*ckpt + "/config.json");
   const ModelConfig& c = e.config;
-  e.B = o.batch_size;
+  // Under mpirun each rank holds the rows of its share of the batch (rank 0 the largest).
+  e.B = int(dist::share(o.batch_size).second - dist::share(o.batch_size).first);
+  e.ranks = dist::size();
   e.T = o.seq_len;
   e.checkpointing = o.checkpoint_activations;
   e.bf16 = o.precision == "bf16";
@@ -110,8 +113,9 @@ std::vector<std::string> MemoryEstimate::lines() const {
                               note.empty() ? "" : "  (" + note + ")"));
   };
   out.push_back(fmt::format("memory estimate: {} model, {} layers, {} parameters, batch {} x {} "
-                            "tokens{}", config.model_type, config.num_layers, num_params, B, T,
-                            bf16 ? ", bf16 matmuls" : ""));
+                            "tokens{}{}", config.model_type, config.num_layers, num_params, B, T,
+                            bf16 ? ", bf16 matmuls" : "",
+                            ranks > 1 ? fmt::format(", per rank of {} (mpirun)", ranks) : ""));
   line("parameters", params, "fp32");
   line("gradients", grads, "fp32");
   line("AdamW moments", optimizer, "2 x fp32");

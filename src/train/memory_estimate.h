@@ -26,7 +26,8 @@ struct TaskMemory {
 
 struct MemoryEstimate {
   ModelConfig config;
-  int B = 0, T = 0;
+  int B = 0, T = 0;  // B: the rows one process holds (its share under mpirun)
+  int ranks = 1;
   bool checkpointing = false;
   bool bf16 = false;
   int64_t num_params = 0;
