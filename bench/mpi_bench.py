@@ -75,6 +75,7 @@ def main():
     p.add_argument("--skip", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--bind", default="core", help="mpirun --bind-to (core, none)")
+    p.add_argument("--no-allreduce", action="store_true", help="skip the MPI_Allreduce table")
     p.add_argument("--json", default=os.path.join(ROOT, "build", "bench-mpi.json"))
     a = p.parse_args()
     corpus = os.path.join(ROOT, "build", "data", "kjv.txt")
@@ -99,6 +100,27 @@ def main():
         print(f"{name:8} {m1:>12.0f} tok/s {m2:>14.0f} tok/s {m2 / m1:>7.3f} {share:>6.1%}")
         summary["results"][name] = {"one_proc_tok_s": one, "mpi_tok_s": many,
                                     "ratio": m2 / m1, "comm_share": share}
+    # The all-reduce alone (bench/allreduce_bench.cpp): gpt2-bench's gradient in one message and
+    # in buckets, and the 0.5B shape's in dist.cpp's 2^22-float buckets.
+    ab = os.path.join(ROOT, "build", "allreduce_bench")
+    if os.path.exists(ab) and not a.no_allreduce:
+        env = dict(os.environ)
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        print(f"\nMPI_Allreduce, {a.ranks} ranks (median of 5):")
+        summary["allreduce"] = []
+        for floats, buckets in ((13891584, [13891584, 1 << 24, 1 << 22, 1 << 20]),
+                                (494032768, [1 << 22])):
+            out = subprocess.run(["mpirun", "-np", str(a.ranks), "--oversubscribe", ab,
+                                  str(floats)] + [str(b) for b in buckets], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            for l in out.splitlines():
+                if l.startswith("{"):
+                    j = json.loads(l)
+                    summary["allreduce"].append(j)
+                    print(f"  {j['floats'] * 4 / 1e6:8.0f} MB in buckets of "
+                          f"{j['bucket'] * 4 / 1e6:6.1f} MB: {j['seconds'] * 1e3:8.1f} ms "
+                          f"({j['GB_per_s']:.2f} GB/s)")
     line = json.dumps(summary)
     print(line)
     with open(a.json, "w") as f:

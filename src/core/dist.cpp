@@ -28,7 +28,11 @@ bool launched_by_mpi() {
 }
 
 #ifdef DISTILL_HAVE_MPI
-constexpr size_t kBucket = size_t(1) << 26;
+// All-reduces go in buckets of 2^22 floats (16 MB). OpenMPI 4.1 between two ranks on one machine
+// (bench/allreduce_bench.cpp, docs/scaling.md): one 57 MB message took 180-270 ms and 2^26-float
+// buckets ran at 0.3 GB/s, where 16 MB buckets run at 4.6-7 GB/s (12 ms for 57 MB, 0.28 s for a
+// 0.5B model's 2 GB gradient).
+constexpr size_t kBucket = size_t(1) << 22;
 
 void check(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
@@ -54,14 +58,6 @@ void allreduce(T* data, size_t n, MPI_Datatype type) {
 void init(int* argc, char*** argv) {
 #ifdef DISTILL_HAVE_MPI
   if (!launched_by_mpi()) return;
-  // OpenMPI 4.1's default MPI_Allreduce algorithm for a large buffer between ranks on one
-  // machine moved a 57 MB gradient in 180-270 ms; its ring algorithm takes ~20 ms (measured,
-  // docs/scaling.md). A user's own choice (environment or mpirun --mca) wins.
-  if (!std::getenv("OMPI_MCA_coll_tuned_use_dynamic_rules") &&
-      !std::getenv("OMPI_MCA_coll_tuned_allreduce_algorithm")) {
-    ::setenv("OMPI_MCA_coll_tuned_use_dynamic_rules", "1", 0);
-    ::setenv("OMPI_MCA_coll_tuned_allreduce_algorithm", "4", 0);  // ring
-  }
   int provided = 0;
   // Only the main thread calls MPI (the OpenMP workers never do).
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
@@ -121,6 +117,45 @@ void allreduce_sum(float* data, size_t n) {
 void allreduce_sum(double* data, size_t n) {
 #ifdef DISTILL_HAVE_MPI
   allreduce(data, n, MPI_DOUBLE);
+#else
+  (void)data, (void)n;
+#endif
+}
+
+namespace {
+
+// Rank r's part [begin, end) of the bucket [lo, hi).
+std::pair<size_t, size_t> part_of(size_t lo, size_t hi, int r) {
+  const size_t len = hi - lo, n = size_t(g_size);
+  return {lo + len * size_t(r) / n, lo + len * size_t(r + 1) / n};
+}
+
+}  // namespace
+
+std::vector<std::pair<size_t, size_t>> shard_ranges(size_t n) {
+  std::vector<std::pair<size_t, size_t>> out;
+  for (size_t lo = 0; lo < n; lo += kBucket) {
+    const auto part = part_of(lo, std::min(n, lo + kBucket), g_rank);
+    if (part.second > part.first) out.push_back(part);
+  }
+  return out;
+}
+
+void allgather_shards(float* data, size_t n) {
+#ifdef DISTILL_HAVE_MPI
+  if (!g_mpi || g_size == 1) return;
+  std::vector<int> counts(static_cast<size_t>(g_size)), offsets(static_cast<size_t>(g_size));
+  for (size_t lo = 0; lo < n; lo += kBucket) {
+    const size_t hi = std::min(n, lo + kBucket);
+    for (int r = 0; r < g_size; r++) {
+      const auto [b, e] = part_of(lo, hi, r);
+      counts[size_t(r)] = int(e - b);
+      offsets[size_t(r)] = int(b - lo);
+    }
+    check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data + lo, counts.data(),
+                         offsets.data(), MPI_FLOAT, MPI_COMM_WORLD),
+          "MPI_Allgatherv");
+  }
 #else
   (void)data, (void)n;
 #endif

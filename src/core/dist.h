@@ -37,9 +37,16 @@ std::string where();
 std::pair<int64_t, int64_t> share(int64_t n);
 
 // In-place sums over all ranks; every rank gets the same result. Large buffers are reduced in
-// buckets of at most 2^26 elements (MPI counts are ints).
+// buckets of 2^22 elements (dist.cpp says why).
 void allreduce_sum(float* data, size_t n);
 void allreduce_sum(double* data, size_t n);
+
+// The sharded optimizer step (ZeRO-1's split of the update work): the ranges of a buffer of n
+// elements that this rank updates, one per all-reduce bucket (rank r takes the r-th of `size`
+// contiguous parts of each bucket); after every rank has updated its ranges,
+// allgather_shards(data, n) gives every rank the whole buffer.
+std::vector<std::pair<size_t, size_t>> shard_ranges(size_t n);
+void allgather_shards(float* data, size_t n);
 
 void barrier();
 

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace distill {
@@ -12,7 +13,9 @@ AdamW::AdamW(const Model& model, const AdamWOptions& options) : opt_(options) {
   for (const ParamSpec& s : model.param_specs()) decay_.push_back(s.decay ? 1 : 0);
 }
 
-void AdamW::step(Model& model, float lr) {
+void AdamW::step(Model& model, float lr) { step(model, lr, {{0, model.num_params()}}); }
+
+void AdamW::step(Model& model, float lr, const std::vector<std::pair<size_t, size_t>>& ranges) {
   t_++;
   const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps;
   const double bc1 = 1.0 - std::pow(double(b1), double(t_));
@@ -27,16 +30,19 @@ void AdamW::step(Model& model, float lr) {
   for (size_t si = 0; si < specs.size(); si++) {
     const ParamSpec& s = specs[si];
     const float shrink = decay_[si] ? 1.0f - lr * opt_.weight_decay : 1.0f;
-    const size_t begin = s.offset, end = s.offset + s.numel;
+    for (const auto& [lo, hi] : ranges) {
+      const size_t begin = std::max(lo, s.offset), end = std::min(hi, s.offset + s.numel);
+      if (begin >= end) continue;
 #pragma omp parallel for simd schedule(static)
-    for (size_t i = begin; i < end; i++) {
-      const float g = grads[i];
-      const float p = params[i] * shrink;
-      const float mi = b1 * m[i] + (1.0f - b1) * g;
-      const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-      m[i] = mi;
-      v[i] = vi;
-      params[i] = p - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+      for (size_t i = begin; i < end; i++) {
+        const float g = grads[i];
+        const float p = params[i] * shrink;
+        const float mi = b1 * m[i] + (1.0f - b1) * g;
+        const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] = p - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+      }
     }
   }
 }

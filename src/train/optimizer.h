@@ -22,6 +22,10 @@ class AdamW {
   // One update with learning rate `lr`; the step counter advances first (bias corrections use
   // t = 1 on the first call), as in PyTorch.
   void step(Model& model, float lr);
+  // The same update of the elements in `ranges` (half-open, sorted) only: under MPI each rank
+  // updates its shard and the parameters are all-gathered (core/dist.h). The moments outside
+  // the ranges are left stale until gathered.
+  void step(Model& model, float lr, const std::vector<std::pair<size_t, size_t>>& ranges);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   FloatBuffer& m() { return m_; }  // first moments, same layout as the parameter arena
