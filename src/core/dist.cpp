@@ -11,6 +11,7 @@
 #include "core/error.h"
 
 #ifdef DISTILL_HAVE_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only
 #include <mpi.h>
 #endif
 
@@ -21,6 +22,12 @@ namespace {
 int g_rank = 0, g_size = 1;
 bool g_mpi = false;  // MPI_Init was called
 
+// All-reduces go in buckets of 2^22 floats (16 MB). OpenMPI 4.1 between two ranks on one machine
+// (bench/allreduce_bench.cpp, docs/scaling.md): one 57 MB message took 180-270 ms and 2^26-float
+// buckets ran at 0.3 GB/s, where 16 MB buckets run at 4.6-7 GB/s (12 ms for 57 MB, 0.28 s for a
+// 0.5B model's 2 GB gradient).
+constexpr size_t kBucket = size_t(1) << 22;
+
 bool launched_by_mpi() {
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
     if (std::getenv(var)) return true;
@@ -28,11 +35,6 @@ bool launched_by_mpi() {
 }
 
 #ifdef DISTILL_HAVE_MPI
-// All-reduces go in buckets of 2^22 floats (16 MB). OpenMPI 4.1 between two ranks on one machine
-// (bench/allreduce_bench.cpp, docs/scaling.md): one 57 MB message took 180-270 ms and 2^26-float
-// buckets ran at 0.3 GB/s, where 16 MB buckets run at 4.6-7 GB/s (12 ms for 57 MB, 0.28 s for a
-// 0.5B model's 2 GB gradient).
-constexpr size_t kBucket = size_t(1) << 22;
 
 void check(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
