@@ -27,6 +27,7 @@
 #include "tokenizer/byte_tokenizer.h"
 #include "train/checkpoint.h"
 #include "test_support.h"
+#include "tiny_teacher.h"
 
 namespace distill {
 namespace {
@@ -68,14 +69,7 @@ std::string write_text(const fs::path& dir) {
   return (dir / "text.txt").string();
 }
 
-std::string make_teacher(const fs::path& dir) {
-  Model m(model_preset("gpt2-tiny"));
-  m.init_weights(21);
-  SaveModelOptions o;
-  o.metadata = {{"distill_tokenizer", ByteTokenizer::kFingerprint}};
-  save_model_dir(m, (dir / "teacher").string(), o);
-  return (dir / "teacher").string();
-}
+std::string make_teacher(const fs::path& dir) { return test_support::save_tiny_teacher(dir); }
 
 struct Curve {
   std::vector<double> loss, val;

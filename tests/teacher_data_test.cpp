@@ -24,6 +24,7 @@
 #include "tokenizer/byte_tokenizer.h"
 #include "train/distill_train.h"
 #include "test_support.h"
+#include "tiny_teacher.h"
 
 namespace distill {
 namespace {
@@ -32,14 +33,7 @@ namespace fs = std::filesystem;
 fs::path temp_dir(const std::string& name) { return test_support::temp_dir("td-" + name); }
 
 // A small byte-level teacher saved as a model directory.
-std::string make_teacher(const fs::path& dir) {
-  Model m(model_preset("gpt2-tiny"));
-  m.init_weights(21);
-  SaveModelOptions o;
-  o.metadata = {{"distill_tokenizer", ByteTokenizer::kFingerprint}};
-  save_model_dir(m, (dir / "teacher").string(), o);
-  return (dir / "teacher").string();
-}
+std::string make_teacher(const fs::path& dir) { return test_support::save_tiny_teacher(dir); }
 
 std::string write_text(const fs::path& dir) {
   std::string text;

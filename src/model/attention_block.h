@@ -2,6 +2,8 @@
 // per-head q/k RMSNorm (Qwen3), optional RoPE (llama family), causal GQA attention, head merge and
 // output projection. The norms and residual adds around it belong to the architecture files.
 #pragma once
+#include <vector>
+
 #include "core/arena.h"
 #include "kernels/kernels.h"
 
@@ -46,6 +48,17 @@ struct AttentionScratch {
   float *dqkv, *dq, *dk, *dv, *dqn, *dkn, *datt, *dy, *dym;
   void plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm);
 };
+
+// Activation checkpointing: every layer's activations but its input (`res`, the residual stream)
+// point at layer 0's, the one set the layers share (model/gpt2.cpp, model/llama.cpp).
+template <typename LayerActs>
+void share_layer_acts(std::vector<LayerActs>& acts) {
+  for (size_t l = 1; l < acts.size(); l++) {
+    float* res = acts[l].res;
+    acts[l] = acts[0];
+    acts[l].res = res;
+  }
+}
 
 // Rotary tables (T, HD/2) or null for no RoPE (GPT-2).
 struct RopeTables {

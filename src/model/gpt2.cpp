@@ -64,7 +64,7 @@ AttentionShape gpt2_shape(const ModelConfig& c, int B, int T) {
 
 // Every buffer a forward/backward at (B,T) uses. Without checkpointing each layer has its own
 // activations; with it only each layer's `res` is its own and the rest is one set the layers
-// share (share_layer_acts() points them at layer 0's after allocation).
+// share (share_layer_acts points them at layer 0's after allocation).
 struct Gpt2Buffers {
   std::vector<Gpt2LayerActs> acts;
   float *res_final, *lnf, *lnf_mean, *lnf_rstd;  // (N,C), (N,C), (N), (N): final norm
@@ -102,14 +102,6 @@ struct Gpt2Buffers {
     plan.add(dfc, N * F);
     plan.add(dfc_gelu, N * F);
     scratch.plan(plan, s, false);
-  }
-
-  void share_layer_acts() {
-    for (size_t l = 1; l < acts.size(); l++) {
-      float* res = acts[l].res;
-      acts[l] = acts[0];
-      acts[l].res = res;
-    }
   }
 };
 
@@ -265,7 +257,7 @@ class Gpt2 final : public ArchImpl {
     BufferPlan plan;
     buf_.plan(plan, c_, shape_, checkpointing);
     plan.allocate(buffer_);
-    if (checkpointing) buf_.share_layer_acts();
+    if (checkpointing) share_layer_acts(buf_.acts);
   }
 
   void ensure_infer_buffers(int R) {

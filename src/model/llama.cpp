@@ -78,7 +78,7 @@ AttentionShape llama_shape(const ModelConfig& c, int B, int T) {
 
 // Every buffer a forward/backward at (B,T) uses. Without checkpointing each layer has its own
 // activations; with it only each layer's `res` is its own and the rest is one set the layers
-// share (share_layer_acts() points them at layer 0's after allocation).
+// share (share_layer_acts points them at layer 0's after allocation).
 struct LlamaBuffers {
   std::vector<LlamaLayerActs> acts;
   float *res_final, *lnf, *lnf_rstd;  // (N,C), (N,C), (N): final norm
@@ -117,14 +117,6 @@ struct LlamaBuffers {
     const size_t half = c.head_dim / 2;
     plan.add(rope_cos, size_t(s.T) * half);
     plan.add(rope_sin, size_t(s.T) * half);
-  }
-
-  void share_layer_acts() {
-    for (size_t l = 1; l < acts.size(); l++) {
-      float* res = acts[l].res;
-      acts[l] = acts[0];
-      acts[l].res = res;
-    }
   }
 };
 
@@ -279,7 +271,7 @@ class Llama final : public ArchImpl {
     BufferPlan plan;
     buf_.plan(plan, c_, shape_, checkpointing);
     plan.allocate(buffer_);
-    if (checkpointing) buf_.share_layer_acts();
+    if (checkpointing) share_layer_acts(buf_.acts);
     rope_table(buf_.rope_cos, buf_.rope_sin, inv_freq_.data(), T, c_.head_dim, 0);
     rope_ = RopeTables{buf_.rope_cos, buf_.rope_sin};
   }
