@@ -138,7 +138,7 @@ TEST(MemoryEstimate, OnlineDistillationCountsTheTeacherAsItRuns) {
   o.loop.batch_size = 3;
   o.loop.seq_len = 20;
   const MemoryEstimate e = distill_train_memory_estimate(o);
-  EXPECT_EQ(e.task.teacher_weights, model_arena_bytes(teacher_config));
+  EXPECT_EQ(e.task.teacher_weights, model_arena_bytes(teacher_config, false));
   // The teacher forwards checkpointed (it never runs backward): what such a forward allocates.
   std::unique_ptr<Model> teacher = load_model_dir(o.teacher);
   teacher->set_checkpointing(true);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -107,6 +108,31 @@ TEST(ModelDir, SaveLoadRoundTripBothArchitectures) {
       const float* hf = reinterpret_cast<const float*>(fc.data);
       EXPECT_EQ(hf[3 * 512 + 7], ours[7 * 128 + 3]);
     }
+  }
+}
+
+// A model directory loads for inference: no gradient arena (a teacher or a served model is
+// 4 bytes per parameter lighter), the same logits as the trainable model, backward refused.
+TEST(ModelDir, LoadsInferenceOnlyWithoutGradients) {
+  for (const char* preset : {"gpt2-tiny", "llama-tiny"}) {
+    const fs::path dir = temp_dir(std::string("inf-") + preset);
+    Model m(model_preset(preset));
+    m.init_weights(5);
+    save_model_dir(m, dir.string());
+    auto back = load_model_dir(dir.string());
+    EXPECT_TRUE(m.trainable());
+    EXPECT_FALSE(back->trainable());
+    EXPECT_EQ(back->grads(), nullptr);
+    EXPECT_EQ(back->grad(m.param_specs()[0].name), nullptr);
+    back->zero_grad();  // a no-op
+    const std::vector<int32_t> ids = {1, 5, 9, 200, 3, 7, 11, 2};
+    const size_t V = size_t(m.config().vocab_size);
+    std::vector<float> want(m.forward(ids.data(), 2, 4), m.forward(ids.data(), 2, 4) + 8 * V);
+    const float* got = back->forward(ids.data(), 2, 4);
+    EXPECT_EQ(0, std::memcmp(want.data(), got, want.size() * sizeof(float))) << preset;
+    std::vector<float> dlogits(8 * V, 0.0f);
+    EXPECT_NE(error_of([&] { back->backward(dlogits.data()); }).find("inference-only"),
+              std::string::npos);
   }
 }
 

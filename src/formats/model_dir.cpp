@@ -123,7 +123,7 @@ void load_weights(Model& model, const SafetensorsModel& weights, const std::stri
 std::unique_ptr<Model> load_model_dir(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error("{}: not a model directory", dir);
   const ModelConfig config = ModelConfig::from_file(dir + "/config.json");
-  auto model = std::make_unique<Model>(config);
+  auto model = std::make_unique<Model>(config, /*trainable=*/false);
   load_weights(*model, SafetensorsModel::open(dir));
   return model;
 }

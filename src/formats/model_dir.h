@@ -32,7 +32,7 @@ void save_model_dir(const Model& model, const std::string& dir,
                     const SaveModelOptions& options = {});
 
 // Reads `dir`/config.json and the weights.
-std::unique_ptr<Model> load_model_dir(const std::string& dir);
+std::unique_ptr<Model> load_model_dir(const std::string& dir);  // inference-only (no gradients)
 
 // Copies every parameter of `model` from `weights` (any float dtype, HF layout). Errors name the
 // tensor: missing, wrong shape, not a float dtype, or a tensor the model does not have. With a

@@ -9,7 +9,7 @@
 
 namespace distill {
 
-Model::Model(const ModelConfig& config) : config_(config) {
+Model::Model(const ModelConfig& config, bool trainable) : config_(config), trainable_(trainable) {
   config_.validate("model config");
   specs_ = config_.arch == Arch::Gpt2 ? gpt2_param_specs(config_) : llama_param_specs(config_);
   size_t offset = 0;
@@ -22,7 +22,7 @@ Model::Model(const ModelConfig& config) : config_(config) {
     index_[s.name] = i;
   }
   params_.resize(offset);
-  grads_.resize(offset);
+  if (trainable_) grads_.resize(offset);
   impl_ = config_.arch == Arch::Gpt2 ? make_gpt2(*this) : make_llama(*this);
 }
 
@@ -40,7 +40,7 @@ float* Model::param(const std::string& name) {
 float* Model::grad(const std::string& name) {
   const ParamSpec* s = find_param(name);
   if (!s) throw Error("model has no parameter '{}'", name);
-  return grads_.data() + s->offset;
+  return trainable_ ? grads_.data() + s->offset : nullptr;
 }
 
 namespace {
@@ -80,7 +80,11 @@ float* Model::forward(const int32_t* ids, int B, int T) {
   return impl_->forward(ids, B, T);
 }
 
-void Model::backward(const float* dlogits) { impl_->backward(dlogits); }
+void Model::backward(const float* dlogits) {
+  if (!trainable_)
+    throw Error("internal error: backward on an inference-only model (loaded by load_model_dir)");
+  impl_->backward(dlogits);
+}
 
 size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing) {
   return config.arch == Arch::Gpt2 ? gpt2_training_buffer_floats(config, B, T, checkpointing)

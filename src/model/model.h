@@ -48,7 +48,10 @@ class ArchImpl {
 
 class Model {
  public:
-  explicit Model(const ModelConfig& config);
+  // A trainable model has a gradient arena; an inference-only one (load_model_dir: teachers,
+  // serving, evaluation) has none, which saves 4 bytes per parameter: grads() and grad() are
+  // null and backward() is an error.
+  explicit Model(const ModelConfig& config, bool trainable = true);
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
@@ -59,14 +62,15 @@ class Model {
   size_t num_params() const { return params_.size(); }
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
-  float* grads() { return grads_.data(); }
+  bool trainable() const { return trainable_; }
+  float* grads() { return trainable_ ? grads_.data() : nullptr; }
   float* param(const std::string& name);  // throws if unknown
   float* grad(const std::string& name);
 
   // GPT-2-style initialisation: N(0, 0.02) for matrices and embeddings, residual output
   // projections scaled by 1/sqrt(2L), norm weights 1, biases 0. Deterministic in `seed`.
   void init_weights(uint64_t seed);
-  void zero_grad() { grads_.zero(); }
+  void zero_grad() { grads_.zero(); }  // no-op without gradients
 
   float* forward(const int32_t* ids, int B, int T);  // see ArchImpl::forward
   void backward(const float* dlogits);                 // see ArchImpl::backward
@@ -94,6 +98,7 @@ class Model {
   std::unordered_map<std::string, size_t> index_;
   FloatBuffer params_, grads_;
   MatmulPrecision precision_ = MatmulPrecision::F32;
+  bool trainable_ = true;
   bool checkpointing_ = false;
   std::unique_ptr<ArchImpl> impl_;
 };

@@ -206,7 +206,7 @@ class OnlineDistillTask final : public DistillTaskBase {
     const int B = int(b1 - b0), T = o_.loop.seq_len, A = o_.loop.grad_accum;
     const size_t BT = size_t(B) * T;
     TaskMemory m;
-    m.teacher_weights = model_arena_bytes(t);
+    m.teacher_weights = model_arena_bytes(t, /*trainable=*/false);  // load_model_dir's
     if (spec_.needs_teacher())
       m.teacher_activations = int64_t(
           FloatBuffer::allocation_bytes(training_buffer_floats(t, B, T, true)));

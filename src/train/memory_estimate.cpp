@@ -26,8 +26,8 @@ int64_t buffer_bytes(size_t floats) { return int64_t(FloatBuffer::allocation_byt
 
 }  // namespace
 
-int64_t model_arena_bytes(const ModelConfig& config) {
-  return 2 * buffer_bytes(size_t(config.num_parameters()));
+int64_t model_arena_bytes(const ModelConfig& config, bool trainable) {
+  return (trainable ? 2 : 1) * buffer_bytes(size_t(config.num_parameters()));
 }
 
 int64_t peak_rss_bytes() {
@@ -124,7 +124,7 @@ std::vector<std::string> MemoryEstimate::lines() const {
                    format_bytes(activations_other), checkpointing ? "off" : "on"));
   line("logits", logits, task.dlogits ? "(B,T,V)" : "(B,T,V), dlogits in place");
   if (task.dlogits) line("dlogits", task.dlogits, "(B,T,V)");
-  if (task.teacher_weights) line("teacher weights", task.teacher_weights, "params + grad arena");
+  if (task.teacher_weights) line("teacher weights", task.teacher_weights, "fp32, no gradients");
   if (task.teacher_activations)
     line("teacher activations", task.teacher_activations, "forward only, checkpointed");
   if (task.data) line("data", task.data, "tokens and batches");

@@ -17,8 +17,7 @@ class TrainTask;
 
 // What a TrainTask holds beside the student, its optimizer and its activations, in bytes.
 struct TaskMemory {
-  int64_t teacher_weights = 0;      // a frozen teacher's arenas (Model allocates a gradient arena
-                                    // too, which a frozen teacher never uses)
+  int64_t teacher_weights = 0;      // a frozen teacher's parameter arena (it has no gradients)
   int64_t teacher_activations = 0;  // the teacher's forward buffers at (B,T)
   int64_t dlogits = 0;              // a (B,T,V) gradient buffer apart from the logits (0: in place)
   int64_t data = 0;                 // tokens and batches held in memory
@@ -51,8 +50,8 @@ struct MemoryEstimate {
 // The estimated footprint of run_training(options, task) (the checkpoint's config on resume).
 MemoryEstimate estimate_training_memory(const TrainLoopOptions& options, TrainTask& task);
 
-// Bytes of a Model's parameter and gradient arenas for `config`.
-int64_t model_arena_bytes(const ModelConfig& config);
+// Bytes of a Model's parameter arena, and its gradient arena when trainable, for `config`.
+int64_t model_arena_bytes(const ModelConfig& config, bool trainable);
 
 // This process's peak resident set so far (getrusage ru_maxrss), in bytes.
 int64_t peak_rss_bytes();
