@@ -51,7 +51,8 @@ MemoryEstimate estimate_training_memory(const TrainLoopOptions& o, TrainTask& ta
   if (ckpt) e.config = ModelConfig::from_file(*ckpt + "/config.json");
   const ModelConfig& c = e.config;
   // Under mpirun each rank holds the rows of its share of the batch (rank 0 the largest).
-  e.B = int(dist::share(o.batch_size).second - dist::share(o.batch_size).first);
+  const auto [b0, b1] = dist::share(o.batch_size);
+  e.B = int(b1 - b0);
   e.ranks = dist::size();
   e.T = o.seq_len;
   e.checkpointing = o.checkpoint_activations;
