@@ -177,6 +177,7 @@ class Gpt2 final : public ArchImpl {
     layernorm_backward(b.dres, dlnf_w_, dlnf_b_, b.dx, b.res_final, lnf_w_, b.lnf_mean,
                        b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
+      add_hidden_grad(l + 1, b.dres, NC);
       const Gpt2Layer& L = layers_[l];
       Gpt2LayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
@@ -196,10 +197,20 @@ class Gpt2 final : public ArchImpl {
       layernorm_backward(b.dres, L.dln1_w, L.dln1_b, b.dx, a.res, L.ln1_w, a.ln1_mean,
                          a.ln1_rstd, N, C);
     }
+    add_hidden_grad(0, b.dres, NC);
     embedding_backward(dwte_, dwpe_, b.dres, ids_.data(), B, T, C);
   }
 
   size_t activation_floats() const override { return buffer_.size(); }
+
+  const float* hidden(int i) const override {
+    return i < c_.num_layers ? buf_.acts[i].res : buf_.res_final;
+  }
+
+  LayerActivations layer_activations(int l) const override {
+    const auto& a = buf_.acts[l];
+    return LayerActivations{a.ln1, a.attn.att, a.attn.ym, a.ln2, a.fc_gelu};
+  }
 
   float* forward_rows(const InferBatch& batch, KvCache& cache) override {
     const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
@@ -233,6 +244,14 @@ class Gpt2 final : public ArchImpl {
   }
 
  private:
+  // Hidden-state distillation: dres += the gradient registered for boundary i, if any.
+  void add_hidden_grad(int i, float* dres, size_t NC) const {
+    const auto& g = m_.hidden_grads();
+    if (size_t(i) >= g.size() || !g[i]) return;
+    const float* dh = g[i];
+    for (size_t j = 0; j < NC; j++) dres[j] += dh[j];
+  }
+
   // Layer l's forward from a.res up to the MLP's activation a.fc_gelu: every activation its
   // backward reads. The projection and residual that finish the layer are the caller's.
   void layer_forward_acts(const Gpt2Layer& L, Gpt2LayerActs& a) {

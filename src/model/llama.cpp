@@ -197,6 +197,7 @@ class Llama final : public ArchImpl {
     std::memset(b.dres, 0, NC * sizeof(float));
     rmsnorm_backward(b.dres, dnorm_, b.dx, b.res_final, norm_, b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
+      add_hidden_grad(l + 1, b.dres, NC);
       const LlamaLayer& L = layers_[l];
       LlamaLayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
@@ -216,10 +217,20 @@ class Llama final : public ArchImpl {
                                rope_, prec);
       rmsnorm_backward(b.dres, L.dln1, b.dx, a.res, L.ln1, a.ln1_rstd, N, C);
     }
+    add_hidden_grad(0, b.dres, NC);
     embedding_backward(dwte_, nullptr, b.dres, ids_.data(), B, T, C);
   }
 
   size_t activation_floats() const override { return buffer_.size(); }
+
+  const float* hidden(int i) const override {
+    return i < c_.num_layers ? buf_.acts[i].res : buf_.res_final;
+  }
+
+  LayerActivations layer_activations(int l) const override {
+    const auto& a = buf_.acts[l];
+    return LayerActivations{a.ln1, a.attn.att, a.attn.ym, a.ln2, a.swi};
+  }
 
   float* forward_rows(const InferBatch& batch, KvCache& cache) override {
     const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
@@ -248,6 +259,14 @@ class Llama final : public ArchImpl {
   }
 
  private:
+  // Hidden-state distillation: dres += the gradient registered for boundary i, if any.
+  void add_hidden_grad(int i, float* dres, size_t NC) const {
+    const auto& g = m_.hidden_grads();
+    if (size_t(i) >= g.size() || !g[i]) return;
+    const float* dh = g[i];
+    for (size_t j = 0; j < NC; j++) dres[j] += dh[j];
+  }
+
   // Layer l's forward from a.res up to the MLP's activation a.swi: every activation its
   // backward reads. The down projection and residual that finish the layer are the caller's.
   void layer_forward_acts(const LlamaLayer& L, LlamaLayerActs& a) {

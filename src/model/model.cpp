@@ -77,6 +77,8 @@ float* Model::forward(const int32_t* ids, int B, int T) {
     if (ids[i] < 0 || ids[i] >= config_.vocab_size)
       throw Error("token id {} at position {} is outside the vocabulary [0, {})", ids[i], i,
                   config_.vocab_size);
+  forwarded_ = true;
+  last_checkpointing_ = checkpointing_;
   return impl_->forward(ids, B, T);
 }
 
@@ -84,6 +86,33 @@ void Model::backward(const float* dlogits) {
   if (!trainable_)
     throw Error("internal error: backward on an inference-only model (loaded by load_model_dir)");
   impl_->backward(dlogits);
+  hidden_grads_.assign(hidden_grads_.size(), nullptr);
+}
+
+const float* Model::hidden(int i) const {
+  DISTILL_CHECK(forwarded_);
+  if (i < 0 || i > config_.num_layers)
+    throw Error("hidden state {} out of range: the model has boundaries 0..{}", i,
+                config_.num_layers);
+  return impl_->hidden(i);
+}
+
+LayerActivations Model::layer_activations(int l) const {
+  DISTILL_CHECK(forwarded_);
+  if (l < 0 || l >= config_.num_layers)
+    throw Error("layer {} out of range: the model has layers 0..{}", l, config_.num_layers - 1);
+  if (last_checkpointing_)
+    throw Error("internal error: layer activations need a forward without checkpointing");
+  return impl_->layer_activations(l);
+}
+
+void Model::add_hidden_grad(int i, const float* dh) {
+  if (i < 0 || i > config_.num_layers)
+    throw Error("hidden state {} out of range: the model has boundaries 0..{}", i,
+                config_.num_layers);
+  hidden_grads_.resize(size_t(config_.num_layers) + 1, nullptr);
+  DISTILL_CHECK(hidden_grads_[i] == nullptr);
+  hidden_grads_[i] = dh;
 }
 
 size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing) {

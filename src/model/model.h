@@ -30,6 +30,16 @@ struct ParamSpec {
 struct InferBatch;
 struct KvCache;
 
+// One layer's internal activations after a training forward without activation checkpointing
+// (N = B*T rows): what pruning measures importance on and attention distillation compares.
+struct LayerActivations {
+  const float* attn_in = nullptr;    // (N,C) the attention sub-block's normed input
+  const float* attention = nullptr;  // (B,NH,T,T) attention probabilities (causal)
+  const float* heads = nullptr;      // (N,NH*HD) per-head attention outputs, before o_proj
+  const float* mlp_in = nullptr;     // (N,C) the MLP's normed input
+  const float* mlp_act = nullptr;    // (N,F) the down projection's input (after the activation)
+};
+
 // The per-architecture forward/backward (see model/gpt2.cpp, model/llama.cpp).
 class ArchImpl {
  public:
@@ -44,6 +54,10 @@ class ArchImpl {
   virtual float* forward_rows(const InferBatch& batch, KvCache& cache) = 0;
   // Floats of the training buffers the last forward allocated (0 before any).
   virtual size_t activation_floats() const = 0;
+  // After forward(): the residual stream at layer boundary i, (B*T, C); see Model::hidden.
+  virtual const float* hidden(int i) const = 0;
+  // After forward() without checkpointing: layer l's activations.
+  virtual LayerActivations layer_activations(int l) const = 0;
 };
 
 class Model {
@@ -74,6 +88,18 @@ class Model {
 
   float* forward(const int32_t* ids, int B, int T);  // see ArchImpl::forward
   void backward(const float* dlogits);                 // see ArchImpl::backward
+
+  // Hidden states of the last forward(): the residual stream at layer boundary i in
+  // [0, num_layers], (B*T, C): 0 is the embeddings, i < L layer i's input, L the last layer's
+  // output before the final norm. Valid until the next forward.
+  const float* hidden(int i) const;
+  // Layer l's activations of the last forward(), which must have run without checkpointing.
+  LayerActivations layer_activations(int l) const;
+  // Hidden-state distillation: the next backward() also adds d(loss)/d(hidden(i)) = dh (B*T, C)
+  // to the residual-stream gradient at boundary i. dh must stay valid until that backward, which
+  // consumes every registered gradient.
+  void add_hidden_grad(int i, const float* dh);
+  const std::vector<const float*>& hidden_grads() const { return hidden_grads_; }
   float* forward_rows(const InferBatch& batch, KvCache& cache);  // see ArchImpl::forward_rows
   // A cache for `slots` sequences of up to max_len positions.
   std::unique_ptr<KvCache> make_cache(int slots, int max_len) const;
@@ -100,6 +126,9 @@ class Model {
   MatmulPrecision precision_ = MatmulPrecision::F32;
   bool trainable_ = true;
   bool checkpointing_ = false;
+  bool forwarded_ = false;                   // a training forward has run
+  bool last_checkpointing_ = false;          // the last forward's checkpointing
+  std::vector<const float*> hidden_grads_;   // per boundary, null: none (add_hidden_grad)
   std::unique_ptr<ArchImpl> impl_;
 };
 
