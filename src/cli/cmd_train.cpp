@@ -24,6 +24,39 @@ VerbRun add_train(CLI::App& app) {
                  "e.g. kl=0.5,ce=0.5");
   app.add_option("--temperature", o->temperature, "distillation temperature T (KD x T^2)");
   app.add_option("--tail", o->tail, "sparse teachers' tail rule: bucket or ignore");
+  app.add_option("--on-policy-fraction", o->on_policy_fraction,
+                 "online: share of micro-batches whose text the student samples itself (GKD's "
+                 "lambda; 0: none)")
+      ->capture_default_str();
+  app.add_option("--prompt-tokens", o->prompt_tokens,
+                 "on-policy: window tokens the student continues from (0: seq-len / 2)")
+      ->capture_default_str();
+  app.add_option("--sample-temperature", o->sample_temperature,
+                 "on-policy: the student's sampling temperature")
+      ->capture_default_str();
+  app.add_option("--teacher-endpoint", o->teacher_endpoint,
+                 "online: a teacher behind an OpenAI-compatible /completions endpoint that "
+                 "returns prompt log-probabilities (echo + logprobs), e.g. http://host:8000/v1");
+  app.add_option("--teacher-model", o->teacher_model, "the model name sent to the endpoint")
+      ->capture_default_str();
+  app.add_option("--teacher-api-key-env", o->teacher_api_key_env,
+                 "environment variable holding the endpoint's API key")
+      ->capture_default_str();
+  app.add_option("--teacher-top-logprobs", o->teacher_top_logprobs,
+                 "endpoint: top log-probabilities per position (1..20)")
+      ->capture_default_str();
+  app.add_option("--teacher-concurrency", o->teacher_concurrency,
+                 "endpoint: scoring requests in flight")
+      ->capture_default_str();
+  app.add_option("--hidden-loss", o->hidden_loss,
+                 "online: also distill hidden states with mse or cosine (learned projection "
+                 "when the widths differ)");
+  app.add_option("--hidden-weight", o->hidden_weight, "weight of the hidden-state term")
+      ->capture_default_str();
+  app.add_option("--layer-map", o->layer_map,
+                 "hidden-state pairs student:teacher boundaries (0 = embeddings, L = last "
+                 "layer's output), e.g. 2:4,4:8, or uniform")
+      ->capture_default_str();
   add_train_loop_options(app, o->loop);
   auto dry_run = std::make_shared<bool>(false);
   add_dry_run_option(app, *dry_run);

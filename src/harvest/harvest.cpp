@@ -35,15 +35,6 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-std::string request_url(std::string endpoint, bool chat) {
-  while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
-  const std::string tail = "/completions";
-  if (endpoint.size() >= tail.size() &&
-      endpoint.compare(endpoint.size() - tail.size(), tail.size(), tail) == 0)
-    return endpoint;
-  return endpoint + (chat ? "/chat/completions" : "/completions");
-}
-
 // The prompt text as the local tokenizer sees it: the chat template's rendering when the local
 // tokenizer has one, else "role: content" lines (what `distill serve` does without a template).
 std::string render_messages(const std::vector<ChatMessage>& messages, const ChatTemplate* chat) {
@@ -117,7 +108,7 @@ HarvestSummary Harvester::run() {
   if (o_.retries < 0) throw Error("--retries must be >= 0");
   if (o_.rpm < 0 || o_.tpm < 0 || o_.max_cost < 0)
     throw Error("--rpm, --tpm and --max-cost must be >= 0");
-  url_ = request_url(o_.endpoint, chat_mode_);
+  url_ = completions_url(o_.endpoint, chat_mode_);
   teacher_ = o_.model + " @ " + url_;
   if (!o_.api_key_env.empty()) {
     const char* key = std::getenv(o_.api_key_env.c_str());

@@ -120,4 +120,13 @@ HttpResponse HttpClient::post_json(const std::string& url, const std::string& bo
   return r;
 }
 
+std::string completions_url(std::string endpoint, bool chat) {
+  while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
+  const std::string tail = "/completions";
+  if (endpoint.size() >= tail.size() &&
+      endpoint.compare(endpoint.size() - tail.size(), tail.size(), tail) == 0)
+    return endpoint;
+  return endpoint + (chat ? "/chat/completions" : "/completions");
+}
+
 }  // namespace distill::harvest

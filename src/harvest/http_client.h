@@ -34,6 +34,11 @@ class HttpClient {
   void* curl_ = nullptr;
 };
 
+// The URL to POST completions to, from a base URL as OpenAI SDKs take it
+// (http://host:port/v1 -> .../v1/completions or .../v1/chat/completions); a URL that already
+// ends in /completions is used as it is.
+std::string completions_url(std::string endpoint, bool chat);
+
 // Seconds from a Retry-After value (delta-seconds or an HTTP date); -1 when unparseable.
 double parse_retry_after(const std::string& value);
 

@@ -34,7 +34,8 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& dir) 
 }  // namespace
 
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
-                            const TrainerState& state, int keep, const SaveModelOptions& save) {
+                            const TrainerState& state, int keep, const SaveModelOptions& save,
+                            const std::vector<StateTensor>& task_state) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   std::error_code ec;
   fs::create_directories(root, ec);
@@ -53,6 +54,12 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   }
   moments.set_metadata("optimizer_steps", std::to_string(optimizer.steps_taken()));
   moments.write((tmp / "optimizer.safetensors").string());
+  if (!task_state.empty()) {
+    SafetensorsWriter w;
+    for (const StateTensor& t : task_state)
+      w.add(t.name, DType::F32, {int64_t(t.numel)}, t.data, t.numel * sizeof(float));
+    w.write((tmp / "task_state.safetensors").string());
+  }
   nlohmann::json j;
   j["step"] = state.step;
   j["optimizer_steps"] = optimizer.steps_taken();
@@ -122,6 +129,17 @@ void load_checkpoint(const std::string& dir, Model& model, AdamW& optimizer, Tra
     state.extra = j.value("options", nlohmann::json::object());
   } catch (const nlohmann::json::exception& e) {
     throw Error("{}: malformed trainer state: {}", path, e.what());
+  }
+}
+
+void load_task_state(const std::string& dir, const std::vector<StateTensor>& task_state) {
+  if (task_state.empty()) return;
+  const SafetensorsFile f = SafetensorsFile::open(dir + "/task_state.safetensors");
+  for (const StateTensor& s : task_state) {
+    const TensorInfo& t = f.get(s.name);
+    if (t.dtype != DType::F32 || t.nbytes != s.numel * sizeof(float))
+      throw Error("{}: tensor '{}' should be F32 with {} elements", f.path(), t.name, s.numel);
+    std::memcpy(s.data, t.data, t.nbytes);
   }
 }
 

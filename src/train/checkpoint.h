@@ -21,6 +21,15 @@
 
 namespace distill {
 
+// A tensor a training task trains or carries besides the model (e.g. the learned projection of
+// hidden-state distillation, with its optimizer moments), saved in each checkpoint's
+// task_state.safetensors and restored on resume.
+struct StateTensor {
+  std::string name;
+  float* data = nullptr;
+  size_t numel = 0;
+};
+
 struct TrainerState {
   int64_t step = 0;            // optimizer steps completed
   uint64_t rng[4] = {};        // data-sampling RNG words after `step` steps
@@ -34,7 +43,8 @@ struct TrainerState {
 // model directory too (`save` as for the final model: its tokenizer metadata included).
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainerState& state, int keep,
-                            const SaveModelOptions& save = {});
+                            const SaveModelOptions& save = {},
+                            const std::vector<StateTensor>& task_state = {});
 
 // The newest complete checkpoint directory of run_dir, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);
@@ -42,5 +52,8 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 // Restores parameters, moments and state. The model must have been built from the
 // checkpoint's config (ModelConfig::from_file(dir + "/config.json")).
 void load_checkpoint(const std::string& dir, Model& model, AdamW& optimizer, TrainerState& state);
+// Restores a task's tensors from dir/task_state.safetensors; every one must be there with its
+// size (a checkpoint of another task is an error naming the tensor).
+void load_task_state(const std::string& dir, const std::vector<StateTensor>& task_state);
 
 }  // namespace distill

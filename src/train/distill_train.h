@@ -24,6 +24,30 @@ struct DistillTrainOptions {
   std::string loss = "kl";         // e.g. "kl=0.5,ce=0.5" (see KdLossSpec::parse)
   float temperature = 1.0f;        // T (KD terms are scaled by T^2)
   std::string tail = "bucket";     // sparse teachers: bucket | ignore
+  // On-policy distillation (online; GKD, Agarwal et al. 2024; MiniLLM, Gu et al. 2024): each
+  // micro-batch is, with probability on_policy_fraction, the student's own text: the student
+  // completes the first prompt_tokens of each window by sampling (KV-cache engine, seeded from
+  // the run's data RNG) and the loss applies to the completion only; otherwise the windows are
+  // the corpus text (supervised KD on every position).
+  float on_policy_fraction = 0.0f;
+  int prompt_tokens = 0;            // on-policy prompt length (0: seq_len / 2)
+  float sample_temperature = 1.0f;  // the student's sampling temperature
+  // Hidden-state distillation (online): adds hidden_weight x the mean over the layer map's pairs
+  // of a loss between student and teacher hidden states (distill/hidden_loss.h), through a
+  // learned projection per pair when the widths differ (trained with Adam at --lr, saved in
+  // checkpoints).
+  std::string hidden_loss;             // "" (none) | mse | cosine
+  float hidden_weight = 1.0f;
+  std::string layer_map = "uniform";   // "uniform" or "s:t,..." student:teacher boundaries
+  // Online distillation from a teacher behind an OpenAI-compatible endpoint that returns prompt
+  // log-probabilities (echo + logprobs; harvest/api_teacher.h) instead of --teacher: sparse
+  // top-k losses on the corpus windows and on the student's own samples. The student's tokenizer
+  // (--init-from's, or bytes) must be the endpoint's.
+  std::string teacher_endpoint;
+  std::string teacher_model = "teacher";
+  std::string teacher_api_key_env = "OPENAI_API_KEY";
+  int teacher_top_logprobs = 20;
+  int teacher_concurrency = 4;
   TrainLoopOptions loop;
 };
 

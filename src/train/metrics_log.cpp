@@ -29,7 +29,9 @@ MetricsLog::MetricsLog(const std::string& path) : f_(std::fopen(path.c_str(), "a
 MetricsLog::~MetricsLog() { std::fclose(f_); }
 
 void MetricsLog::write(const nlohmann::json& j) {
-  const std::string line = j.dump() + "\n";
+  // Invalid UTF-8 in a string (a byte-level model's sampled text) becomes U+FFFD, not an error.
+  const std::string line =
+      j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
     throw Error("{}: write failed: {}", path_, std::strerror(errno));
 }

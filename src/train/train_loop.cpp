@@ -115,8 +115,10 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     int evals_since = 0;
     bool stopped = false;
   } best;
+  task.attach(model);
   if (ckpt) {
     load_checkpoint(*ckpt, model, optimizer, state);
+    load_task_state(*ckpt, task.state_tensors());
     if (state.extra.contains("best")) {
       const nlohmann::json& b = state.extra["best"];
       best.step = b.at("step").get<int64_t>();
@@ -170,7 +172,9 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     p.kind = TrainProgress::Kind::Checkpoint;
     p.step = state.step;
     p.total_steps = o.steps;
-    if (root) p.path = save_checkpoint(o.out, model, optimizer, state, o.keep_checkpoints, save);
+    if (root)
+      p.path = save_checkpoint(o.out, model, optimizer, state, o.keep_checkpoints, save,
+                               task.state_tensors());
     on_progress(p);
   };
 

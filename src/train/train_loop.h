@@ -12,6 +12,7 @@
 
 #include "core/rng.h"
 #include "model/model.h"
+#include "train/checkpoint.h"
 #include "train/memory_estimate.h"
 
 namespace distill {
@@ -73,8 +74,14 @@ class TrainTask {
   virtual ~TrainTask() = default;
   // The config of a fresh model (not called on resume: the checkpoint has it).
   virtual ModelConfig model_config() = 0;
+  // Called once the model is built (fresh or resumed), before init_model or a checkpoint load:
+  // where a task sizes what it trains besides the model (state_tensors()).
+  virtual void attach(const Model& model) { (void)model; }
   // Initial weights of a fresh model (random, a checkpoint, the teacher's layers...).
   virtual void init_model(Model& model, uint64_t seed) = 0;
+  // What the task trains or carries besides the model, saved with every checkpoint and restored
+  // on resume (train/checkpoint.h).
+  virtual std::vector<StateTensor> state_tensors() { return {}; }
   // One optimizer step's forward/backward: accumulate gradients into model.grads() (zeroed by
   // the loop) for grad_accum micro-batches drawn with `rng`.
   virtual StepResult step(Model& model, Rng& rng) = 0;
