@@ -1,7 +1,9 @@
-// Hidden-state distillation (distill/hidden_loss.h, Model::add_hidden_grad): finite-difference
-// checks of the mse and cosine losses' gradients wrt the student states and the projection, of
-// the gradient a model receives through add_hidden_grad at every layer boundary (both
-// architectures, with and without activation checkpointing), and the layer map's parsing.
+// Hidden-state and attention distillation (distill/hidden_loss.h, Model::add_hidden_grad,
+// Model::add_attention_grad): finite-difference checks of the mse and cosine losses' gradients
+// wrt the student states and the projection, of the attention-map KL's, of the gradients a model
+// receives through add_hidden_grad at every layer boundary and through add_attention_grad at the
+// first and last layer (both architectures, with and without activation checkpointing), and the
+// layer maps' parsing.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -174,6 +176,105 @@ TEST(HiddenLoss, ModelGradientThroughEveryBoundaryMatchesFiniteDifferences) {
         EXPECT_GT(checked, 20);
         // The check compared real gradients, not zeros (boundary 0 reaches the embeddings only).
         EXPECT_GT(nonzero, boundary == 0 ? 0 : 5);
+      }
+    }
+  }
+}
+
+// Attention-map KL: its gradient wrt the student's attention probabilities (free variables here)
+// matches central differences, with different head counts and a masked query position.
+TEST(AttentionLoss, GradientMatchesFiniteDifferences) {
+  const int B = 2, T = 4, NHs = 3, NHt = 2;
+  auto probs = [&](int NH, uint64_t seed) {
+    Rng rng(seed);
+    std::vector<float> a(size_t(B) * NH * T * T, 0.0f);
+    for (int bh = 0; bh < B * NH; bh++)
+      for (int i = 0; i < T; i++) {
+        double sum = 0.0;
+        for (int j = 0; j <= i; j++) sum += a[(size_t(bh) * T + i) * T + j] = float(0.2 + rng.uniform());
+        for (int j = 0; j <= i; j++) a[(size_t(bh) * T + i) * T + j] /= float(sum);
+      }
+    return a;
+  };
+  std::vector<float> s = probs(NHs, 1), t = probs(NHt, 2), ds(s.size(), 0.0f);
+  std::vector<float> w(size_t(B) * T, 1.0f);
+  w[5] = 0.0f;
+  const double norm = 6.0, scale = 0.8;
+  const double l = attention_map_loss(s.data(), NHs, t.data(), NHt, w.data(), B, T, norm, scale,
+                                      ds.data());
+  EXPECT_GT(l, 0.0);
+  EXPECT_NEAR(attention_map_loss(t.data(), NHt, t.data(), NHt, w.data(), B, T, norm, scale,
+                                 nullptr), 0.0, 1e-7);  // identical maps
+  const float h = 1e-3f;
+  for (size_t i = 0; i < s.size(); i++) {
+    const size_t row = i / T, col = i % T, qi = row % T;
+    if (col > qi) continue;  // above the causal diagonal: not part of the loss
+    const float keep = s[i];
+    s[i] = keep + h;
+    const double up = attention_map_loss(s.data(), NHs, t.data(), NHt, w.data(), B, T, norm,
+                                         scale, nullptr);
+    s[i] = keep - h;
+    const double down = attention_map_loss(s.data(), NHs, t.data(), NHt, w.data(), B, T, norm,
+                                           scale, nullptr);
+    s[i] = keep;
+    const double fd = (up - down) / (2.0 * h);
+    EXPECT_NEAR(ds[i], fd, 1e-3 + 1e-3 * std::fabs(fd)) << i;
+  }
+}
+
+// L = sum(G * attention probabilities of layer l): its parameter gradients from
+// add_attention_grad(l, G) with zero dlogits match central differences (gpt2, llama with GQA
+// and RoPE; the first and the last layer; the last one also under checkpointing).
+TEST(AttentionLoss, ModelGradientThroughTheSoftmaxMatchesFiniteDifferences) {
+  for (Arch arch : {Arch::Gpt2, Arch::Llama}) {
+    for (int layer : {0, 1}) {
+      for (bool checkpointing : {false, true}) {
+        if (checkpointing && layer == 0) continue;  // only the last layer's maps are kept
+        SCOPED_TRACE(std::string(arch == Arch::Gpt2 ? "gpt2" : "llama") + " layer " +
+                     std::to_string(layer) + (checkpointing ? " checkpointing" : ""));
+        const ModelConfig c = small_config(arch);
+        Model m(c);
+        m.init_weights(9);
+        for (size_t i = 0; i < m.num_params(); i++) m.params()[i] *= 3.0f;
+        m.set_checkpointing(checkpointing);
+        const int B = 2, T = 5, N = B * T, V = c.vocab_size;
+        std::vector<int32_t> ids(N);
+        for (int i = 0; i < N; i++) ids[i] = (i * 5 + 1) % V;
+        const size_t n = size_t(B) * c.num_heads * T * T;
+        const std::vector<float> G = random_vector(n, 40 + layer);
+        auto loss = [&]() {
+          m.forward(ids.data(), B, T);
+          const float* a = m.layer_activations(layer).attention;
+          double sum = 0.0;
+          for (size_t i = 0; i < n; i++)
+            if (size_t(i % T) <= (i / T) % T) sum += double(G[i]) * a[i];  // causal part
+          return sum;
+        };
+        std::vector<float> Gc = G;  // the gradient only of the causal part
+        for (size_t i = 0; i < n; i++)
+          if (size_t(i % T) > (i / T) % T) Gc[i] = 0.0f;
+        const std::vector<float> zero_dlogits(size_t(N) * V, 0.0f);
+        m.zero_grad();
+        m.forward(ids.data(), B, T);
+        m.add_attention_grad(layer, Gc.data());
+        m.backward(zero_dlogits.data());
+        int nonzero = 0;
+        for (const ParamSpec& s : m.param_specs()) {
+          for (size_t e = 0; e < s.numel; e += std::max<size_t>(1, s.numel / 3)) {
+            const size_t k = s.offset + e;
+            const float keep = m.params()[k], h = 2e-3f;
+            m.params()[k] = keep + h;
+            const double up = loss();
+            m.params()[k] = keep - h;
+            const double down = loss();
+            m.params()[k] = keep;
+            const double fd = (up - down) / (2.0 * h);
+            const double g = m.grads()[k];
+            EXPECT_NEAR(g, fd, 2e-2 + 3e-2 * std::fabs(fd)) << s.name << "[" << e << "]";
+            nonzero += std::fabs(g) > 1e-4;
+          }
+        }
+        EXPECT_GT(nonzero, 3);
       }
     }
   }

@@ -245,6 +245,16 @@ TEST(HiddenStates, LearnedProjectionTrainsAndResumesBitIdentically) {
     EXPECT_EQ(resumed[i]["loss"], straight[i]["loss"]) << "step " << i + 1;
     EXPECT_EQ(resumed[i]["loss_hidden"], straight[i]["loss_hidden"]) << "step " << i + 1;
   }
+  // Attention maps (teacher 4 heads, student 4): the KL between head-averaged maps falls too.
+  r = run_cli("train --teacher " + teacher + " --data " + text + " --student-preset demo-student"
+              " --loss kl --attention-loss kl --attention-layers 1:1,3:3 --steps 30"
+              " --batch-size 2 --seq-len 32 --eval-every 30 --eval-batches 1 --warmup 2"
+              " --lr 3e-3 --seed 5 --threads 2 --out " + (dir / "attention").string(), dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<nlohmann::json> att = steps_of(dir / "attention");
+  ASSERT_EQ(att.size(), 30u);
+  EXPECT_LT(att.back()["loss_attention"].get<double>(),
+            0.8 * att.front()["loss_attention"].get<double>());
 }
 
 }  // namespace

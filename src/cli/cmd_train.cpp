@@ -53,6 +53,13 @@ VerbRun add_train(CLI::App& app) {
                  "when the widths differ)");
   app.add_option("--hidden-weight", o->hidden_weight, "weight of the hidden-state term")
       ->capture_default_str();
+  app.add_option("--attention-loss", o->attention_loss,
+                 "online: also distill head-averaged attention maps with kl");
+  app.add_option("--attention-weight", o->attention_weight, "weight of the attention term")
+      ->capture_default_str();
+  app.add_option("--attention-layers", o->attention_layers,
+                 "attention pairs student:teacher layers (0-based), e.g. 3:5, or last")
+      ->capture_default_str();
   app.add_option("--layer-map", o->layer_map,
                  "hidden-state pairs student:teacher boundaries (0 = embeddings, L = last "
                  "layer's output), e.g. 2:4,4:8, or uniform")

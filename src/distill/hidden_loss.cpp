@@ -1,5 +1,6 @@
 #include "distill/hidden_loss.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -18,16 +19,16 @@ const char* hidden_loss_name(HiddenLossKind kind) {
   return kind == HiddenLossKind::MSE ? "mse" : "cosine";
 }
 
-std::vector<std::pair<int, int>> parse_layer_map(const std::string& text, int Ls, int Lt) {
+namespace {
+
+// "s:t,..." pairs with s in [0, smax], t in [0, tmax], each s at most once; `flag` and `range`
+// name the option and what the numbers are in errors.
+std::vector<std::pair<int, int>> parse_pairs(const std::string& text, int smax, int tmax,
+                                             const std::string& flag, const std::string& range) {
   std::vector<std::pair<int, int>> pairs;
-  if (text.empty() || text == "uniform") {
-    for (int i = 1; i <= Ls; i++)
-      pairs.emplace_back(i, int(std::lround(double(i) * Lt / Ls)));
-    return pairs;
-  }
   std::stringstream ss(text);
   std::string item;
-  std::vector<uint8_t> used(size_t(Ls) + 1, 0);
+  std::vector<uint8_t> used(size_t(smax) + 1, 0);
   while (std::getline(ss, item, ',')) {
     const size_t colon = item.find(':');
     int s = -1, t = -1;
@@ -42,16 +43,35 @@ std::vector<std::pair<int, int>> parse_layer_map(const std::string& text, int Ls
       s = t = -1;
     }
     if (s < 0 || t < 0)
-      throw Error("--layer-map '{}': '{}' is not student:teacher (e.g. 2:4)", text, item);
-    if (s > Ls || t > Lt)
-      throw Error("--layer-map '{}': '{}' is out of range: student boundaries 0..{}, teacher "
-                  "0..{} (0 = embeddings, L = last layer's output)", text, item, Ls, Lt);
-    if (used[s]) throw Error("--layer-map '{}': student boundary {} is mapped twice", text, s);
+      throw Error("{} '{}': '{}' is not student:teacher (e.g. 2:4)", flag, text, item);
+    if (s > smax || t > tmax)
+      throw Error("{} '{}': '{}' is out of range: student {} 0..{}, teacher 0..{}", flag, text,
+                  item, range, smax, tmax);
+    if (used[s]) throw Error("{} '{}': student {} {} is mapped twice", flag, text, range, s);
     used[s] = 1;
     pairs.emplace_back(s, t);
   }
-  if (pairs.empty()) throw Error("--layer-map is empty");
+  if (pairs.empty()) throw Error("{} is empty", flag);
   return pairs;
+}
+
+}  // namespace
+
+std::vector<std::pair<int, int>> parse_layer_map(const std::string& text, int Ls, int Lt) {
+  if (text.empty() || text == "uniform") {
+    std::vector<std::pair<int, int>> pairs;
+    for (int i = 1; i <= Ls; i++)
+      pairs.emplace_back(i, int(std::lround(double(i) * Lt / Ls)));
+    return pairs;
+  }
+  return parse_pairs(text, Ls, Lt, "--layer-map",
+                     "boundaries (0 = embeddings, L = last layer's output)");
+}
+
+std::vector<std::pair<int, int>> parse_attention_layers(const std::string& text, int Ls,
+                                                        int Lt) {
+  if (text.empty() || text == "last") return {{Ls - 1, Lt - 1}};
+  return parse_pairs(text, Ls - 1, Lt - 1, "--attention-layers", "layers");
 }
 
 double hidden_state_loss(HiddenLossKind kind, const float* hs, const float* W, const float* ht,
@@ -108,6 +128,44 @@ double hidden_state_loss(HiddenLossKind kind, const float* hs, const float* W, c
       matmul_backward(dhs, dW, nullptr, du.data(), hs, W, N, Cs, Ct);
     } else if (dhs) {
       for (size_t i = 0; i < size_t(N) * Ct; i++) dhs[i] += du[i];
+    }
+  }
+  return total;
+}
+
+double attention_map_loss(const float* att_s, int NHs, const float* att_t, int NHt,
+                          const float* weights, int B, int T, double normalizer, double scale,
+                          float* datt_s) {
+  if (!(normalizer > 0.0)) return 0.0;
+  const size_t square = size_t(T) * T;
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+  for (int bi = 0; bi < B * T; bi++) {
+    const int b = bi / T, i = bi % T;
+    const double w = weights ? weights[bi] : 1.0;
+    if (w == 0.0) continue;
+    std::vector<double> ms(size_t(i) + 1, 0.0), mt(size_t(i) + 1, 0.0);
+    for (int h = 0; h < NHs; h++) {
+      const float* row = att_s + (size_t(b) * NHs + h) * square + size_t(i) * T;
+      for (int j = 0; j <= i; j++) ms[j] += row[j];
+    }
+    for (int h = 0; h < NHt; h++) {
+      const float* row = att_t + (size_t(b) * NHt + h) * square + size_t(i) * T;
+      for (int j = 0; j <= i; j++) mt[j] += row[j];
+    }
+    const double c = w * scale / normalizer;
+    double kl = 0.0;
+    for (int j = 0; j <= i; j++) {
+      ms[j] = std::max(ms[j] / NHs, 1e-30);
+      mt[j] /= NHt;
+      if (mt[j] > 0.0) kl += mt[j] * (std::log(mt[j]) - std::log(ms[j]));
+    }
+    total += c * kl;
+    if (!datt_s) continue;
+    // d KL / d A_s,h[j] = -(1/NHs) * mt[j] / ms[j]
+    for (int h = 0; h < NHs; h++) {
+      float* drow = datt_s + (size_t(b) * NHs + h) * square + size_t(i) * T;
+      for (int j = 0; j <= i; j++) drow[j] += float(-c * mt[j] / (ms[j] * NHs));
     }
   }
   return total;

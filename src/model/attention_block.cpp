@@ -77,7 +77,7 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
                               const AttentionWeights& w, const AttentionGrads& g,
                               const AttentionActs& a, AttentionScratch& sc,
                               const AttentionShape& s, const RopeTables& rope,
-                              MatmulPrecision prec) {
+                              MatmulPrecision prec, const float* extra_datt) {
   const int N = s.B * s.T;
   const size_t nq = size_t(N) * s.NH * s.HD, nkv = size_t(N) * s.NKV * s.HD;
   zero(sc.dym, nq);
@@ -95,6 +95,8 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
   const float* k = norm ? a.kn : a.k;
   attention_backward(dq_att, dk_att, sc.dv, sc.datt, sc.dy, a.att, q, k, a.v, s.B, s.T, s.NH,
                      s.NKV, s.HD, prec);
+  if (extra_datt)
+    attention_probs_backward(dq_att, dk_att, extra_datt, a.att, q, k, s.B, s.T, s.NH, s.NKV, s.HD);
   if (rope.cos) {
     rope_backward(dq_att, rope.cos, rope.sin, s.B, s.NH, s.T, s.HD);
     rope_backward(dk_att, rope.cos, rope.sin, s.B, s.NKV, s.T, s.HD);
@@ -181,6 +183,42 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
     }
   }
   matmul_forward(out, y, w.o_w, w.o_b, R, s.NH * HD, s.C);
+}
+
+void attention_probs_backward(float* dq, float* dk, const float* datt, const float* att,
+                              const float* q, const float* k, int B, int T, int NH, int NKV,
+                              int HD) {
+  const int group = NH / NKV;
+  const float scale = 1.0f / std::sqrt(float(HD));
+  const size_t head = size_t(T) * HD, square = size_t(T) * T;
+  // One task per kv head (its query heads accumulate into the same dk): race-free, ordered.
+#pragma omp parallel for schedule(static)
+  for (int bkv = 0; bkv < B * NKV; bkv++) {
+    const int b = bkv / NKV, kvh = bkv % NKV;
+    const float* kh = k + size_t(bkv) * head;
+    float* dkh = dk + size_t(bkv) * head;
+    std::vector<float> dpre(T);
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+      const size_t bh = size_t(b) * NH + h;
+      for (int i = 0; i < T; i++) {
+        const float* arow = att + bh * square + size_t(i) * T;
+        const float* grow = datt + bh * square + size_t(i) * T;
+        double dot = 0.0;
+        for (int j = 0; j <= i; j++) dot += double(grow[j]) * arow[j];
+        for (int j = 0; j <= i; j++) dpre[j] = float(arow[j] * (grow[j] - dot)) * scale;
+        const float* qi = q + bh * head + size_t(i) * HD;
+        float* dqi = dq + bh * head + size_t(i) * HD;
+        for (int j = 0; j <= i; j++) {
+          const float* kj = kh + size_t(j) * HD;
+          float* dkj = dkh + size_t(j) * HD;
+          for (int d = 0; d < HD; d++) {
+            dqi[d] += dpre[j] * kj[d];
+            dkj[d] += dpre[j] * qi[d];
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace distill

@@ -71,11 +71,20 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
                              AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
                              MatmulPrecision prec);
 // dinp (B,T,C) += d(block)/d(inp) applied to dout (B,T,C); parameter gradients accumulate.
+// extra_datt (B,NH,T,T), when given, is a further gradient w.r.t. the attention probabilities
+// a.att (attention distillation), sent through the softmax to q and k as well.
 void attention_block_backward(float* dinp, const float* dout, const float* inp,
                               const AttentionWeights& w, const AttentionGrads& g,
                               const AttentionActs& a, AttentionScratch& sc,
                               const AttentionShape& s, const RopeTables& rope,
-                              MatmulPrecision prec);
+                              MatmulPrecision prec, const float* extra_datt = nullptr);
+
+// dq (B,NH,T,HD) += and dk (B,NKV,T,HD) += what a gradient datt (B,NH,T,T) w.r.t. the causal
+// attention probabilities att = softmax(q k^T / sqrt(HD)) sends to q and k (GQA: query head h
+// uses kv head h / (NH/NKV)). Plain loops: used by attention distillation only.
+void attention_probs_backward(float* dq, float* dk, const float* datt, const float* att,
+                              const float* q, const float* k, int B, int T, int NH, int NKV,
+                              int HD);
 
 // Incremental attention over a KV cache for the rows of an InferBatch (inference only).
 // inp (R,C) the normed hidden rows; out (R,C). qkv_scratch (R,QKV) and y_scratch (R,NH*HD) are

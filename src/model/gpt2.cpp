@@ -193,7 +193,7 @@ class Gpt2 final : public ArchImpl {
                          a.ln2_rstd, N, C);
       std::memset(b.dx, 0, NC * sizeof(float));
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
-                               RopeTables{}, prec);
+                               RopeTables{}, prec, attention_grad(l));
       layernorm_backward(b.dres, L.dln1_w, L.dln1_b, b.dx, a.res, L.ln1_w, a.ln1_mean,
                          a.ln1_rstd, N, C);
     }
@@ -244,6 +244,12 @@ class Gpt2 final : public ArchImpl {
   }
 
  private:
+  // Attention distillation: the gradient registered for layer l's attention probabilities.
+  const float* attention_grad(int l) const {
+    const auto& g = m_.attention_grads();
+    return size_t(l) < g.size() ? g[l] : nullptr;
+  }
+
   // Hidden-state distillation: dres += the gradient registered for boundary i, if any.
   void add_hidden_grad(int i, float* dres, size_t NC) const {
     const auto& g = m_.hidden_grads();

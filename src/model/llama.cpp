@@ -214,7 +214,7 @@ class Llama final : public ArchImpl {
       // Attention: dres is now the gradient of res_mid.
       std::memset(b.dx, 0, NC * sizeof(float));
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
-                               rope_, prec);
+                               rope_, prec, attention_grad(l));
       rmsnorm_backward(b.dres, L.dln1, b.dx, a.res, L.ln1, a.ln1_rstd, N, C);
     }
     add_hidden_grad(0, b.dres, NC);
@@ -259,6 +259,12 @@ class Llama final : public ArchImpl {
   }
 
  private:
+  // Attention distillation: the gradient registered for layer l's attention probabilities.
+  const float* attention_grad(int l) const {
+    const auto& g = m_.attention_grads();
+    return size_t(l) < g.size() ? g[l] : nullptr;
+  }
+
   // Hidden-state distillation: dres += the gradient registered for boundary i, if any.
   void add_hidden_grad(int i, float* dres, size_t NC) const {
     const auto& g = m_.hidden_grads();

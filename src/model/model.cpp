@@ -87,6 +87,18 @@ void Model::backward(const float* dlogits) {
     throw Error("internal error: backward on an inference-only model (loaded by load_model_dir)");
   impl_->backward(dlogits);
   hidden_grads_.assign(hidden_grads_.size(), nullptr);
+  attention_grads_.assign(attention_grads_.size(), nullptr);
+}
+
+void Model::add_attention_grad(int l, const float* datt) {
+  if (l < 0 || l >= config_.num_layers)
+    throw Error("layer {} out of range: the model has layers 0..{}", l, config_.num_layers - 1);
+  if (last_checkpointing_ && l + 1 < config_.num_layers)
+    throw Error("internal error: attention gradients of layer {} need a forward without "
+                "checkpointing", l);
+  attention_grads_.resize(size_t(config_.num_layers), nullptr);
+  DISTILL_CHECK(attention_grads_[l] == nullptr);
+  attention_grads_[l] = datt;
 }
 
 const float* Model::hidden(int i) const {
@@ -101,8 +113,8 @@ LayerActivations Model::layer_activations(int l) const {
   DISTILL_CHECK(forwarded_);
   if (l < 0 || l >= config_.num_layers)
     throw Error("layer {} out of range: the model has layers 0..{}", l, config_.num_layers - 1);
-  if (last_checkpointing_)
-    throw Error("internal error: layer activations need a forward without checkpointing");
+  if (last_checkpointing_ && l + 1 < config_.num_layers)
+    throw Error("internal error: layer {}'s activations need a forward without checkpointing", l);
   return impl_->layer_activations(l);
 }
 

@@ -93,13 +93,19 @@ class Model {
   // [0, num_layers], (B*T, C): 0 is the embeddings, i < L layer i's input, L the last layer's
   // output before the final norm. Valid until the next forward.
   const float* hidden(int i) const;
-  // Layer l's activations of the last forward(), which must have run without checkpointing.
+  // Layer l's activations of the last forward(), which must have run without checkpointing
+  // (with it, only the last layer's are still there).
   LayerActivations layer_activations(int l) const;
   // Hidden-state distillation: the next backward() also adds d(loss)/d(hidden(i)) = dh (B*T, C)
   // to the residual-stream gradient at boundary i. dh must stay valid until that backward, which
   // consumes every registered gradient.
   void add_hidden_grad(int i, const float* dh);
   const std::vector<const float*>& hidden_grads() const { return hidden_grads_; }
+  // Attention distillation: the next backward() also sends datt (B,NH,T,T), a gradient w.r.t.
+  // layer l's attention probabilities (layer_activations(l).attention), through its softmax.
+  // Consumed by that backward, like add_hidden_grad.
+  void add_attention_grad(int l, const float* datt);
+  const std::vector<const float*>& attention_grads() const { return attention_grads_; }
   float* forward_rows(const InferBatch& batch, KvCache& cache);  // see ArchImpl::forward_rows
   // A cache for `slots` sequences of up to max_len positions.
   std::unique_ptr<KvCache> make_cache(int slots, int max_len) const;
@@ -129,6 +135,7 @@ class Model {
   bool forwarded_ = false;                   // a training forward has run
   bool last_checkpointing_ = false;          // the last forward's checkpointing
   std::vector<const float*> hidden_grads_;   // per boundary, null: none (add_hidden_grad)
+  std::vector<const float*> attention_grads_;  // per layer, null: none (add_attention_grad)
   std::unique_ptr<ArchImpl> impl_;
 };
 

@@ -232,9 +232,10 @@ void distill_train(const DistillTrainOptions& options, const ProgressFn& on_prog
   if (!options.dataset.empty() && !options.teacher_endpoint.empty())
     throw Error("--teacher-endpoint scores --data text online; a --dataset already holds its "
                 "teacher's log-probabilities");
-  if (!options.dataset.empty() && !options.hidden_loss.empty())
-    throw Error("--hidden-loss needs the teacher in process (--teacher with --data): a dataset "
-                "holds no hidden states");
+  if (!options.dataset.empty() &&
+      (!options.hidden_loss.empty() || !options.attention_loss.empty()))
+    throw Error("--hidden-loss and --attention-loss need the teacher in process (--teacher with "
+                "--data): a dataset holds no hidden states or attention maps");
   if (!options.dataset.empty() && options.on_policy_fraction > 0.0f)
     throw Error("--on-policy-fraction needs the teacher in process (--teacher with --data): "
                 "a dataset's teacher cannot score the student's new text");

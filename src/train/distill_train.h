@@ -39,6 +39,11 @@ struct DistillTrainOptions {
   std::string hidden_loss;             // "" (none) | mse | cosine
   float hidden_weight = 1.0f;
   std::string layer_map = "uniform";   // "uniform" or "s:t,..." student:teacher boundaries
+  // Attention-map distillation (online): adds attention_weight x the mean over the pairs of
+  // KL(teacher || student) between head-averaged attention maps (distill/hidden_loss.h).
+  std::string attention_loss;          // "" (none) | kl
+  float attention_weight = 1.0f;
+  std::string attention_layers = "last";  // "last" or "s:t,..." student:teacher layers
   // Online distillation from a teacher behind an OpenAI-compatible endpoint that returns prompt
   // log-probabilities (echo + logprobs; harvest/api_teacher.h) instead of --teacher: sparse
   // top-k losses on the corpus windows and on the student's own samples. The student's tokenizer

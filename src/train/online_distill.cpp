@@ -42,9 +42,9 @@ class OnlineDistillTask final : public DistillTaskBase {
       if (teacher_)
         throw Error("give the teacher as --teacher (a model directory) or --teacher-endpoint, "
                     "not both");
-      if (!o.hidden_loss.empty())
-        throw Error("--hidden-loss needs the teacher's weights (--teacher): an endpoint returns "
-                    "log-probabilities only");
+      if (!o.hidden_loss.empty() || !o.attention_loss.empty())
+        throw Error("--hidden-loss and --attention-loss need the teacher's weights (--teacher): "
+                    "an endpoint returns log-probabilities only");
       if (!tokenizer_) byte_tokenizer_ = std::make_unique<ByteLevelTokenizer>();
       harvest::ApiTeacherOptions a;
       a.endpoint = o.teacher_endpoint;
@@ -67,6 +67,10 @@ class OnlineDistillTask final : public DistillTaskBase {
     if (!o.hidden_loss.empty()) hidden_kind_ = parse_hidden_loss(o.hidden_loss);
     if (!(o.hidden_weight >= 0.0f))
       throw Error("--hidden-weight {}: expected >= 0", o.hidden_weight);
+    if (!o.attention_loss.empty() && o.attention_loss != "kl")
+      throw Error("--attention-loss '{}': expected kl", o.attention_loss);
+    if (!(o.attention_weight >= 0.0f))
+      throw Error("--attention-weight {}: expected >= 0", o.attention_weight);
     // The teacher never runs backward: its forward need not keep every layer's activations.
     if (teacher_) teacher_->set_checkpointing(true);
   }
@@ -144,7 +148,7 @@ class OnlineDistillTask final : public DistillTaskBase {
     dist::allreduce_sum(&normalizer, 1);
     dlogits_.resize(size_t(n) * V);
     KdLossResult total;
-    double hidden = 0.0;
+    double hidden = 0.0, attention = 0.0;
     for (auto& g : proj_grad_) std::fill(g.begin(), g.end(), 0.0f);
     for (int a = 0; a < A && nb > 0; a++) {
       const size_t at = a * BT + size_t(b0) * T;
@@ -161,6 +165,7 @@ class OnlineDistillTask final : public DistillTaskBase {
         add(total, kd_loss_dense(spec_, student_logits, teacher_logits, targets_.data() + at,
                                  weights_.data() + at, n, V, normalizer, dlogits_.data()));
       hidden += hidden_losses(model, weights_.data() + at, n, normalizer, true);
+      attention += attention_losses(model, weights_.data() + at, nb, normalizer, true);
       model.backward(dlogits_.data());
     }
     allreduce(total);
@@ -170,6 +175,11 @@ class OnlineDistillTask final : public DistillTaskBase {
       total.loss += hidden;
       details["loss_hidden"] = hidden;
       step_projections();
+    }
+    if (!attention_pairs_.empty()) {
+      dist::allreduce_sum(&attention, 1);
+      total.loss += attention;
+      details["loss_attention"] = attention;
     }
     if (o_.on_policy_fraction > 0.0f) {
       details["on_policy_batches"] = on_policy_batches;
@@ -217,6 +227,7 @@ class OnlineDistillTask final : public DistillTaskBase {
       loss += kd_loss_dense(spec_, s, t, targets.data() + at, weights.data(), nb * T, V,
                             normalizer, nullptr).loss;
       loss += hidden_losses(model, weights.data(), nb * T, normalizer, false);
+      loss += attention_losses(model, weights.data(), nb, normalizer, false);
     }
     dist::allreduce_sum(&loss, 1);
     return float(loss);
@@ -234,12 +245,27 @@ class OnlineDistillTask final : public DistillTaskBase {
     if (hidden_kind_)
       j["hidden"] = {{"loss", hidden_loss_name(*hidden_kind_)}, {"weight", o_.hidden_weight},
                      {"layer_map", o_.layer_map}};
+    if (!o_.attention_loss.empty())
+      j["attention"] = {{"loss", o_.attention_loss}, {"weight", o_.attention_weight},
+                        {"layers", o_.attention_layers}};
     return j;
   }
 
   // Hidden-state distillation: the layer map and, when the widths differ, one learned
   // projection (Ct, Cs) per pair with its Adam moments.
   void attach(const Model& model) override {
+    if (!o_.attention_loss.empty()) {
+      const int Ls = model.config().num_layers, Lt = teacher_->config().num_layers;
+      attention_pairs_ = parse_attention_layers(o_.attention_layers, Ls, Lt);
+      datt_.assign(attention_pairs_.size(), {});
+      for (const auto& [ls, lt] : attention_pairs_) {
+        // Checkpointing keeps only the last layer's attention maps after a forward.
+        if (lt + 1 < Lt) teacher_->set_checkpointing(false);
+        if (ls + 1 < Ls && o_.loop.checkpoint_activations)
+          throw Error("--attention-layers '{}': with --checkpoint-activations only the last "
+                      "student layer's attention can be distilled", o_.attention_layers);
+      }
+    }
     if (!hidden_kind_) return;
     const ModelConfig &s = model.config(), &t = teacher_->config();
     pairs_ = parse_layer_map(o_.layer_map, s.num_layers, t.num_layers);
@@ -274,7 +300,29 @@ class OnlineDistillTask final : public DistillTaskBase {
   int prompt_tokens() const {
     return o_.prompt_tokens > 0 ? o_.prompt_tokens : std::max(1, o_.loop.seq_len / 2);
   }
-  bool needs_teacher() const { return spec_.needs_teacher() || hidden_kind_.has_value(); }
+  bool needs_teacher() const {
+    return spec_.needs_teacher() || hidden_kind_.has_value() || !o_.attention_loss.empty();
+  }
+
+  // The attention-map term of the micro-batch the student and teacher just ran forward (rows
+  // of T positions); with `backward`, registers its gradients with the student.
+  double attention_losses(Model& model, const float* weights, int rows, double normalizer,
+                          bool backward) {
+    if (attention_pairs_.empty()) return 0.0;
+    const int T = o_.loop.seq_len, NHs = model.config().num_heads;
+    const int NHt = teacher_->config().num_heads;
+    const double scale = double(o_.attention_weight) / double(attention_pairs_.size());
+    double loss = 0.0;
+    for (size_t k = 0; k < attention_pairs_.size(); k++) {
+      const auto [ls, lt] = attention_pairs_[k];
+      if (backward) datt_[k].assign(size_t(rows) * NHs * T * T, 0.0f);
+      loss += attention_map_loss(model.layer_activations(ls).attention, NHs,
+                                 teacher_->layer_activations(lt).attention, NHt, weights, rows, T,
+                                 normalizer, scale, backward ? datt_[k].data() : nullptr);
+      if (backward) model.add_attention_grad(ls, datt_[k].data());
+    }
+    return loss;
+  }
   const Tokenizer& text_tokenizer() const {
     return tokenizer_ ? *tokenizer_ : *byte_tokenizer_;
   }
@@ -406,6 +454,8 @@ class OnlineDistillTask final : public DistillTaskBase {
   std::vector<std::vector<float>> dh_;      // per pair (n, Cs): the student's hidden gradients
   std::vector<std::vector<float>> proj_, proj_grad_, proj_m_, proj_v_;  // per pair (Ct, Cs)
   float proj_steps_ = 0.0f;
+  std::vector<std::pair<int, int>> attention_pairs_;  // student : teacher layers
+  std::vector<std::vector<float>> datt_;              // per pair (rows, NHs, T, T)
 };
 
 }  // namespace
