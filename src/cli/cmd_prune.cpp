@@ -48,7 +48,7 @@ void print_result(const PruneOptions& o, const PruneResult& r) {
   for (int l = 0; l < t.num_layers; l++) {
     const auto it = std::find(p.layers.begin(), p.layers.end(), l);
     const bool kept = it != p.layers.end();
-    std::string heads = "-", mlp = "-";
+    std::string heads = marked_scores(r.importance.heads[size_t(l)], {}), mlp = "-";
     if (kept) {
       const size_t k = size_t(it - p.layers.begin());
       std::vector<int> q;
