@@ -169,14 +169,10 @@ std::vector<int> axis_indices(Axis axis, int64_t n, int l, const PrunePlan& plan
 
 }  // namespace
 
-void check_prune_target(const ModelConfig& c, const PruneOptions& o) {
-  if (o.data.empty()) throw Error("prune needs --data: calibration text files");
-  if (o.out.empty()) throw Error("prune needs --out: the output model directory");
-  if (o.calib_tokens < 1 || o.seq_len < 1 || o.batch_size < 1)
-    throw Error("--calib-tokens ({}), --seq-len ({}) and --batch-size ({}) must be positive",
-                o.calib_tokens, o.seq_len, o.batch_size);
-  if (c.arch == Arch::Gpt2 && o.seq_len > c.max_position)
-    throw Error("--seq-len {} exceeds the teacher's n_positions {}", o.seq_len, c.max_position);
+namespace {
+
+// The target shape alone (what plan_pruning needs).
+void check_target_shape(const ModelConfig& c, const PruneOptions& o) {
   if (o.layers && !o.drop_layers.empty())
     throw Error("choose --layers or --drop-layers, not both");
   if (o.layers && (*o.layers < 1 || *o.layers > c.num_layers))
@@ -198,6 +194,19 @@ void check_prune_target(const ModelConfig& c, const PruneOptions& o) {
     throw Error("--hidden {}: keep between 1 and the teacher's {} embedding channels", *o.hidden,
                 c.hidden_size);
   resolve_width(c, o);  // gpt2's heads/hidden coupling
+}
+
+}  // namespace
+
+void check_prune_target(const ModelConfig& c, const PruneOptions& o) {
+  if (o.data.empty()) throw Error("prune needs --data: calibration text files");
+  if (o.out.empty()) throw Error("prune needs --out: the output model directory");
+  if (o.calib_tokens < 1 || o.seq_len < 1 || o.batch_size < 1)
+    throw Error("--calib-tokens ({}), --seq-len ({}) and --batch-size ({}) must be positive",
+                o.calib_tokens, o.seq_len, o.batch_size);
+  if (c.arch == Arch::Gpt2 && o.seq_len > c.max_position)
+    throw Error("--seq-len {} exceeds the teacher's n_positions {}", o.seq_len, c.max_position);
+  check_target_shape(c, o);
 }
 
 PruneImportance measure_importance(Model& teacher, const TextCorpus& corpus,
@@ -273,7 +282,7 @@ PruneImportance measure_importance(Model& teacher, const TextCorpus& corpus,
 }
 
 PrunePlan plan_pruning(const ModelConfig& c, const PruneImportance& imp, const PruneOptions& o) {
-  check_prune_target(c, o);
+  check_target_shape(c, o);
   DISTILL_CHECK(imp.block_influence.size() == size_t(c.num_layers));
   PrunePlan p;
   if (o.layers) {

@@ -58,9 +58,9 @@ struct PrunePlan {
   ModelConfig config;                       // the student's
 };
 
-// Throws, naming the option, when the target cannot be cut out of `teacher` (more heads than it
-// has, heads not a multiple of the GQA group, zero layers, ...). Cheap: run it before
-// calibration.
+// Throws, naming the option, when the inputs are missing (--data, --out) or the target cannot be
+// cut out of `teacher` (more heads than it has, heads not a multiple of the GQA group, zero
+// layers, ...). Cheap: run it before calibration.
 void check_prune_target(const ModelConfig& teacher, const PruneOptions& options);
 
 // Forward passes of `teacher` over options.calib_tokens tokens of random windows of `corpus`
