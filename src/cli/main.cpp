@@ -51,6 +51,8 @@ int run(int argc, char** argv) {
       distill::cli::add_score);
   add("eval", "compare teacher, student and baselines; write report.html",
       distill::cli::add_eval);
+  add("prune", "cut a smaller student out of a teacher (layers, heads, channels)",
+      distill::cli::add_prune);
   add("sample", "generate text from a model directory", distill::cli::add_sample);
   add("inspect", "print a model directory's config and parameters", distill::cli::add_inspect);
   add("export", "write a model directory as GGUF for llama.cpp", distill::cli::add_export);

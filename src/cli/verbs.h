@@ -17,6 +17,7 @@ VerbRun add_sample(CLI::App& app);
 VerbRun add_bench(CLI::App& app);
 VerbRun add_inspect(CLI::App& app);
 VerbRun add_export(CLI::App& app);
+VerbRun add_prune(CLI::App& app);
 VerbRun add_import(CLI::App& app);
 VerbRun add_tokenizer(CLI::App& app);
 VerbRun add_prepare(CLI::App& app);
