@@ -13,6 +13,7 @@
 #include "formats/safetensors.h"
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer_adapter.h"
+#include "train/cross_tokenizer_task.h"
 #include "tokenizer/tokenizer.h"
 
 namespace distill {
@@ -434,6 +435,10 @@ class OfflineDistillTask final : public DistillTaskBase {
 }  // namespace
 
 void distill_train(const DistillTrainOptions& options, const ProgressFn& on_progress) {
+  if (is_cross_tokenizer(options)) {
+    run_training(options.loop, *make_cross_tokenizer_task(options), on_progress);
+    return;
+  }
   if (options.dataset.empty() == options.data.empty())
     throw Error("give either --dataset (offline: teacher log-probs) or --data with --teacher "
                 "(online: the teacher scores the text as training goes)");
@@ -447,6 +452,8 @@ void distill_train(const DistillTrainOptions& options, const ProgressFn& on_prog
 }
 
 MemoryEstimate distill_train_memory_estimate(const DistillTrainOptions& options) {
+  if (is_cross_tokenizer(options))
+    return estimate_training_memory(options.loop, *make_cross_tokenizer_task(options));
   if (options.dataset.empty() == options.data.empty())
     throw Error("give either --dataset (offline: teacher log-probs) or --data with --teacher "
                 "(online: the teacher scores the text as training goes)");

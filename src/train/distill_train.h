@@ -24,6 +24,9 @@ struct DistillTrainOptions {
   std::string loss = "kl";         // e.g. "kl=0.5,ce=0.5" (see KdLossSpec::parse)
   float temperature = 1.0f;        // T (KD terms are scaled by T^2)
   std::string tail = "bucket";     // sparse teachers: bucket | ignore
+  // A student vocabulary other than the teacher's: a tokenizer file, a model directory, or
+  // "byte" (online only; losses uld / xkl / ce, see train/cross_tokenizer_task.h).
+  std::string student_tokenizer;
   TrainLoopOptions loop;
 };
 
