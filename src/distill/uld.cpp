@@ -184,7 +184,7 @@ double uld_loss(const float* student_logits, int Vs, const float* teacher_logits
                 float* dlogits) {
   double total = 0.0;
   const int n = int(rows.size());
-#pragma omp parallel reduction(+ : total)
+#pragma omp parallel reduction(+ : total) if (size_t(n) * size_t(Vs + Vt) > 65536)
   {
     RowScratch s;
 #pragma omp for schedule(static)
@@ -206,7 +206,7 @@ double exact_match_kl_loss(const float* student_logits, const float* teacher_log
   for (int32_t k : match.student_ids) student_matched[k] = 1;
   double total = 0.0;
   const int n = int(rows.size());
-#pragma omp parallel reduction(+ : total)
+#pragma omp parallel reduction(+ : total) if (size_t(n) * size_t(Vs + Vt) > 65536)
   {
     RowScratch s;
 #pragma omp for schedule(static)
