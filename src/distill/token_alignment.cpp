@@ -14,7 +14,13 @@ std::vector<std::string> vocabulary_bytes(const Tokenizer& tokenizer) {
   return bytes;
 }
 
-void TokenizedText::append(const TokenizedText& other) {
+void TokenizedText::append(TokenizedText&& other) {
+  if (ids.empty()) {
+    const int64_t base = starts.empty() ? 0 : starts.back();
+    *this = std::move(other);
+    for (int64_t& s : starts) s += base;
+    return;
+  }
   const int64_t base = starts.empty() ? 0 : starts.back();
   if (!starts.empty()) starts.pop_back();
   ids.insert(ids.end(), other.ids.begin(), other.ids.end());

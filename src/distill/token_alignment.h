@@ -30,8 +30,9 @@ struct TokenizedText {
   std::vector<int32_t> ids;
   std::vector<int64_t> starts;
   size_t size() const { return ids.size(); }
-  // Appends `other`, whose offsets are relative to a text that follows this one's.
-  void append(const TokenizedText& other);
+  // Appends `other`, whose offsets are relative to a text that follows this one's (moved in
+  // whole when this is empty: a corpus's arrays are never held twice).
+  void append(TokenizedText&& other);
 };
 
 // Encodes `text` (no special tokens) and computes the offsets from `token_bytes`
