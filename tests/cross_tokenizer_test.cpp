@@ -393,11 +393,11 @@ TEST(CrossTokenizerTrain, ResumeIsBitIdentical) {
   const std::string teacher = test_support::save_tiny_teacher(dir);
   auto run = [&](const fs::path& out, int stop_after, bool resume) {
     DistillTrainOptions o = small_run(teacher, corpus, tok, out);
-    o.loop.steps = 8;
+    o.loop.steps = 6;
     o.loop.seq_len = 16;
     o.loop.batch_size = 2;
-    o.loop.eval_every = 4;
-    o.loop.save_every = 4;
+    o.loop.eval_every = 3;
+    o.loop.save_every = 3;
     o.loop.stop_after = stop_after;
     o.loop.resume = resume;
     std::vector<std::pair<int64_t, float>> losses;
@@ -407,10 +407,10 @@ TEST(CrossTokenizerTrain, ResumeIsBitIdentical) {
     return losses;
   };
   const auto straight = run(dir / "straight", 0, false);
-  auto split = run(dir / "split", 4, false);
+  auto split = run(dir / "split", 3, false);
   const auto rest = run(dir / "split", 0, true);
   split.insert(split.end(), rest.begin(), rest.end());
-  ASSERT_EQ(straight.size(), 8u);
+  ASSERT_EQ(straight.size(), 6u);
   EXPECT_EQ(straight, split);
 }
 

@@ -17,7 +17,10 @@
 //        mass onto the bucket, and KL(p' || q') is taken over that partition (|M| + 1
 //        categories). When every student token is matched (e.g. a byte-level student of a BPE
 //        teacher) there is no bucket: the teacher's unmatched mass is dropped and p' is
-//        renormalized over the matched tokens.
+//        renormalized over the matched tokens. The other way round it is a poor target: a
+//        byte-level teacher matches all its tokens, gives the bucket (every merged student token)
+//        no mass, and so pulls the student towards single bytes (measured on KJV, BPE-512
+//        student: held-out perplexity 75 with xkl+ce vs 47 with ce alone after 300 steps).
 //   ce   the student's cross-entropy on the next token (T = 1, no T^2), as in losses.h.
 #pragma once
 #include <cstdint>
