@@ -13,8 +13,8 @@
 #include "formats/safetensors.h"
 #include "model/presets.h"
 #include "tokenizer/byte_tokenizer_adapter.h"
-#include "train/cross_tokenizer_task.h"
 #include "tokenizer/tokenizer.h"
+#include "train/cross_tokenizer_task.h"
 
 namespace distill {
 namespace fs = std::filesystem;
