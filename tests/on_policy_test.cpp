@@ -195,7 +195,7 @@ TEST_F(OnPolicy, EndpointTeacherScoresTheStudentsSamples) {
   // The endpoint teacher cannot give hidden states.
   r = run_cli(args("--teacher-endpoint " + endpoint, dir_ / "hidden") + " --hidden-loss mse", dir_);
   EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.err.find("needs the teacher's weights"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("need the teacher's weights (--teacher)"), std::string::npos) << r.err;
 }
 
 TEST_F(OnPolicy, BadSettingsAreClearErrors) {

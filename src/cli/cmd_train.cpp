@@ -23,6 +23,9 @@ VerbRun add_train(CLI::App& app) {
                  "weighted KD terms: ce, kl, rkl, jsd[:beta], tvd, skl[:lambda], srkl[:lambda], "
                  "e.g. kl=0.5,ce=0.5");
   app.add_option("--temperature", o->temperature, "distillation temperature T (KD x T^2)");
+  app.add_option("--student-tokenizer", o->student_tokenizer,
+                 "student vocabulary other than the teacher's (tokenizer file, model directory "
+                 "or byte): cross-tokenizer distillation with --loss uld, xkl, ce");
   app.add_option("--tail", o->tail, "sparse teachers' tail rule: bucket or ignore");
   app.add_option("--on-policy-fraction", o->on_policy_fraction,
                  "online: share of micro-batches whose text the student samples itself (GKD's "

@@ -11,6 +11,7 @@
 #include "formats/model_dir.h"
 #include "formats/safetensors.h"
 #include "train/distill_task.h"
+#include "train/cross_tokenizer_task.h"
 
 namespace distill {
 namespace fs = std::filesystem;
@@ -225,39 +226,55 @@ class OfflineDistillTask final : public DistillTaskBase {
 
 }  // namespace
 
-void distill_train(const DistillTrainOptions& options, const ProgressFn& on_progress) {
-  if (options.dataset.empty() == options.data.empty())
+namespace {
+
+// The combinations the tasks cannot run, as errors (before anything slow is loaded).
+void check_task_options(const DistillTrainOptions& o, bool cross_tokenizer) {
+  if (cross_tokenizer) {
+    if (o.on_policy_fraction > 0.0f || !o.hidden_loss.empty() || !o.attention_loss.empty())
+      throw Error("--on-policy-fraction, --hidden-loss and --attention-loss need a student that "
+                  "shares the teacher's tokenizer (not with a different --student-tokenizer)");
+    return;
+  }
+  if (o.dataset.empty() == o.data.empty())
     throw Error("give either --dataset (offline: teacher log-probs) or --data with --teacher "
                 "(online: the teacher scores the text as training goes)");
-  if (!options.dataset.empty() && !options.teacher_endpoint.empty())
+  if (o.dataset.empty()) return;
+  if (!o.teacher_endpoint.empty())
     throw Error("--teacher-endpoint scores --data text online; a --dataset already holds its "
                 "teacher's log-probabilities");
-  if (!options.dataset.empty() &&
-      (!options.hidden_loss.empty() || !options.attention_loss.empty()))
+  if (!o.hidden_loss.empty() || !o.attention_loss.empty())
     throw Error("--hidden-loss and --attention-loss need the teacher in process (--teacher with "
                 "--data): a dataset holds no hidden states or attention maps");
-  if (!options.dataset.empty() && options.on_policy_fraction > 0.0f)
+  if (o.on_policy_fraction > 0.0f)
     throw Error("--on-policy-fraction needs the teacher in process (--teacher with --data): "
                 "a dataset's teacher cannot score the student's new text");
-  if (!options.dataset.empty()) {
+}
+
+}  // namespace
+
+void distill_train(const DistillTrainOptions& options, const ProgressFn& on_progress) {
+  const bool cross = is_cross_tokenizer(options);
+  check_task_options(options, cross);
+  if (cross) {
+    run_training(options.loop, *make_cross_tokenizer_task(options), on_progress);
+  } else if (!options.dataset.empty()) {
     OfflineDistillTask task(options);
     run_training(options.loop, task, on_progress);
   } else {
-    const std::unique_ptr<TrainTask> task = make_online_distill_task(options);
-    run_training(options.loop, *task, on_progress);
+    run_training(options.loop, *make_online_distill_task(options), on_progress);
   }
 }
 
 MemoryEstimate distill_train_memory_estimate(const DistillTrainOptions& options) {
-  if (options.dataset.empty() == options.data.empty())
-    throw Error("give either --dataset (offline: teacher log-probs) or --data with --teacher "
-                "(online: the teacher scores the text as training goes)");
+  const bool cross = is_cross_tokenizer(options);
+  check_task_options(options, cross);
+  if (cross) return estimate_training_memory(options.loop, *make_cross_tokenizer_task(options));
   if (!options.dataset.empty()) {
     OfflineDistillTask task(options);
     return estimate_training_memory(options.loop, task);
   }
-  const std::unique_ptr<TrainTask> task = make_online_distill_task(options);
-  return estimate_training_memory(options.loop, *task);
+  return estimate_training_memory(options.loop, *make_online_distill_task(options));
 }
 
 }  // namespace distill

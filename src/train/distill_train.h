@@ -53,6 +53,9 @@ struct DistillTrainOptions {
   std::string teacher_api_key_env = "OPENAI_API_KEY";
   int teacher_top_logprobs = 20;
   int teacher_concurrency = 4;
+  // A student vocabulary other than the teacher's: a tokenizer file, a model directory, or
+  // "byte" (online only; losses uld / xkl / ce, see train/cross_tokenizer_task.h).
+  std::string student_tokenizer;
   TrainLoopOptions loop;
 };
 
