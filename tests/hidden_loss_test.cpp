@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,30 @@ ModelConfig small_config(Arch arch) {
   return c;
 }
 
+// Compares m.grads() (from a backward the caller ran) with central differences of `loss` on a few
+// elements of every tensor; returns how many of the compared gradients were not ~0.
+int expect_grads_match_finite_differences(Model& m, const std::function<double()>& loss) {
+  int nonzero = 0;
+  for (const ParamSpec& s : m.param_specs()) {
+    for (size_t e = 0; e < s.numel; e += std::max<size_t>(1, s.numel / 3)) {
+      const size_t k = s.offset + e;
+      const float keep = m.params()[k], h = 2e-3f;
+      m.params()[k] = keep + h;
+      const double up = loss();
+      m.params()[k] = keep - h;
+      const double down = loss();
+      m.params()[k] = keep;
+      const double fd = (up - down) / (2.0 * h);
+      const double g = m.grads()[k];
+      // Central differences of a float32 forward: about 1% accurate here. A missing or
+      // doubled gradient is off by 100%.
+      EXPECT_NEAR(g, fd, 2e-2 + 3e-2 * std::fabs(fd)) << s.name << "[" << e << "]";
+      nonzero += std::fabs(g) > 1e-4;
+    }
+  }
+  return nonzero;
+}
+
 // L = sum(G * hidden(i)) for a fixed random G: its parameter gradients from add_hidden_grad(i, G)
 // with zero dlogits match central differences, at every boundary i (embeddings, between layers,
 // the last layer's output), with and without checkpointing.
@@ -153,27 +178,7 @@ TEST(HiddenLoss, ModelGradientThroughEveryBoundaryMatchesFiniteDifferences) {
         m.forward(ids.data(), B, T);
         m.add_hidden_grad(boundary, G.data());
         m.backward(zero_dlogits.data());
-        // Every tensor of layer 0 and the embeddings feed boundary >= 1; sample elements of each.
-        int checked = 0, nonzero = 0;
-        for (const ParamSpec& s : m.param_specs()) {
-          for (size_t e = 0; e < s.numel; e += std::max<size_t>(1, s.numel / 3)) {
-            const size_t k = s.offset + e;
-            const float keep = m.params()[k], h = 2e-3f;
-            m.params()[k] = keep + h;
-            const double up = loss();
-            m.params()[k] = keep - h;
-            const double down = loss();
-            m.params()[k] = keep;
-            const double fd = (up - down) / (2.0 * h);
-            const double g = m.grads()[k];
-            // Central differences of a float32 forward: about 1% accurate here. A missing or
-            // doubled gradient at a boundary is off by 100%.
-            EXPECT_NEAR(g, fd, 2e-2 + 3e-2 * std::fabs(fd)) << s.name << "[" << e << "]";
-            checked++;
-            nonzero += std::fabs(g) > 1e-4;
-          }
-        }
-        EXPECT_GT(checked, 20);
+        const int nonzero = expect_grads_match_finite_differences(m, loss);
         // The check compared real gradients, not zeros (boundary 0 reaches the embeddings only).
         EXPECT_GT(nonzero, boundary == 0 ? 0 : 5);
       }
@@ -258,22 +263,7 @@ TEST(AttentionLoss, ModelGradientThroughTheSoftmaxMatchesFiniteDifferences) {
         m.forward(ids.data(), B, T);
         m.add_attention_grad(layer, Gc.data());
         m.backward(zero_dlogits.data());
-        int nonzero = 0;
-        for (const ParamSpec& s : m.param_specs()) {
-          for (size_t e = 0; e < s.numel; e += std::max<size_t>(1, s.numel / 3)) {
-            const size_t k = s.offset + e;
-            const float keep = m.params()[k], h = 2e-3f;
-            m.params()[k] = keep + h;
-            const double up = loss();
-            m.params()[k] = keep - h;
-            const double down = loss();
-            m.params()[k] = keep;
-            const double fd = (up - down) / (2.0 * h);
-            const double g = m.grads()[k];
-            EXPECT_NEAR(g, fd, 2e-2 + 3e-2 * std::fabs(fd)) << s.name << "[" << e << "]";
-            nonzero += std::fabs(g) > 1e-4;
-          }
-        }
+        const int nonzero = expect_grads_match_finite_differences(m, loss);
         EXPECT_GT(nonzero, 3);
       }
     }

@@ -173,6 +173,30 @@ TEST(Generator, ScoreMatchesTheTrainingLoss) {
   EXPECT_NEAR(got / T, want / T, 1e-4);
 }
 
+// A gpt2 model of n_positions P completes a sequence to P + 1 tokens: the last one is sampled,
+// never run, so the cache needs P positions (on-policy distillation at seq-len = n_positions
+// failed with "context of 257 tokens exceeds the model's n_positions 256" before).
+TEST(Generator, SequenceOneLongerThanThePositionsFits) {
+  ModelConfig c = model_preset("gpt2-tiny");
+  c.max_position = 24;
+  Model m(c);
+  m.init_weights(4);
+  Generator gen(m, 2, 25);
+  GenerateOptions o;
+  o.sampling.temperature = 0.0f;
+  o.max_tokens = 100;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7, 8}};
+  const auto out = gen.generate(prompts, o);
+  for (size_t i = 0; i < prompts.size(); i++) {
+    EXPECT_EQ(prompts[i].size() + out[i].tokens.size(), 25u);
+    Rng rng(0);
+    // The same greedy tokens as recomputing the (at most 24-token) window each time.
+    EXPECT_EQ(out[i].tokens, generate(m, prompts[i], int(out[i].tokens.size()), 24,
+                                      SamplingOptions{0.0f, 0, 1.0f}, rng));
+  }
+  EXPECT_THROW(Generator(m, 1, 26), Error);  // 25 positions would be needed
+}
+
 TEST(Generator, PromptTooLongIsAClearError) {
   Model m(model_preset("gpt2-tiny"));
   Generator gen(m, 1, 16);

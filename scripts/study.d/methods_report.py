@@ -97,7 +97,8 @@ for seed in seeds:
         if rep_name.startswith("eval-xtok"):
             name = "xtok-uld"
             m = dict(m)
-            m["held_out"] = {k: v for k, v in m["held_out"].items() if k in ("mean_nll",)}
+            m["held_out"] = {k: v for k, v in m["held_out"].items()
+                             if k in ("mean_nll", "perplexity")}
         rd = os.path.join(run, f"{name}-s{seed}")
         metrics = read_lines(os.path.join(rd, "metrics.jsonl"))
         steps = [x for x in metrics if "loss" in x]
@@ -115,7 +116,7 @@ for seed in seeds:
             "agree": ho.get("top1_agreement"),
             "wall": float(wall),
             "steps": steps[-1]["step"] if steps else 0,
-            "best": m.get("checkpoint", ""),
+            "best": m.get("checkpoint", "").split(":")[0].replace("step ", "").replace(" of ", "/"),
             "params": params_of(os.path.join(rd, "model")),
             "curve": [(x["step"], x["val_loss"]) for x in evals],
             "tokens_per_step": (steps[0]["tokens"] if steps else 0),
@@ -134,11 +135,12 @@ def mean(vals):
 names = [n for n in ORDER if n in rows] + [n for n in rows if n not in ORDER]
 lines = []
 lines.append("| method | params | task exact match (per seed) | mean | KL to teacher "
-             "| held-out bits/byte | top-1 agreement | steps run | wall s (mean) |")
-lines.append("|---|---|---|---|---|---|---|---|---|")
+             "| perplexity | held-out bits/byte | top-1 agreement | best step | wall s (mean) |")
+lines.append("|---|---|---|---|---|---|---|---|---|---|")
 t_exact = teacher.get("task", {}).get("exact_match")
 lines.append(f"| teacher (demo/teacher) | {params_of(teacher['dir']) if teacher else 'n/a'} "
-             f"| {fmt(t_exact)} | {fmt(t_exact)} | 0 | {fmt(teacher_bpb)} "
+             f"| {fmt(t_exact)} | {fmt(t_exact)} | 0 "
+             f"| {fmt(teacher.get('held_out', {}).get('perplexity'), '{:.2f}')} | {fmt(teacher_bpb)} "
              f"| 1 | | |")
 for n in names:
     r = rows[n]
@@ -146,8 +148,9 @@ for n in names:
         f"| {LABEL.get(n, n)} (`{n}`) | {r[0]['params']:,} | "
         + " / ".join(fmt(x["exact"]) for x in r)
         + f" | **{fmt(mean([x['exact'] for x in r]))}** | {fmt(mean([x['kl'] for x in r]))} "
+        f"| {fmt(mean([x['ppl'] for x in r]), '{:.2f}')}{' (BPE tokens)' if n.startswith('xtok') else ''} "
         f"| {fmt(mean([x['bpb'] for x in r]))} | {fmt(mean([x['agree'] for x in r]))} "
-        f"| {' / '.join(str(x['steps']) for x in r)} | {fmt(mean([x['wall'] for x in r]), '{:.0f}')} |")
+        f"| {' / '.join(str(x['best']) for x in r)} | {fmt(mean([x['wall'] for x in r]), '{:.0f}')} |")
 table = "\n".join(lines)
 
 # --- task plot: one row per method, dots per seed, teacher line ---

@@ -40,7 +40,10 @@ TokenLogprobs top_logprobs(const float* logits, int V, int k, int32_t chosen) {
 Generator::Generator(Model& model, int max_batch, int context)
     : model_(model), max_batch_(max_batch), context_(context) {
   if (max_batch <= 0) throw Error("batch size must be positive");
-  cache_ = model.make_cache(max_batch, context);
+  if (context < 2) throw Error("context must hold a prompt token and a new one, got {}", context);
+  // A sequence of `context` tokens feeds only its first context - 1 through the model (the last
+  // one is sampled, never run): so a gpt2 model of n_positions P can complete to P + 1 tokens.
+  cache_ = model.make_cache(max_batch, context - 1);
 }
 
 std::vector<Generation> Generator::generate(

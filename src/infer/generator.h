@@ -57,7 +57,8 @@ TokenLogprobs top_logprobs(const float* logits, int V, int k, int32_t chosen);
 
 class Generator {
  public:
-  // max_batch sequences decode together; context is the longest prompt + generation.
+  // max_batch sequences decode together; context is the longest prompt + generation (the KV
+  // cache holds context - 1 positions: the last token is never run).
   Generator(Model& model, int max_batch, int context);
 
   std::vector<Generation> generate(const std::vector<std::vector<int32_t>>& prompts,

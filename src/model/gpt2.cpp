@@ -177,7 +177,8 @@ class Gpt2 final : public ArchImpl {
     layernorm_backward(b.dres, dlnf_w_, dlnf_b_, b.dx, b.res_final, lnf_w_, b.lnf_mean,
                        b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
-      add_hidden_grad(l + 1, b.dres, NC);
+      // Hidden-state distillation's gradient at the layer's output, if any.
+      if (const float* dh = m_.hidden_grad(l + 1)) residual_forward(b.dres, b.dres, dh, NC);
       const Gpt2Layer& L = layers_[l];
       Gpt2LayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
@@ -193,11 +194,11 @@ class Gpt2 final : public ArchImpl {
                          a.ln2_rstd, N, C);
       std::memset(b.dx, 0, NC * sizeof(float));
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
-                               RopeTables{}, prec, attention_grad(l));
+                               RopeTables{}, prec, m_.attention_grad(l));
       layernorm_backward(b.dres, L.dln1_w, L.dln1_b, b.dx, a.res, L.ln1_w, a.ln1_mean,
                          a.ln1_rstd, N, C);
     }
-    add_hidden_grad(0, b.dres, NC);
+    if (const float* dh = m_.hidden_grad(0)) residual_forward(b.dres, b.dres, dh, NC);
     embedding_backward(dwte_, dwpe_, b.dres, ids_.data(), B, T, C);
   }
 
@@ -244,20 +245,6 @@ class Gpt2 final : public ArchImpl {
   }
 
  private:
-  // Attention distillation: the gradient registered for layer l's attention probabilities.
-  const float* attention_grad(int l) const {
-    const auto& g = m_.attention_grads();
-    return size_t(l) < g.size() ? g[l] : nullptr;
-  }
-
-  // Hidden-state distillation: dres += the gradient registered for boundary i, if any.
-  void add_hidden_grad(int i, float* dres, size_t NC) const {
-    const auto& g = m_.hidden_grads();
-    if (size_t(i) >= g.size() || !g[i]) return;
-    const float* dh = g[i];
-    for (size_t j = 0; j < NC; j++) dres[j] += dh[j];
-  }
-
   // Layer l's forward from a.res up to the MLP's activation a.fc_gelu: every activation its
   // backward reads. The projection and residual that finish the layer are the caller's.
   void layer_forward_acts(const Gpt2Layer& L, Gpt2LayerActs& a) {

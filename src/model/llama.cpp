@@ -197,7 +197,8 @@ class Llama final : public ArchImpl {
     std::memset(b.dres, 0, NC * sizeof(float));
     rmsnorm_backward(b.dres, dnorm_, b.dx, b.res_final, norm_, b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
-      add_hidden_grad(l + 1, b.dres, NC);
+      // Hidden-state distillation's gradient at the layer's output, if any.
+      if (const float* dh = m_.hidden_grad(l + 1)) residual_forward(b.dres, b.dres, dh, NC);
       const LlamaLayer& L = layers_[l];
       LlamaLayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
@@ -214,10 +215,10 @@ class Llama final : public ArchImpl {
       // Attention: dres is now the gradient of res_mid.
       std::memset(b.dx, 0, NC * sizeof(float));
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
-                               rope_, prec, attention_grad(l));
+                               rope_, prec, m_.attention_grad(l));
       rmsnorm_backward(b.dres, L.dln1, b.dx, a.res, L.ln1, a.ln1_rstd, N, C);
     }
-    add_hidden_grad(0, b.dres, NC);
+    if (const float* dh = m_.hidden_grad(0)) residual_forward(b.dres, b.dres, dh, NC);
     embedding_backward(dwte_, nullptr, b.dres, ids_.data(), B, T, C);
   }
 
@@ -259,20 +260,6 @@ class Llama final : public ArchImpl {
   }
 
  private:
-  // Attention distillation: the gradient registered for layer l's attention probabilities.
-  const float* attention_grad(int l) const {
-    const auto& g = m_.attention_grads();
-    return size_t(l) < g.size() ? g[l] : nullptr;
-  }
-
-  // Hidden-state distillation: dres += the gradient registered for boundary i, if any.
-  void add_hidden_grad(int i, float* dres, size_t NC) const {
-    const auto& g = m_.hidden_grads();
-    if (size_t(i) >= g.size() || !g[i]) return;
-    const float* dh = g[i];
-    for (size_t j = 0; j < NC; j++) dres[j] += dh[j];
-  }
-
   // Layer l's forward from a.res up to the MLP's activation a.swi: every activation its
   // backward reads. The down projection and residual that finish the layer are the caller's.
   void layer_forward_acts(const LlamaLayer& L, LlamaLayerActs& a) {

@@ -100,12 +100,16 @@ class Model {
   // to the residual-stream gradient at boundary i. dh must stay valid until that backward, which
   // consumes every registered gradient.
   void add_hidden_grad(int i, const float* dh);
-  const std::vector<const float*>& hidden_grads() const { return hidden_grads_; }
+  const float* hidden_grad(int i) const {  // registered for boundary i, or null
+    return size_t(i) < hidden_grads_.size() ? hidden_grads_[i] : nullptr;
+  }
   // Attention distillation: the next backward() also sends datt (B,NH,T,T), a gradient w.r.t.
   // layer l's attention probabilities (layer_activations(l).attention), through its softmax.
   // Consumed by that backward, like add_hidden_grad.
   void add_attention_grad(int l, const float* datt);
-  const std::vector<const float*>& attention_grads() const { return attention_grads_; }
+  const float* attention_grad(int l) const {  // registered for layer l, or null
+    return size_t(l) < attention_grads_.size() ? attention_grads_[l] : nullptr;
+  }
   float* forward_rows(const InferBatch& batch, KvCache& cache);  // see ArchImpl::forward_rows
   // A cache for `slots` sequences of up to max_len positions.
   std::unique_ptr<KvCache> make_cache(int slots, int max_len) const;
