@@ -84,6 +84,8 @@ for seed in seeds:
     for name in (f"eval-s{seed}", f"eval-xtok-s{seed}"):
         rep_path = os.path.join(run, name, "report.json")
         if not os.path.exists(rep_path):
+            if name.startswith("eval-xtok"):
+                continue  # the cross-tokenizer student was not run with this seed
             print(f"missing {rep_path}: run scripts/study methods first", file=sys.stderr)
             sys.exit(1)
         reports.append((name, json.load(open(rep_path))))
@@ -145,7 +147,7 @@ lines.append(f"| teacher (demo/teacher) | {params_of(teacher['dir']) if teacher 
 for n in names:
     r = rows[n]
     lines.append(
-        f"| {LABEL.get(n, n)} (`{n}`) | {r[0]['params']:,} | "
+        f"| {LABEL.get(n, n)} (`{n}`; seed {', '.join(x['seed'] for x in r)}) | {r[0]['params']:,} | "
         + " / ".join(fmt(x["exact"]) for x in r)
         + f" | **{fmt(mean([x['exact'] for x in r]))}** | {fmt(mean([x['kl'] for x in r]))} "
         f"| {fmt(mean([x['ppl'] for x in r]), '{:.2f}')}{' (BPE tokens)' if n.startswith('xtok') else ''} "
