@@ -139,12 +139,16 @@ double attention_map_loss(const float* att_s, int NHs, const float* att_t, int N
   if (!(normalizer > 0.0)) return 0.0;
   const size_t square = size_t(T) * T;
   double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
+#pragma omp parallel reduction(+ : total)
+  {
+  std::vector<double> ms, mt;  // head-averaged rows, one pair per thread
+#pragma omp for schedule(static)
   for (int bi = 0; bi < B * T; bi++) {
     const int b = bi / T, i = bi % T;
     const double w = weights ? weights[bi] : 1.0;
     if (w == 0.0) continue;
-    std::vector<double> ms(size_t(i) + 1, 0.0), mt(size_t(i) + 1, 0.0);
+    ms.assign(size_t(i) + 1, 0.0);
+    mt.assign(size_t(i) + 1, 0.0);
     for (int h = 0; h < NHs; h++) {
       const float* row = att_s + (size_t(b) * NHs + h) * square + size_t(i) * T;
       for (int j = 0; j <= i; j++) ms[j] += row[j];
@@ -167,6 +171,7 @@ double attention_map_loss(const float* att_s, int NHs, const float* att_t, int N
       float* drow = datt_s + (size_t(b) * NHs + h) * square + size_t(i) * T;
       for (int j = 0; j <= i; j++) drow[j] += float(-c * mt[j] / (ms[j] * NHs));
     }
+  }
   }
   return total;
 }

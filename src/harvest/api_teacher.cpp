@@ -17,7 +17,7 @@
 namespace distill::harvest {
 
 ApiTeacher::ApiTeacher(const ApiTeacherOptions& options, const Tokenizer& tokenizer)
-    : o_(options), tokenizer_(tokenizer), mapper_(tokenizer) {
+    : o_(options), mapper_(tokenizer) {
   if (o_.endpoint.empty()) throw Error("--teacher-endpoint is empty");
   if (o_.top_logprobs < 1 || o_.top_logprobs > 20)
     throw Error("--teacher-top-logprobs {}: expected 1..20", o_.top_logprobs);
@@ -92,24 +92,24 @@ ScoredText ApiTeacher::score_one(const std::vector<int32_t>& ids, void* client_p
               last);
 }
 
-std::vector<ScoredText> ApiTeacher::score(const std::vector<std::vector<int32_t>>& texts) {
-  std::vector<ScoredText> out(texts.size());
+std::vector<ScoredText> ApiTeacher::score(const std::vector<std::vector<int32_t>>& sequences) {
+  std::vector<ScoredText> out(sequences.size());
   std::atomic<size_t> next{0};
   std::mutex mu;
   std::exception_ptr error;
   auto worker = [&]() {
     HttpClient client;
-    for (size_t i; (i = next++) < texts.size();) {
+    for (size_t i; (i = next++) < sequences.size();) {
       try {
-        out[i] = score_one(texts[i], &client);
+        out[i] = score_one(sequences[i], &client);
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu);
         if (!error) error = std::current_exception();
-        next = texts.size();
+        next = sequences.size();
       }
     }
   };
-  const int threads = std::min<int>(o_.concurrency, int(texts.size()));
+  const int threads = std::min<int>(o_.concurrency, int(sequences.size()));
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; t++) pool.emplace_back(worker);
   worker();

@@ -39,7 +39,7 @@ struct ScoredText {
 
 class ApiTeacher {
  public:
-  // `tokenizer`: the student's (the endpoint's vocabulary); it must outlive the teacher.
+  // `tokenizer`: the student's (the endpoint's vocabulary), used to map the alternatives.
   ApiTeacher(const ApiTeacherOptions& options, const Tokenizer& tokenizer);
   // Scores the sequences (concurrently); an endpoint that does not return prompt
   // log-probabilities is an error naming it.
@@ -50,7 +50,6 @@ class ApiTeacher {
   ScoredText score_one(const std::vector<int32_t>& ids, void* client);
 
   ApiTeacherOptions o_;
-  const Tokenizer& tokenizer_;
   TokenMapper mapper_;
   std::string url_, key_;
   std::atomic<int64_t> requests_{0};
