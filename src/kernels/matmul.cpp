@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/qmatmul.h"
 
 namespace distill {
 namespace {
@@ -127,6 +128,22 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
   dnnl::memory a_mem(p.a_md, engine, const_cast<void*>(a_ptr));
   dnnl::memory b_mem(p.b_md, engine, const_cast<void*>(b_ptr));
   dnnl::memory c_mem(p.c_md, engine, C);
+  dnnl::stream stream(engine);
+  p.prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  stream.wait();
+}
+
+void gemm_bf16_weights(float* out, const float* inp, const uint16_t* w, int N, int IC, int OC) {
+  if (N == 0 || OC == 0) return;
+  thread_local std::vector<uint16_t> a16;
+  a16.resize(size_t(N) * IC);
+  to_bf16(a16.data(), inp, N, IC, IC);
+  const GemmKey key{false, true, true, false, N, OC, IC, IC, IC, OC, 1.0f};
+  const GemmPrimitive& p = gemm_primitive(key);
+  dnnl::engine& engine = cpu_engine();
+  dnnl::memory a_mem(p.a_md, engine, a16.data());
+  dnnl::memory b_mem(p.b_md, engine, const_cast<uint16_t*>(w));
+  dnnl::memory c_mem(p.c_md, engine, out);
   dnnl::stream stream(engine);
   p.prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
   stream.wait();

@@ -20,6 +20,7 @@
 #include <algorithm>
 
 #include "kernels/kernels.h"
+#include "kernels/simd.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -31,18 +32,6 @@ namespace {
 constexpr int kRowBlock = 8;  // rows of x per pass over a weight row
 
 #if defined(__AVX512F__)
-
-// Sum of the 16 lanes: lane i + lane i+8, then +4, +2, +1, as _mm512_reduce_add_ps does. The
-// all-ones masked forms are used because GCC 12's unmasked shuffles start from an "undefined"
-// register that trips -Wuninitialized.
-inline float lane_sum(__m512 a) {
-  const __mmask16 all = 0xffff;
-  a = _mm512_add_ps(a, _mm512_maskz_shuffle_f32x4(all, a, a, 0x4e));
-  a = _mm512_add_ps(a, _mm512_maskz_shuffle_f32x4(all, a, a, 0xb1));
-  a = _mm512_add_ps(a, _mm512_maskz_permute_ps(all, a, 0x4e));
-  a = _mm512_add_ps(a, _mm512_maskz_permute_ps(all, a, 0xb1));
-  return _mm512_cvtss_f32(a);
-}
 
 // out[m * ldo] = x[m] . w (+ bias) for m < MB; x rows with stride ldx; w one row of IC floats.
 template <int MB>

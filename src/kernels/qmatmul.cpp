@@ -1,0 +1,613 @@
+// Low-precision weight storage and the matmul kernels over it (see qmatmul.h for the formats and
+// the choice of kernel by row count).
+//
+// Decode kernels stream one weight row at a time, front to back, and apply it to up to 8 rows of x
+// held in registers/L1, as matmul_rows.cpp does for f32 (the reasons are measured there). Per
+// weight type and instruction set:
+//   f16, bf16 (no BF16 unit), f32-accumulating: widen 16 (AVX-512) or 8 (AVX2) weights to f32
+//     and FMA them into one accumulator per row: one chain over k, lanes summed at the end.
+//   bf16 with AVX512-BF16: x is rounded to bf16 once per call and vdpbf16ps multiplies 32 pairs
+//     per instruction into f32 lanes (half the instructions of the widening path).
+//   q8_0: x is quantized to q8_0 per 32-block once per call (d = max|x| / 127, as llama.cpp
+//     quantizes activations for its q8_0 dot). A 64-byte weight vector holds two blocks; the
+//     signs of w are moved onto x (|w| is unsigned, as vpdpbusd / vpmaddubsw want their first
+//     operand) and the integer dot of each block lands in 8 int32 lanes, which are converted and
+//     multiplied by that block's d_w * d_x into f32 accumulators.
+// The AVX2 paths keep 8-lane accumulators; the scalar paths mirror the math element by element.
+#include "kernels/qmatmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/simd.h"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace distill {
+
+// ---- conversions ----
+
+uint16_t float_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+float bf16_to_float(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+uint16_t float_to_f16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: infinity
+  if (abs < 0x38800000u) {  // below 2^-14: a subnormal half (or zero), rounded to nearest even
+    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - int(abs >> 23);  // 14 + (113 - exponent)
+    if (shift > 24) return uint16_t(sign);
+    const uint32_t half = mant >> shift;
+    const uint32_t rest = mant & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+    return uint16_t(sign | (half + (rest > mid || (rest == mid && (half & 1u)))));
+  }
+  // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits to even; a
+  // carry into the exponent is the right result.
+  const uint32_t r = abs - (112u << 23);
+  return uint16_t(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
+}
+
+float f16_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  uint32_t u;
+  if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (mant << 13);
+  } else if (exp != 0) {
+    u = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    u = sign;
+  } else {  // subnormal: mant * 2^-24, exact in f32
+    const float v = float(mant) * 5.9604644775390625e-8f;
+    std::memcpy(&u, &v, 4);
+    u |= sign;
+  }
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// ---- names ----
+
+const char* weight_type_name(WeightType type) {
+  switch (type) {
+    case WeightType::F32: return "f32";
+    case WeightType::BF16: return "bf16";
+    case WeightType::F16: return "f16";
+    case WeightType::Q8_0: return "q8_0";
+  }
+  return "?";
+}
+
+WeightType parse_weight_type(const std::string& name) {
+  for (WeightType t : {WeightType::F32, WeightType::BF16, WeightType::F16, WeightType::Q8_0})
+    if (name == weight_type_name(t)) return t;
+  throw Error("unknown weight type '{}' (expected f32, bf16, f16 or q8_0)", name);
+}
+
+double weight_type_bytes_per_weight(WeightType type) {
+  switch (type) {
+    case WeightType::F32: return 4.0;
+    case WeightType::BF16:
+    case WeightType::F16: return 2.0;
+    case WeightType::Q8_0: return 1.0 + 4.0 / 32.0;
+  }
+  return 4.0;
+}
+
+// ---- instruction set ----
+
+bool cpu_has(const char* feature) {
+  const std::string f = feature;
+  __builtin_cpu_init();
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512_bf16") return __builtin_cpu_supports("avx512bf16");
+  if (f == "avx512_vnni") return __builtin_cpu_supports("avx512vnni");
+  if (f == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (f == "f16c") return __builtin_cpu_supports("f16c");
+  return false;
+}
+
+namespace {
+
+KernelIsa best_isa() {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if (cpu_has("avx512f") && cpu_has("avx512bw")) return KernelIsa::Avx512;
+#endif
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  if (cpu_has("avx2") && cpu_has("f16c")) return KernelIsa::Avx2;
+#endif
+  return KernelIsa::Scalar;
+}
+
+std::atomic<KernelIsa> g_isa{KernelIsa::Auto};
+
+}  // namespace
+
+const char* kernel_isa_name(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::Auto: return "auto";
+    case KernelIsa::Avx512: return "avx512";
+    case KernelIsa::Avx2: return "avx2";
+    case KernelIsa::Scalar: return "scalar";
+  }
+  return "?";
+}
+
+void set_kernel_isa(KernelIsa isa) {
+  const KernelIsa best = best_isa();
+  if (isa == KernelIsa::Auto || int(isa) < int(best)) isa = best;  // enum order: best first
+  g_isa = isa;
+}
+
+KernelIsa kernel_isa() {
+  KernelIsa isa = g_isa.load();
+  if (isa == KernelIsa::Auto) {
+    isa = best_isa();
+    g_isa = isa;
+  }
+  return isa;
+}
+
+// ---- storage ----
+
+QMatrix::QMatrix(const float* w, int rows, int cols, WeightType type)
+    : type_(type), rows_(rows), cols_(cols), ld_(cols) {
+  if (rows <= 0 || cols <= 0) throw Error("QMatrix: empty matrix ({} x {})", rows, cols);
+  if (type == WeightType::F32) {
+    f32_ = w;
+    return;
+  }
+  size_t bytes = 0;
+  if (type == WeightType::Q8_0) {
+    ld_ = (cols + 31) / 32 * 32;
+    bytes = size_t(rows) * ld_ + size_t(rows) * (ld_ / 32) * sizeof(float);
+  } else {
+    bytes = size_t(rows) * cols * sizeof(uint16_t);
+  }
+  bytes = (bytes + 63) / 64 * 64 + 64;
+  data_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)));
+  if (!data_) throw std::bad_alloc();
+  std::memset(data_.get(), 0, bytes);
+  uint16_t* h = reinterpret_cast<uint16_t*>(data_.get());
+  int8_t* q = reinterpret_cast<int8_t*>(data_.get());
+  float* d = nullptr;
+  if (type == WeightType::Q8_0) {
+    d = reinterpret_cast<float*>(data_.get() + (size_t(rows) * ld_ + 63) / 64 * 64);
+    scales_ = d;
+  }
+#pragma omp parallel for schedule(static) if (size_t(rows) * cols >= 65536)
+  for (int r = 0; r < rows; r++) {
+    const float* src = w + size_t(r) * cols;
+    if (type == WeightType::BF16) {
+      for (int c = 0; c < cols; c++) h[size_t(r) * cols + c] = float_to_bf16(src[c]);
+    } else if (type == WeightType::F16) {
+      for (int c = 0; c < cols; c++) h[size_t(r) * cols + c] = float_to_f16(src[c]);
+    } else {
+      for (int b = 0; b < ld_ / 32; b++) {
+        const int c0 = b * 32, c1 = std::min(cols, c0 + 32);
+        float amax = 0.0f;
+        for (int c = c0; c < c1; c++) amax = std::max(amax, std::fabs(src[c]));
+        // The scale is rounded through f16 first, as GGUF stores it: a q8_0 tensor read from
+        // GGUF and quantized again here gets its own bytes back.
+        const float scale = f16_to_float(float_to_f16(amax / 127.0f));
+        d[size_t(r) * (ld_ / 32) + b] = scale;
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (int c = c0; c < c1; c++) {
+          const float v = std::nearbyint(src[c] * inv);
+          q[size_t(r) * ld_ + c] = int8_t(std::clamp(v, -127.0f, 127.0f));
+        }
+      }
+    }
+  }
+}
+
+size_t QMatrix::bytes() const {
+  switch (type_) {
+    case WeightType::F32: return size_t(rows_) * cols_ * sizeof(float);
+    case WeightType::BF16:
+    case WeightType::F16: return size_t(rows_) * cols_ * sizeof(uint16_t);
+    case WeightType::Q8_0: return size_t(rows_) * ld_ + size_t(rows_) * (ld_ / 32) * sizeof(float);
+  }
+  return 0;
+}
+
+void QMatrix::dequantize_row(int r, float* out) const {
+  DISTILL_CHECK(r >= 0 && r < rows_);
+  switch (type_) {
+    case WeightType::F32:
+      std::memcpy(out, f32_ + size_t(r) * cols_, sizeof(float) * cols_);
+      break;
+    case WeightType::BF16:
+      for (int c = 0; c < cols_; c++) out[c] = bf16_to_float(u16()[size_t(r) * cols_ + c]);
+      break;
+    case WeightType::F16:
+      for (int c = 0; c < cols_; c++) out[c] = f16_to_float(u16()[size_t(r) * cols_ + c]);
+      break;
+    case WeightType::Q8_0:
+      for (int c = 0; c < cols_; c++)
+        out[c] = float(qs()[size_t(r) * ld_ + c]) * scales_[size_t(r) * (ld_ / 32) + c / 32];
+      break;
+  }
+}
+
+namespace {
+
+// ---- x prepared once per call ----
+
+// x (M, IC) quantized to q8_0 rows of ld int8 (zero padded) and per-block scales (M, ld / 32).
+void quantize_rows_q8(int8_t* xq, float* xd, const float* x, int M, int IC, int ld) {
+  for (int m = 0; m < M; m++)
+    for (int b = 0; b < ld / 32; b++) {
+      const float* src = x + size_t(m) * IC;
+      const int c0 = b * 32, c1 = std::min(IC, c0 + 32);
+      float amax = 0.0f;
+      for (int c = c0; c < c1; c++) amax = std::max(amax, std::fabs(src[c]));
+      const float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+      xd[size_t(m) * (ld / 32) + b] = d;
+      int8_t* q = xq + size_t(m) * ld;
+      for (int c = c0; c < c0 + 32; c++)
+        q[c] = c < c1 ? int8_t(std::clamp(std::nearbyint(src[c] * inv), -127.0f, 127.0f)) : 0;
+    }
+}
+
+struct Prepared {
+  std::vector<uint16_t> x16;  // bf16 x (M, IC) for the BF16-unit kernel
+  std::vector<int8_t> xq;     // q8_0 x (M, ld)
+  std::vector<float> xd;      // its scales (M, ld / 32)
+};
+
+// ---- scalar kernels (every type; also the reference the SIMD paths are tested against) ----
+
+struct ScalarKernel {
+  const QMatrix& w;
+  const float* x;
+  const Prepared& p;
+  const float* bias;
+  int IC, OC;
+  template <int MB>
+  void rows(float* out, int m0, int o) const {
+    const int ld = w.ld();
+    for (int m = m0; m < m0 + MB; m++) {
+      float acc = 0.0f;
+      if (w.type() == WeightType::Q8_0) {
+        const int8_t* wq = w.qs() + size_t(o) * ld;
+        const int8_t* xq = p.xq.data() + size_t(m) * ld;
+        for (int b = 0; b < ld / 32; b++) {
+          int32_t dot = 0;
+          for (int c = b * 32; c < b * 32 + 32; c++) dot += int32_t(wq[c]) * int32_t(xq[c]);
+          acc += float(dot) * (w.scales()[size_t(o) * (ld / 32) + b] *
+                               p.xd[size_t(m) * (ld / 32) + b]);
+        }
+      } else {
+        const uint16_t* wh = w.u16() + size_t(o) * IC;
+        const float* xm = x + size_t(m) * IC;
+        for (int k = 0; k < IC; k++)
+          acc += xm[k] * (w.type() == WeightType::BF16 ? bf16_to_float(wh[k]) : f16_to_float(wh[k]));
+      }
+      out[size_t(m) * OC + o] = acc + (bias ? bias[o] : 0.0f);
+    }
+  }
+};
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+inline float lane_sum8(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// f16 / bf16 weights widened to f32, 8 lanes; the k % 8 tail is summed after the lanes.
+struct Avx2WideningKernel {
+  const QMatrix& w;
+  const float* x;
+  const float* bias;
+  int IC, OC;
+  template <int MB>
+  void rows(float* out, int m0, int o) const {
+    const uint16_t* wh = w.u16() + size_t(o) * IC;
+    const bool bf16 = w.type() == WeightType::BF16;
+    __m256 acc[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= IC; k += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wh + k));
+      __m256 wv = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                       : _mm256_cvtph_ps(h);
+      if constexpr (MB > 1) asm("" : "+x"(wv));
+      for (int m = 0; m < MB; m++)
+        acc[m] = _mm256_fmadd_ps(_mm256_loadu_ps(x + size_t(m0 + m) * IC + k), wv, acc[m]);
+    }
+    for (int m = 0; m < MB; m++) {
+      float s = lane_sum8(acc[m]);
+      const float* xm = x + size_t(m0 + m) * IC;
+      for (int kk = k; kk < IC; kk++)
+        s += xm[kk] * (bf16 ? bf16_to_float(wh[kk]) : f16_to_float(wh[kk]));
+      out[size_t(m0 + m) * OC + o] = s + (bias ? bias[o] : 0.0f);
+    }
+  }
+};
+
+// q8_0 with vpmaddubsw: per 32-block, |w| (u8) x sign(x, w) (s8) -> 16 pair sums (int16: at most
+// 2 * 127 * 127), -> 8 int32 with vpmaddwd against ones, scaled by d_w * d_x.
+struct Avx2Q8Kernel {
+  const QMatrix& w;
+  const Prepared& p;
+  const float* bias;
+  int OC;
+  template <int MB>
+  void rows(float* out, int m0, int o) const {
+    const int ld = w.ld(), nb = ld / 32;
+    const int8_t* wq = w.qs() + size_t(o) * ld;
+    const float* wd = w.scales() + size_t(o) * nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + b * 32));
+      const __m256i aw = _mm256_abs_epi8(wv);
+      for (int m = 0; m < MB; m++) {
+        const int8_t* xq = p.xq.data() + size_t(m0 + m) * ld + b * 32;
+        const __m256i sx =
+            _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)), wv);
+        const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+        const float scale = wd[b] * p.xd[size_t(m0 + m) * nb + b];
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), acc[m]);
+      }
+    }
+    for (int m = 0; m < MB; m++)
+      out[size_t(m0 + m) * OC + o] = lane_sum8(acc[m]) + (bias ? bias[o] : 0.0f);
+  }
+};
+
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+
+// f16 / bf16 weights widened to f32, 16 lanes, masked tail (summation order as matmul_rows.cpp).
+struct Avx512WideningKernel {
+  const QMatrix& w;
+  const float* x;
+  const float* bias;
+  int IC, OC;
+  static __m512 widen(const uint16_t* h, bool bf16, __mmask16 mask) {
+    const __m256i v = _mm256_maskz_loadu_epi16(mask, h);
+    return bf16 ? _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, v), 16))
+                : _mm512_maskz_cvtph_ps(0xffff, v);
+  }
+  template <int MB>
+  void rows(float* out, int m0, int o) const {
+    const uint16_t* wh = w.u16() + size_t(o) * IC;
+    const bool bf16 = w.type() == WeightType::BF16;
+    __m512 acc[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= IC; k += 16) {
+      __m512 wv = widen(wh + k, bf16, 0xffff);
+      if constexpr (MB > 1) asm("" : "+v"(wv));
+      for (int m = 0; m < MB; m++)
+        acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + size_t(m0 + m) * IC + k), wv, acc[m]);
+    }
+    if (k < IC) {
+      const __mmask16 tail = __mmask16((1u << (IC - k)) - 1u);
+      const __m512 wv = widen(wh + k, bf16, tail);
+      for (int m = 0; m < MB; m++)
+        acc[m] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, x + size_t(m0 + m) * IC + k), wv,
+                                 acc[m]);
+    }
+    for (int m = 0; m < MB; m++)
+      out[size_t(m0 + m) * OC + o] = lane_sum(acc[m]) + (bias ? bias[o] : 0.0f);
+  }
+};
+
+#if defined(__AVX512BF16__)
+// bf16 x bf16 pairs with vdpbf16ps: 32 products per instruction into 16 f32 lanes.
+struct Avx512Bf16DotKernel {
+  const QMatrix& w;
+  const Prepared& p;
+  const float* bias;
+  int IC, OC;
+  template <int MB>
+  void rows(float* out, int m0, int o) const {
+    const uint16_t* wh = w.u16() + size_t(o) * IC;
+    const uint16_t* x16 = p.x16.data();
+    __m512 acc[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= IC; k += 32) {
+      __m512i wv = _mm512_loadu_si512(wh + k);
+      if constexpr (MB > 1) asm("" : "+v"(wv));
+      for (int m = 0; m < MB; m++)
+        acc[m] = _mm512_dpbf16_ps(acc[m], __m512bh(_mm512_loadu_si512(x16 + size_t(m0 + m) * IC + k)),
+                                  __m512bh(wv));
+    }
+    if (k < IC) {
+      const __mmask32 tail = __mmask32((uint64_t(1) << (IC - k)) - 1u);
+      const __m512i wv = _mm512_maskz_loadu_epi16(tail, wh + k);
+      for (int m = 0; m < MB; m++)
+        acc[m] = _mm512_dpbf16_ps(
+            acc[m], __m512bh(_mm512_maskz_loadu_epi16(tail, x16 + size_t(m0 + m) * IC + k)),
+            __m512bh(wv));
+    }
+    for (int m = 0; m < MB; m++)
+      out[size_t(m0 + m) * OC + o] = lane_sum(acc[m]) + (bias ? bias[o] : 0.0f);
+  }
+};
+#endif
+
+// q8_0: two 32-blocks per 64-byte vector. Integer dot per 4 bytes into 16 int32 lanes (lanes
+// 0-7: the first block, 8-15: the second), converted and scaled per block.
+struct Avx512Q8Kernel {
+  const QMatrix& w;
+  const Prepared& p;
+  const float* bias;
+  int OC;
+  static __m512i dot4(__m512i aw, __m512i sx) {
+#if defined(__AVX512VNNI__)
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+#else
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), _mm512_set1_epi16(1));
+#endif
+  }
+  // Lanes 0-7 = s[0], lanes 8-15 = s[1] (one block's scale per half).
+  static __m512 pair(const float* s, bool two) {
+    return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s[0]), _mm512_set1_ps(two ? s[1] : 0.0f));
+  }
+  template <int MB>
+  void rows(float* out, int m0, int o) const {
+    const int ld = w.ld(), nb = ld / 32;
+    const int8_t* wq = w.qs() + size_t(o) * ld;
+    const float* wd = w.scales() + size_t(o) * nb;
+    __m512 acc[MB];
+    for (int m = 0; m < MB; m++) acc[m] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+      const bool two = b + 1 < nb;
+      const __mmask64 mask = two ? ~__mmask64(0) : __mmask64(0xffffffffu);
+      const __m512i wv = _mm512_maskz_loadu_epi8(mask, wq + b * 32);
+      const __m512i aw = _mm512_maskz_abs_epi8(~__mmask64(0), wv);
+      const __mmask64 neg = _mm512_movepi8_mask(wv);
+      const __m512 dw = pair(wd + b, two);
+      for (int m = 0; m < MB; m++) {
+        const int8_t* xq = p.xq.data() + size_t(m0 + m) * ld + b * 32;
+        const __m512i xv = _mm512_maskz_loadu_epi8(mask, xq);
+        const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+        const __m512 dx = pair(p.xd.data() + size_t(m0 + m) * nb + b, two);
+        acc[m] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, dot4(aw, sx)), _mm512_mul_ps(dw, dx), acc[m]);
+      }
+    }
+    for (int m = 0; m < MB; m++)
+      out[size_t(m0 + m) * OC + o] = lane_sum(acc[m]) + (bias ? bias[o] : 0.0f);
+  }
+};
+
+#endif
+
+// Tiles of weight rows: at M > 8 the x rows come in blocks of 8, and each block re-reads the tile
+// from L2 instead of memory (64 rows of 4096 bf16 = 512 KB at most).
+constexpr int kTileRows = 64;
+constexpr int kRowBlock = 8;
+
+// Runs kernel.rows<MB>(out, m0, o) over all (row block, weight row): each thread owns a
+// contiguous range of weight rows (its own stream through the matrix).
+template <class Kernel>
+void run_rows(const Kernel& kernel, float* out, int M, const QMatrix& w) {
+  const int OC = w.rows();
+  const bool parallel = !omp_in_parallel() && size_t(OC) * w.cols() >= 65536;
+#pragma omp parallel if (parallel)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int o_begin = int(int64_t(OC) * t / nt), o_end = int(int64_t(OC) * (t + 1) / nt);
+    for (int o0 = o_begin; o0 < o_end; o0 += kTileRows) {
+      const int o1 = std::min(o_end, o0 + kTileRows);
+      for (int m0 = 0; m0 < M; m0 += kRowBlock) {
+        switch (std::min(kRowBlock, M - m0)) {
+#define DISTILL_ROWS(MB) \
+  case MB:               \
+    for (int o = o0; o < o1; o++) kernel.template rows<MB>(out, m0, o); \
+    break;
+          DISTILL_ROWS(1)
+          DISTILL_ROWS(2)
+          DISTILL_ROWS(3)
+          DISTILL_ROWS(4)
+          DISTILL_ROWS(5)
+          DISTILL_ROWS(6)
+          DISTILL_ROWS(7)
+          default:
+            for (int o = o0; o < o1; o++) kernel.template rows<8>(out, m0, o);
+            break;
+#undef DISTILL_ROWS
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float* bias, int M) {
+  const int IC = w.cols(), OC = w.rows();
+  if (M <= 0) return;
+  if (w.type() == WeightType::F32) {
+    matmul_forward(out, inp, w.f32(), bias, M, IC, OC);
+    return;
+  }
+  const KernelIsa isa = kernel_isa();
+  // Prompt processing in bf16: oneDNN's bf16 GEMM on the stored weights.
+  if (w.type() == WeightType::BF16 && M > kMatmulRowsMax && isa == KernelIsa::Avx512 &&
+      cpu_has("avx512_bf16")) {
+    gemm_bf16_weights(out, inp, w.u16(), M, IC, OC);
+    if (bias) {
+#pragma omp parallel for schedule(static) if (size_t(M) * OC > kParallelMin)
+      for (int m = 0; m < M; m++)
+        for (int o = 0; o < OC; o++) out[size_t(m) * OC + o] += bias[o];
+    }
+    return;
+  }
+  thread_local Prepared p;
+  if (w.type() == WeightType::Q8_0) {
+    p.xq.resize(size_t(M) * w.ld());
+    p.xd.resize(size_t(M) * (w.ld() / 32));
+    quantize_rows_q8(p.xq.data(), p.xd.data(), inp, M, IC, w.ld());
+  }
+  switch (isa) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    case KernelIsa::Avx512:
+      if (w.type() == WeightType::Q8_0) {
+        run_rows(Avx512Q8Kernel{w, p, bias, OC}, out, M, w);
+        return;
+      }
+#if defined(__AVX512BF16__)
+      if (w.type() == WeightType::BF16 && cpu_has("avx512_bf16")) {
+        p.x16.resize(size_t(M) * IC);
+        for (size_t i = 0; i < p.x16.size(); i++) p.x16[i] = float_to_bf16(inp[i]);
+        run_rows(Avx512Bf16DotKernel{w, p, bias, IC, OC}, out, M, w);
+        return;
+      }
+#endif
+      run_rows(Avx512WideningKernel{w, inp, bias, IC, OC}, out, M, w);
+      return;
+#endif
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    case KernelIsa::Avx2:
+      if (w.type() == WeightType::Q8_0)
+        run_rows(Avx2Q8Kernel{w, p, bias, OC}, out, M, w);
+      else
+        run_rows(Avx2WideningKernel{w, inp, bias, IC, OC}, out, M, w);
+      return;
+#endif
+    default:
+      run_rows(ScalarKernel{w, inp, p, bias, IC, OC}, out, M, w);
+      return;
+  }
+}
+
+}  // namespace distill
