@@ -52,6 +52,8 @@ struct BenchGenerateOptions {
   int prompt_tokens = 128;   // P per sequence
   int gen_tokens = 96;       // G per sequence, after the first token
   int reps = 5;              // timed repetitions per batch size, after one warm-up
+  WeightType weights = WeightType::F32;  // the linear layers' type (kernels/qmatmul.h)
+  std::string isa = "auto";  // the low-precision kernels' instruction set
 };
 
 MatmulPrecision parse_precision(const std::string& p) {
@@ -132,7 +134,7 @@ int run_generate(const BenchGenerateOptions& o) {
     model = gguf ? load_gguf_model(o.model) : load_model_dir(o.model);
     source = o.model;
   } else {
-    model = std::make_unique<Model>(model_preset(o.preset));
+    model = std::make_unique<Model>(model_preset(o.preset), /*trainable=*/false);
     model->init_weights(o.seed);
     source = "preset " + o.preset;
   }
@@ -144,6 +146,12 @@ int run_generate(const BenchGenerateOptions& o) {
   }
   const int P = o.prompt_tokens, G = o.gen_tokens, V = model->config().vocab_size;
   if (P < 1 || G < 1 || o.reps < 1) throw Error("bench generate: P, G and reps must be positive");
+  model->set_weight_type(o.weights);
+  if (o.isa == "auto") set_kernel_isa(KernelIsa::Auto);
+  else if (o.isa == "avx512") set_kernel_isa(KernelIsa::Avx512);
+  else if (o.isa == "avx2") set_kernel_isa(KernelIsa::Avx2);
+  else if (o.isa == "scalar") set_kernel_isa(KernelIsa::Scalar);
+  else throw Error("unknown --isa '{}' (expected auto, avx512, avx2 or scalar)", o.isa);
   for (int B : o.batches) {
     if (B < 1) throw Error("bench generate: batch size {} is not positive", B);
     std::vector<std::vector<int32_t>> prompts(B);
@@ -175,6 +183,9 @@ int run_generate(const BenchGenerateOptions& o) {
     nlohmann::json j = {{"peer", "distill"},
                         {"model", source},
                         {"params", model->num_params()},
+                        {"weights", weight_type_name(model->weight_type())},
+                        {"weight_bytes", model->weight_bytes()},
+                        {"isa", kernel_isa_name(kernel_isa())},
                         {"batch", B},
                         {"prompt_tokens", P},
                         {"gen_tokens", G},
@@ -242,6 +253,9 @@ VerbRun add_bench(CLI::App& app) {
   gen_cmd->add_option("--gen-tokens", gen->gen_tokens,
                       "generated tokens per sequence timed (after the first)");
   gen_cmd->add_option("--reps", gen->reps, "timed repetitions per batch size (after a warm-up)");
+  add_weights_option(*gen_cmd, gen->weights);
+  gen_cmd->add_option("--isa", gen->isa,
+                      "instruction set of the low-precision kernels: auto, avx512, avx2, scalar");
   return [&app, t, g, gen, train, gen_cmd]() {
     if (train->parsed()) return run_train(*t);
     if (gen_cmd->parsed()) return run_generate(*gen);

@@ -2,6 +2,7 @@
 // report.json and report.html and prints the metrics table.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "cli/progress.h"
 #include "cli/verbs.h"
+#include "core/error.h"
 #include "eval/evaluate.h"
 
 namespace distill::cli {
@@ -23,6 +25,8 @@ struct EvalCliOptions {
   std::vector<std::string> runs;       // NAME=RUN_DIR training runs (metrics.jsonl)
   std::string out;                     // report directory
   EvalOptions eval;
+  WeightType teacher_weights = WeightType::F32;
+  std::vector<std::string> model_weights;  // NAME=TYPE
 };
 
 // Progress on stderr: one bar per phase with its ETA, and a line per model timed.
@@ -114,9 +118,24 @@ VerbRun add_eval(CLI::App& app) {
   app.add_option("--speed-seconds", e.cost.min_seconds,
                  "keep timing (up to 100 runs) until this many seconds per model and batch size");
   app.add_flag("!--no-speed", e.measure_cost, "skip the speed and memory measurements");
+  add_weights_option(app, o->teacher_weights, "--teacher-weights", "the teacher");
+  app.add_option("--model-weights", o->model_weights,
+                 "NAME=TYPE: the weight type a named model runs with (repeatable), e.g. "
+                 "--model q8=DIR --model-weights q8=q8_0 to measure a quantized teacher");
   return [o]() {
     EvalOptions options = o->eval;
     options.models = eval_model_list(o->teacher, o->student, o->baselines, o->models);
+    for (EvalModelSpec& m : options.models)
+      if (m.role == "teacher") m.weights = o->teacher_weights;
+    for (const std::string& mw : o->model_weights) {
+      const auto [name, type] = split_name_value(mw, "--model-weights");
+      auto it = std::find_if(options.models.begin(), options.models.end(),
+                             [&](const EvalModelSpec& m) { return m.name == name; });
+      if (it == options.models.end())
+        throw distill::Error("--model-weights {}: no model named '{}' (give it with --model {}=DIR)", mw,
+                    name, name);
+      it->weights = parse_weight_type(type);
+    }
     for (const std::string& r : o->runs) options.runs.push_back(split_name_value(r, "--runs"));
     EvalDisplay display;
     std::fprintf(stderr, "eval: %zu model(s), teacher %s\n", options.models.size(),

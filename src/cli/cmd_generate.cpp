@@ -46,6 +46,7 @@ VerbRun add_generate(CLI::App& app) {
   app.add_option("--stop", o->stop, "stop strings (repeatable)");
   app.add_option("--encoding", o->encoding, "log-probability encoding: compact or exact");
   app.add_flag("--resume", o->resume, "continue an interrupted dataset");
+  add_weights_option(app, o->weights, "--weights", "the teacher");
   app.add_option("--watermark", o->watermark,
                  "watermark key file (distill detect keygen): watermark the completions");
   return [o]() {
@@ -66,6 +67,7 @@ VerbRun add_score(CLI::App& app) {
   app.add_option("--max-records", o->max_records, "score at most this many windows, spread evenly over the text (0: all)");
   app.add_option("--encoding", o->encoding, "log-probability encoding: compact or exact");
   app.add_flag("--resume", o->resume, "continue an interrupted dataset");
+  add_weights_option(app, o->weights, "--weights", "the teacher");
   return [o]() {
     score_text(*o, display(std::make_shared<std::unique_ptr<ProgressBar>>()));
     std::printf("dataset written to %s\n", o->out.c_str());

@@ -14,6 +14,7 @@ namespace distill::cli {
 
 namespace {
 struct SampleOptions {
+  WeightType weights = WeightType::F32;
   std::string model;                 // model directory
   std::vector<std::string> prompts = {"\n"};
   int max_tokens = 200;              // new tokens per sample
@@ -36,9 +37,11 @@ VerbRun add_sample(CLI::App& app) {
   app.add_option("--top-k", o->top_k, "keep the k most likely tokens (0: all)");
   app.add_option("--top-p", o->top_p, "nucleus mass");
   app.add_option("--seed", o->seed, "sampling seed");
+  add_weights_option(app, o->weights);
   return [o]() {
     // KV-cache generation, all samples of all prompts decoded together; stops at the EOS token.
     std::unique_ptr<Model> model = load_model_dir(o->model);
+    model->set_weight_type(o->weights);
     auto tok = load_model_tokenizer(o->model);
     if (o->num_samples < 1 || o->max_tokens < 1)
       throw Error("--num-samples and --max-tokens must be positive");

@@ -35,6 +35,7 @@ VerbRun add_serve(CLI::App& app) {
   auto faults = std::make_shared<std::string>();
   auto hash_key = std::make_shared<bool>(false);
   app.add_option("--model", o->model_dir, "model directory to serve");
+  add_weights_option(app, o->weights);
   app.add_option("--model-name", o->model_name,
                  "the model name clients ask for (default: the directory's name)");
   app.add_option("--host", o->host, "address to bind (loopback unless told otherwise)");

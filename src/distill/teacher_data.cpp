@@ -259,6 +259,7 @@ void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
   if (o.top_k <= 0) throw Error("--top-k must be positive");
   if (o.seq_len < 2) throw Error("--seq-len must be at least 2");
   auto model = load_model_dir(o.teacher);
+  model->set_weight_type(o.weights);
   auto tok = load_model_tokenizer(o.teacher);
   if (tok->vocab_size() > model->config().vocab_size)
     throw Error("{}: tokenizer has {} tokens but the model's vocabulary is {}", o.teacher,
@@ -354,6 +355,7 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
   if (o.num_samples <= 0 || o.max_tokens <= 0 || o.batch <= 0)
     throw Error("--num-samples, --max-tokens and --batch must be positive");
   auto model = load_model_dir(o.teacher);
+  model->set_weight_type(o.weights);
   auto tok = load_model_tokenizer(o.teacher);
   std::unique_ptr<ChatTemplate> chat;
   std::vector<WorkItem> items;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/qmatmul.h"
 #include "tokenizer/chat_template.h"
 
 namespace distill {
@@ -24,6 +25,7 @@ using TeacherDataProgressFn = std::function<void(const TeacherDataProgress&)>;
 
 struct ScoreOptions {
   std::string teacher;             // model directory
+  WeightType weights = WeightType::F32;  // the teacher's linear layers (kernels/qmatmul.h)
   std::vector<std::string> text;   // text files: split into windows; or .jsonl with "text" (+ "id")
   std::string out;                 // dataset directory
   int top_k = 20;                  // teacher log-probabilities kept per position
@@ -36,6 +38,7 @@ struct ScoreOptions {
 
 struct GenerateDataOptions {
   std::string teacher;             // model directory
+  WeightType weights = WeightType::F32;  // the teacher's linear layers (kernels/qmatmul.h)
   std::string prompts;             // JSONL: {"prompt": text} or {"messages": [...]}, optional "id"
   std::string out;                 // dataset directory
   int num_samples = 1;             // completions per prompt

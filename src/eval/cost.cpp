@@ -59,7 +59,7 @@ int64_t weights_file_bytes(const std::string& dir) {
 }
 
 CostMetrics measure_cost(const std::string& dir, const std::vector<int32_t>& sample_tokens,
-                         const CostOptions& o) {
+                         const CostOptions& o, WeightType weights) {
   if (sample_tokens.empty()) throw Error("cost measurement needs sample tokens for its prompts");
   if (o.gen_tokens < 1 || o.prompt_tokens < 1 || o.repeats < 1)
     throw Error("cost options: prompt tokens, generated tokens and repeats must be positive");
@@ -72,8 +72,9 @@ CostMetrics measure_cost(const std::string& dir, const std::vector<int32_t>& sam
   const int64_t base = current_rss_bytes();
   {
     std::unique_ptr<Model> model = load_model_dir(dir);
+    model->set_weight_type(weights);
     c.parameters = int64_t(model->num_params());
-    c.weights_memory_bytes = c.parameters * int64_t(sizeof(float));
+    c.weights_memory_bytes = int64_t(model->weight_bytes());
     const int context = model->config().max_position;
     const int G = o.gen_tokens;
     const int P = std::min(o.prompt_tokens, context - G - 1);

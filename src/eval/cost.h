@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/qmatmul.h"
+
 namespace distill {
 
 struct CostOptions {
@@ -35,7 +37,7 @@ struct ThroughputSample {
 struct CostMetrics {
   int64_t parameters = 0;                    // distinct parameters (a tied head counts once)
   int64_t weights_file_bytes = 0;            // *.safetensors in the model directory, on disk
-  int64_t weights_memory_bytes = 0;          // fp32 parameters in memory: parameters * 4
+  int64_t weights_memory_bytes = 0;          // weights in memory: Model::weight_bytes()
   std::vector<ThroughputSample> throughput;  // one per CostOptions::batches
   // Peak resident memory of the process while the model is loaded and measured, minus the
   // resident memory just before loading (bytes): the kernel's peak counter (VmHWM) is reset
@@ -54,8 +56,9 @@ int64_t weights_file_bytes(const std::string& dir);
 
 // Loads the model from `dir` (so the memory peak includes its weights), measures it and frees it.
 // Prompts are cut from `sample_tokens` (e.g. held-out text; reused cyclically).
+// `weights`: the type its linear layers run with (kernels/qmatmul.h).
 CostMetrics measure_cost(const std::string& dir, const std::vector<int32_t>& sample_tokens,
-                         const CostOptions& options);
+                         const CostOptions& options, WeightType weights = WeightType::F32);
 
 // Resident set size of this process now (VmRSS), bytes; -1 when unknown.
 int64_t current_rss_bytes();

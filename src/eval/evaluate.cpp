@@ -169,6 +169,7 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
     m.role = o.models[i].role;
     m.dir = o.models[i].dir;
     m.model_type = c.model_type;
+    m.weights = weight_type_name(o.models[i].weights);
     m.layers = c.num_layers;
     m.hidden_size = c.hidden_size;
     m.vocab_size = c.vocab_size;
@@ -180,7 +181,7 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
   for (int i = 0; i < n; i++) {
     emit("cost", r.models[i].name, i, n);
     if (o.measure_cost) {
-      r.models[i].cost = measure_cost(o.models[i].dir, tokens, o.cost);
+      r.models[i].cost = measure_cost(o.models[i].dir, tokens, o.cost, o.models[i].weights);
     } else {
       CostMetrics& c = r.models[i].cost;
       c.parameters = specs[i].config.num_parameters();
@@ -195,7 +196,10 @@ EvalReport run_eval(const EvalOptions& o, const EvalProgressFn& progress) {
   // Held-out quality: each batch of windows goes through the teacher once, then through every
   // other model, all compared with the teacher's logits of that batch.
   std::vector<std::unique_ptr<Model>> models;
-  for (int i = 0; i < n; i++) models.push_back(load_model_dir(o.models[i].dir));
+  for (int i = 0; i < n; i++) {
+    models.push_back(load_model_dir(o.models[i].dir));
+    models.back()->set_weight_type(o.models[i].weights);
+  }
   std::vector<QualityAccumulator> acc(n);
   const int T = o.seq_len;
   const int64_t W = windows.count;

@@ -16,6 +16,7 @@ struct EvalModelSpec {
   std::string name;  // unique in the report
   std::string role;  // teacher | student | baseline | model
   std::string dir;   // model directory (config.json + *.safetensors)
+  WeightType weights = WeightType::F32;  // its linear layers' type (kernels/qmatmul.h)
 };
 
 struct EvalOptions {

@@ -212,6 +212,7 @@ nlohmann::json report_to_json(const EvalReport& r) {
     mj["role"] = m.role;
     mj["dir"] = m.dir;
     mj["model_type"] = m.model_type;
+    mj["weights"] = m.weights;
     mj["layers"] = m.layers;
     mj["hidden_size"] = m.hidden_size;
     mj["vocab_size"] = m.vocab_size;

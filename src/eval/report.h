@@ -22,6 +22,7 @@ struct ModelReport {
   std::string role;  // teacher | student | baseline | model
   std::string dir;
   std::string model_type;  // HF model_type: gpt2, llama, ...
+  std::string weights = "f32";  // the type its linear layers ran with (kernels/qmatmul.h)
   int layers = 0, hidden_size = 0, vocab_size = 0;
   // Which weights these are, from the training run's safetensors metadata (distill.step ...):
   // "step 800 of 1600: lowest held-out loss (2.1234)", "step 1600 of 1600: last"; "" when the

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "formats/dtype.h"
 #include "kernels/simd.h"
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -34,64 +35,6 @@
 #endif
 
 namespace distill {
-
-// ---- conversions ----
-
-uint16_t float_to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-
-float bf16_to_float(uint16_t h) {
-  const uint32_t u = uint32_t(h) << 16;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-
-uint16_t float_to_f16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const uint32_t sign = (u >> 16) & 0x8000u;
-  const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
-  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {  // below 2^-14: a subnormal half (or zero), rounded to nearest even
-    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - int(abs >> 23);  // 14 + (113 - exponent)
-    if (shift > 24) return uint16_t(sign);
-    const uint32_t half = mant >> shift;
-    const uint32_t rest = mant & ((1u << shift) - 1u), mid = 1u << (shift - 1);
-    return uint16_t(sign | (half + (rest > mid || (rest == mid && (half & 1u)))));
-  }
-  // Normal: rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits to even; a
-  // carry into the exponent is the right result.
-  const uint32_t r = abs - (112u << 23);
-  return uint16_t(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
-}
-
-float f16_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  uint32_t u;
-  if (exp == 0x1f) {
-    u = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    u = sign | ((exp + 112u) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    u = sign;
-  } else {  // subnormal: mant * 2^-24, exact in f32
-    const float v = float(mant) * 5.9604644775390625e-8f;
-    std::memcpy(&u, &v, 4);
-    u |= sign;
-  }
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
 
 // ---- names ----
 
@@ -179,7 +122,7 @@ KernelIsa kernel_isa() {
 // ---- storage ----
 
 QMatrix::QMatrix(const float* w, int rows, int cols, WeightType type)
-    : type_(type), rows_(rows), cols_(cols), ld_(cols) {
+    : type_(type), rows_(rows), cols_(cols), ld_(cols), source_(w) {
   if (rows <= 0 || cols <= 0) throw Error("QMatrix: empty matrix ({} x {})", rows, cols);
   if (type == WeightType::F32) {
     f32_ = w;
@@ -207,21 +150,22 @@ QMatrix::QMatrix(const float* w, int rows, int cols, WeightType type)
   for (int r = 0; r < rows; r++) {
     const float* src = w + size_t(r) * cols;
     if (type == WeightType::BF16) {
-      for (int c = 0; c < cols; c++) h[size_t(r) * cols + c] = float_to_bf16(src[c]);
+      for (int c = 0; c < cols; c++) h[size_t(r) * cols + c] = f32_to_bf16(src[c]);
     } else if (type == WeightType::F16) {
-      for (int c = 0; c < cols; c++) h[size_t(r) * cols + c] = float_to_f16(src[c]);
+      for (int c = 0; c < cols; c++) h[size_t(r) * cols + c] = f32_to_f16(src[c]);
     } else {
       for (int b = 0; b < ld_ / 32; b++) {
         const int c0 = b * 32, c1 = std::min(cols, c0 + 32);
         float amax = 0.0f;
         for (int c = c0; c < c1; c++) amax = std::max(amax, std::fabs(src[c]));
-        // The scale is rounded through f16 first, as GGUF stores it: a q8_0 tensor read from
-        // GGUF and quantized again here gets its own bytes back.
-        const float scale = f16_to_float(float_to_f16(amax / 127.0f));
-        d[size_t(r) * (ld_ / 32) + b] = scale;
+        // As GGUF's q8_0: q from the f32 scale, the scale stored rounded to f16. So the same f32
+        // matrix gets the bytes llama.cpp gives it, and a q8_0 tensor read from GGUF (q * d)
+        // and quantized again gets its own bytes back (its amax / 127 is d exactly).
+        const float scale = amax / 127.0f;
+        d[size_t(r) * (ld_ / 32) + b] = f16_to_f32(f32_to_f16(scale));
         const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         for (int c = c0; c < c1; c++) {
-          const float v = std::nearbyint(src[c] * inv);
+          const float v = std::round(src[c] * inv);  // ties away from zero, as ggml
           q[size_t(r) * ld_ + c] = int8_t(std::clamp(v, -127.0f, 127.0f));
         }
       }
@@ -246,10 +190,10 @@ void QMatrix::dequantize_row(int r, float* out) const {
       std::memcpy(out, f32_ + size_t(r) * cols_, sizeof(float) * cols_);
       break;
     case WeightType::BF16:
-      for (int c = 0; c < cols_; c++) out[c] = bf16_to_float(u16()[size_t(r) * cols_ + c]);
+      for (int c = 0; c < cols_; c++) out[c] = bf16_to_f32(u16()[size_t(r) * cols_ + c]);
       break;
     case WeightType::F16:
-      for (int c = 0; c < cols_; c++) out[c] = f16_to_float(u16()[size_t(r) * cols_ + c]);
+      for (int c = 0; c < cols_; c++) out[c] = f16_to_f32(u16()[size_t(r) * cols_ + c]);
       break;
     case WeightType::Q8_0:
       for (int c = 0; c < cols_; c++)
@@ -310,7 +254,7 @@ struct ScalarKernel {
         const uint16_t* wh = w.u16() + size_t(o) * IC;
         const float* xm = x + size_t(m) * IC;
         for (int k = 0; k < IC; k++)
-          acc += xm[k] * (w.type() == WeightType::BF16 ? bf16_to_float(wh[k]) : f16_to_float(wh[k]));
+          acc += xm[k] * (w.type() == WeightType::BF16 ? bf16_to_f32(wh[k]) : f16_to_f32(wh[k]));
       }
       out[size_t(m) * OC + o] = acc + (bias ? bias[o] : 0.0f);
     }
@@ -351,7 +295,7 @@ struct Avx2WideningKernel {
       float s = lane_sum8(acc[m]);
       const float* xm = x + size_t(m0 + m) * IC;
       for (int kk = k; kk < IC; kk++)
-        s += xm[kk] * (bf16 ? bf16_to_float(wh[kk]) : f16_to_float(wh[kk]));
+        s += xm[kk] * (bf16 ? bf16_to_f32(wh[kk]) : f16_to_f32(wh[kk]));
       out[size_t(m0 + m) * OC + o] = s + (bias ? bias[o] : 0.0f);
     }
   }
@@ -587,8 +531,12 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
       }
 #if defined(__AVX512BF16__)
       if (w.type() == WeightType::BF16 && cpu_has("avx512_bf16")) {
-        p.x16.resize(size_t(M) * IC);
-        for (size_t i = 0; i < p.x16.size(); i++) p.x16[i] = float_to_bf16(inp[i]);
+        p.x16.resize(size_t(M) * IC + 16);
+        size_t i = 0;  // round to nearest even, 16 at a time (NaN aside, as f32_to_bf16)
+        for (; i + 16 <= size_t(M) * IC; i += 16)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p.x16.data() + i),
+                              __m256i(_mm512_cvtneps_pbh(_mm512_loadu_ps(inp + i))));
+        for (; i < size_t(M) * IC; i++) p.x16[i] = f32_to_bf16(inp[i]);
         run_rows(Avx512Bf16DotKernel{w, p, bias, IC, OC}, out, M, w);
         return;
       }

@@ -47,12 +47,6 @@ KernelIsa kernel_isa();  // the resolved choice (never Auto)
 // The special units the kernels use on this CPU: "avx512_bf16", "avx512_vnni", "f16c".
 bool cpu_has(const char* feature);
 
-// Round-to-nearest-even conversions (NaN stays NaN).
-uint16_t float_to_bf16(float x);
-float bf16_to_float(uint16_t h);
-uint16_t float_to_f16(float x);
-float f16_to_float(uint16_t h);
-
 class QMatrix {
  public:
   QMatrix() = default;
@@ -66,6 +60,7 @@ class QMatrix {
   size_t bytes() const;           // storage (f32: the referenced matrix's)
 
   const float* f32() const { return f32_; }
+  const float* source() const { return source_; }  // the f32 matrix it was made from
   const uint16_t* u16() const { return reinterpret_cast<const uint16_t*>(data_.get()); }
   const int8_t* qs() const { return reinterpret_cast<const int8_t*>(data_.get()); }
   const float* scales() const { return scales_; }  // q8_0: (rows, ld / 32)
@@ -80,6 +75,7 @@ class QMatrix {
   WeightType type_ = WeightType::F32;
   int rows_ = 0, cols_ = 0, ld_ = 0;
   const float* f32_ = nullptr;
+  const float* source_ = nullptr;
   std::unique_ptr<uint8_t[], Free> data_;
   const float* scales_ = nullptr;  // inside data_, after the int8 weights
 };

@@ -54,7 +54,7 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
                              AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
                              MatmulPrecision prec) {
   const int N = s.B * s.T;
-  matmul_forward(a.qkv, inp, w.qkv_w, w.qkv_b, N, s.C, int(qkv_width(s)), prec);
+  linear_forward(a.qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, N, s.C, int(qkv_width(s)), prec);
   split_heads_forward(a.q, a.k, a.v, a.qkv, s.B, s.T, s.NH, s.NKV, s.HD);
   float* q = a.q;
   float* k = a.k;
@@ -70,7 +70,7 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
   }
   attention_forward(a.y, a.att, q, k, a.v, s.B, s.T, s.NH, s.NKV, s.HD, prec);
   merge_heads_forward(a.ym, a.y, s.B, s.T, s.NH, s.HD);
-  matmul_forward(out, a.ym, w.o_w, w.o_b, N, s.NH * s.HD, s.C, prec);
+  linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec);
 }
 
 void attention_block_backward(float* dinp, const float* dout, const float* inp,
@@ -122,7 +122,7 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
   const int R = int(batch.size());
   const int QKV = int(qkv_width(s)), HD = s.HD, half = HD / 2, group = s.NH / s.NKV;
   const float scale = 1.0f / std::sqrt(float(HD));
-  matmul_forward(qkv, inp, w.qkv_w, w.qkv_b, R, s.C, QKV);
+  linear_forward(qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, R, s.C, QKV, MatmulPrecision::F32);
   // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache. A decode
   // step's few rows are less work than waking the thread team.
 #pragma omp parallel for schedule(static) if (size_t(R) * QKV > kParallelMin)
@@ -182,7 +182,7 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
       }
     }
   }
-  matmul_forward(out, y, w.o_w, w.o_b, R, s.NH * HD, s.C);
+  linear_forward(out, y, w.o_w, w.o_q, w.o_b, R, s.NH * HD, s.C, MatmulPrecision::F32);
 }
 
 void attention_probs_backward(float* dq, float* dk, const float* datt, const float* att,

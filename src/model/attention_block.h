@@ -6,6 +6,7 @@
 
 #include "core/arena.h"
 #include "kernels/kernels.h"
+#include "kernels/qmatmul.h"
 
 namespace distill {
 
@@ -21,6 +22,9 @@ struct AttentionWeights {
   const float* o_b;     // (C) or null
   const float* q_norm;  // (HD) or null
   const float* k_norm;  // (HD) or null
+  // Low-precision copies of qkv_w and o_w for inference (Model::set_weight_type), or null: f32.
+  const QMatrix* qkv_q = nullptr;
+  const QMatrix* o_q = nullptr;
 };
 
 struct AttentionGrads {

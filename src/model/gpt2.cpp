@@ -45,6 +45,7 @@ struct Gpt2Layer {
   AttentionWeights attn;
   AttentionGrads dattn;
   const float *ln1_w, *ln1_b, *ln2_w, *ln2_b, *fc_w, *fc_b, *proj_w, *proj_b;
+  const QMatrix *fc_q = nullptr, *proj_q = nullptr;  // low-precision copies, or null: f32
   float *dln1_w, *dln1_b, *dln2_w, *dln2_b, *dfc_w, *dfc_b, *dproj_w, *dproj_b;
 };
 
@@ -157,12 +158,12 @@ class Gpt2 final : public ArchImpl {
       Gpt2LayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      matmul_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_b, N, F, C, prec);
+      linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     layernorm_forward(b.lnf, b.lnf_mean, b.lnf_rstd, b.res_final, lnf_w_, lnf_b_, N, C,
                       c_.norm_eps);
-    matmul_forward(b.logits, b.lnf, wte_, nullptr, N, C, c_.vocab_size, prec);
+    linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec);
     return b.logits;
   }
 
@@ -213,6 +214,26 @@ class Gpt2 final : public ArchImpl {
     return LayerActivations{a.ln1, a.attn.att, a.attn.ym, a.ln2, a.fc_gelu};
   }
 
+  std::vector<const QMatrix*> set_weight_type(WeightType type) override {
+    qmats_.clear();
+    std::vector<const QMatrix*> made;
+    auto make = [&](const float* w, int rows, int cols) -> const QMatrix* {
+      if (type == WeightType::F32) return nullptr;
+      qmats_.push_back(std::make_unique<QMatrix>(w, rows, cols, type));
+      made.push_back(qmats_.back().get());
+      return made.back();
+    };
+    const int C = c_.hidden_size, F = c_.intermediate_size;
+    for (Gpt2Layer& L : layers_) {
+      L.attn.qkv_q = make(L.attn.qkv_w, 3 * C, C);
+      L.attn.o_q = make(L.attn.o_w, C, C);
+      L.fc_q = make(L.fc_w, F, C);
+      L.proj_q = make(L.proj_w, C, F);
+    }
+    head_q_ = make(wte_, c_.vocab_size, C);
+    return made;
+  }
+
   float* forward_rows(const InferBatch& batch, KvCache& cache) override {
     const int R = int(batch.size()), C = c_.hidden_size, F = c_.intermediate_size;
     const float eps = c_.norm_eps;
@@ -230,9 +251,9 @@ class Gpt2 final : public ArchImpl {
       attention_block_infer(itmp_, iln_, L.attn, s, RopeTables{}, cache, l, batch, iqkv_, iy_);
       residual_forward(ix_, ix_, itmp_, size_t(R) * C);
       layernorm_forward(iln_, imean_, irstd_, ix_, L.ln2_w, L.ln2_b, R, C, eps);
-      matmul_forward(ifc_, iln_, L.fc_w, L.fc_b, R, C, F);
+      linear_forward(ifc_, iln_, L.fc_w, L.fc_q, L.fc_b, R, C, F, kF32);
       gelu_forward(ifc_, ifc_, size_t(R) * F);
-      matmul_forward(itmp_, ifc_, L.proj_w, L.proj_b, R, F, C);
+      linear_forward(itmp_, ifc_, L.proj_w, L.proj_q, L.proj_b, R, F, C, kF32);
       residual_forward(ix_, ix_, itmp_, size_t(R) * C);
     }
     int M = 0;
@@ -240,7 +261,7 @@ class Gpt2 final : public ArchImpl {
       if (batch.want_logits[r])
         std::memcpy(iln_ + size_t(M++) * C, ix_ + size_t(r) * C, sizeof(float) * C);
     layernorm_forward(itmp_, imean_, irstd_, iln_, lnf_w_, lnf_b_, M, C, eps);
-    matmul_forward(ilogits_, itmp_, wte_, nullptr, M, C, c_.vocab_size);
+    linear_forward(ilogits_, itmp_, wte_, head_q_, nullptr, M, C, c_.vocab_size, kF32);
     return ilogits_;
   }
 
@@ -255,7 +276,7 @@ class Gpt2 final : public ArchImpl {
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
-    matmul_forward(a.fc, a.ln2, L.fc_w, L.fc_b, N, C, F, prec);
+    linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec);
     gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
   }
 
@@ -296,6 +317,9 @@ class Gpt2 final : public ArchImpl {
   FloatBuffer infer_buffer_;
   float *ix_, *iln_, *itmp_, *imean_, *irstd_, *iqkv_, *iy_, *ifc_, *ilogits_;
   const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
+  const QMatrix* head_q_ = nullptr;
+  std::vector<std::unique_ptr<QMatrix>> qmats_;  // set_weight_type's copies
+  static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
 
   int B_ = 0, T_ = 0;

@@ -58,6 +58,7 @@ struct LlamaLayer {
   AttentionWeights attn;
   AttentionGrads dattn;
   const float *ln1, *ln2, *gate_up_w, *gate_up_b, *down_w, *down_b;
+  const QMatrix *gate_up_q = nullptr, *down_q = nullptr;  // low-precision copies, or null: f32
   float *dln1, *dln2, *dgate_up_w, *dgate_up_b, *ddown_w, *ddown_b;
 };
 
@@ -179,11 +180,11 @@ class Llama final : public ArchImpl {
       LlamaLayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      matmul_forward(b.tmp, a.swi, L.down_w, L.down_b, N, F, C, prec);
+      linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps);
-    matmul_forward(b.logits, b.lnf, head_, nullptr, N, C, c_.vocab_size, prec);
+    linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec);
     return b.logits;
   }
 
@@ -224,6 +225,26 @@ class Llama final : public ArchImpl {
 
   size_t activation_floats() const override { return buffer_.size(); }
 
+  std::vector<const QMatrix*> set_weight_type(WeightType type) override {
+    qmats_.clear();
+    std::vector<const QMatrix*> made;
+    auto make = [&](const float* w, int rows, int cols) -> const QMatrix* {
+      if (type == WeightType::F32) return nullptr;
+      qmats_.push_back(std::make_unique<QMatrix>(w, rows, cols, type));
+      made.push_back(qmats_.back().get());
+      return made.back();
+    };
+    const int C = c_.hidden_size, F = c_.intermediate_size;
+    for (LlamaLayer& L : layers_) {
+      L.attn.qkv_q = make(L.attn.qkv_w, c_.q_dim() + 2 * c_.kv_dim(), C);
+      L.attn.o_q = make(L.attn.o_w, C, c_.q_dim());
+      L.gate_up_q = make(L.gate_up_w, 2 * F, C);
+      L.down_q = make(L.down_w, C, F);
+    }
+    head_q_ = make(head_, c_.vocab_size, C);
+    return made;
+  }
+
   const float* hidden(int i) const override {
     return i < c_.num_layers ? buf_.acts[i].res : buf_.res_final;
   }
@@ -245,9 +266,9 @@ class Llama final : public ArchImpl {
       attention_block_infer(itmp_, iln_, L.attn, s, infer_rope_, cache, l, batch, iqkv_, iy_);
       residual_forward(ix_, ix_, itmp_, size_t(R) * C);
       rmsnorm_forward(iln_, nullptr, ix_, L.ln2, R, C, c_.norm_eps);
-      matmul_forward(igu_, iln_, L.gate_up_w, L.gate_up_b, R, C, 2 * F);
+      linear_forward(igu_, iln_, L.gate_up_w, L.gate_up_q, L.gate_up_b, R, C, 2 * F, kF32);
       swiglu_forward(iswi_, igu_, R, F);
-      matmul_forward(itmp_, iswi_, L.down_w, L.down_b, R, F, C);
+      linear_forward(itmp_, iswi_, L.down_w, L.down_q, L.down_b, R, F, C, kF32);
       residual_forward(ix_, ix_, itmp_, size_t(R) * C);
     }
     int M = 0;
@@ -255,7 +276,7 @@ class Llama final : public ArchImpl {
       if (batch.want_logits[r])
         std::memcpy(iln_ + size_t(M++) * C, ix_ + size_t(r) * C, sizeof(float) * C);
     rmsnorm_forward(itmp_, nullptr, iln_, norm_, M, C, c_.norm_eps);
-    matmul_forward(ilogits_, itmp_, head_, nullptr, M, C, c_.vocab_size);
+    linear_forward(ilogits_, itmp_, head_, head_q_, nullptr, M, C, c_.vocab_size, kF32);
     return ilogits_;
   }
 
@@ -269,7 +290,7 @@ class Llama final : public ArchImpl {
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, rope_, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
-    matmul_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_b, N, C, 2 * F, prec);
+    linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec);
     swiglu_forward(a.swi, a.gate_up, N, F);
   }
 
@@ -323,6 +344,9 @@ class Llama final : public ArchImpl {
   std::vector<float> rope_cos_, rope_sin_;
   RopeTables infer_rope_;
   const float *wte_ = nullptr, *norm_ = nullptr, *head_ = nullptr;
+  const QMatrix* head_q_ = nullptr;
+  std::vector<std::unique_ptr<QMatrix>> qmats_;  // set_weight_type's copies
+  static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_ = nullptr, *dnorm_ = nullptr, *dhead_ = nullptr;
   std::vector<float> inv_freq_;
 

@@ -1,5 +1,8 @@
 #include "model/model.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -147,6 +150,37 @@ float* Model::forward_rows(const InferBatch& batch, KvCache& cache) {
   for (size_t r = 0; r < batch.size(); r++)
     cache.length[batch.slots[r]] = std::max(cache.length[batch.slots[r]], batch.positions[r] + 1);
   return logits;
+}
+
+void Model::set_weight_type(WeightType type, bool keep_f32) {
+  if (type != WeightType::F32 && trainable_)
+    throw Error("{} weights are for inference: a trainable model keeps f32 weights",
+                weight_type_name(type));
+  if (released_floats_ > 0)
+    throw Error("the model's f32 weights were released for {} inference: reload it to change the "
+                "weight type", weight_type_name(weight_type_));
+  const std::vector<const QMatrix*> copies = impl_->set_weight_type(type);
+  weight_type_ = type;
+  qweight_bytes_ = 0;
+  for (const QMatrix* q : copies) qweight_bytes_ += q->bytes();
+  if (keep_f32 || type == WeightType::F32) return;
+  // Give back the whole pages inside each copied matrix, except the embedding table, which the
+  // token lookup still reads (a tied head copies it).
+  const long page = sysconf(_SC_PAGESIZE);
+  const float* embedding = params_.data() + specs_.front().offset;
+  for (const QMatrix* q : copies) {
+    DISTILL_CHECK(q->source() != nullptr);
+    if (q->source() == embedding) continue;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(q->source());
+    const uintptr_t end = begin + size_t(q->rows()) * q->cols() * sizeof(float);
+    const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+    released_floats_ += size_t(q->rows()) * q->cols();
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
+}
+
+size_t Model::weight_bytes() const {
+  return (params_.size() - released_floats_) * sizeof(float) + qweight_bytes_;
 }
 
 std::unique_ptr<KvCache> Model::make_cache(int slots, int max_len) const {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/arena.h"
+#include "kernels/qmatmul.h"
 #include "model/config.h"
 
 namespace distill {
@@ -54,6 +55,9 @@ class ArchImpl {
   virtual float* forward_rows(const InferBatch& batch, KvCache& cache) = 0;
   // Floats of the training buffers the last forward allocated (0 before any).
   virtual size_t activation_floats() const = 0;
+  // Builds (or, for F32, drops) the low-precision copies of every linear layer's weights;
+  // returns them (each knows its rows and cols; the f32 source is the parameter it copies).
+  virtual std::vector<const QMatrix*> set_weight_type(WeightType type) = 0;
   // After forward(): the residual stream at layer boundary i, (B*T, C); see Model::hidden.
   virtual const float* hidden(int i) const = 0;
   // After forward() without checkpointing: layer l's activations.
@@ -114,6 +118,19 @@ class Model {
   // A cache for `slots` sequences of up to max_len positions.
   std::unique_ptr<KvCache> make_cache(int slots, int max_len) const;
 
+  // Inference with low-precision weights (kernels/qmatmul.h): every linear layer (attention,
+  // MLP, the head) then multiplies with a bf16, f16 or q8_0 copy of its weights, in forward()
+  // and forward_rows(); embeddings, norms and biases stay f32. Only for an inference-only model
+  // (the copies are not refreshed by training). F32 drops the copies.
+  // Unless keep_f32, the f32 values the copies replace are released (their memory pages given
+  // back: a bf16 teacher then holds ~2 bytes per weight, not 6) and params() no longer holds
+  // them: such a model can only run forward, not be saved or changed back.
+  void set_weight_type(WeightType type, bool keep_f32 = false);
+  bool f32_released() const { return released_floats_ > 0; }
+  WeightType weight_type() const { return weight_type_; }
+  // Bytes of the weights the forward streams: the linear layers in their type, the rest f32.
+  size_t weight_bytes() const;
+
   MatmulPrecision precision() const { return precision_; }
   void set_precision(MatmulPrecision p) { precision_ = p; }
 
@@ -134,6 +151,9 @@ class Model {
   std::unordered_map<std::string, size_t> index_;
   FloatBuffer params_, grads_;
   MatmulPrecision precision_ = MatmulPrecision::F32;
+  WeightType weight_type_ = WeightType::F32;
+  size_t released_floats_ = 0;  // f32 parameter floats given back by set_weight_type
+  size_t qweight_bytes_ = 0;    // bytes of the low-precision copies
   bool trainable_ = true;
   bool checkpointing_ = false;
   bool forwarded_ = false;                   // a training forward has run

@@ -40,6 +40,7 @@ Server::Server(const ServeOptions& options, std::function<void(const std::string
     model_name_ = fs::absolute(o_.model_dir).lexically_normal().parent_path().filename().string();
   if (!o_.api_keys.empty()) keys_ = KeyStore::load(o_.api_keys);
   model_ = load_model_dir(o_.model_dir);
+  model_->set_weight_type(o_.weights);
   tok_ = load_model_tokenizer(o_.model_dir);
   if (tok_->vocab_size() > model_->config().vocab_size)
     throw Error("{}: the tokenizer has {} tokens but the model's vocabulary is {}", o_.model_dir,

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 
+#include "kernels/qmatmul.h"
 #include "serve/api_keys.h"
 #include "serve/api_request.h"
 #include "serve/fault_injection.h"
@@ -44,6 +45,7 @@ struct UsageRecord;
 
 struct ServeOptions {
   std::string model_dir;            // the model directory (weights, config, tokenizer)
+  WeightType weights = WeightType::F32;  // its linear layers' type (kernels/qmatmul.h)
   std::string model_name;           // the name clients ask for; "" = the directory's name
   std::string host = "127.0.0.1";   // loopback unless told otherwise
   int port = 8000;                  // 0: any free port (printed)
