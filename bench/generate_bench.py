@@ -7,9 +7,11 @@ from the source bundle npm's node-llama-cpp ships) and driven through its C API 
 bench/llama_gen_peer.cpp. The same program linked with node-llama-cpp's prebuilt libraries (what a
 user gets from npm: ggml's zen4 CPU variant) is the second column.
 
-For each model (the llama-bench and gpt2-bench presets of ../shared/PEERS.md, random weights, which
-cost the same as trained ones), `distill bench generate --save-model` writes the model and
-`distill export --type f32` turns it into a GGUF; every side then loads that one GGUF file. Each
+For each model (the llama-bench and gpt2-bench presets of ../shared/PEERS.md and llama-110m, a
+113M-parameter llama whose weights do not fit in cache; random weights, which cost the same as
+trained ones) and each weight type (--types, default f32, bf16, q8_0), `distill bench generate
+--save-model` writes the model and `distill export --type T` turns it into a GGUF; every side
+then loads that one GGUF file, distill with --weights T. Each
 round runs `distill bench generate`, the native peer and the prebuilt peer once each, rotating
 which goes first, and each reports, per batch size, the median over --reps repetitions of:
   pp: B prompts of P tokens processed from an empty KV cache, up to every sequence's first
@@ -37,8 +39,10 @@ PEERS = {"native": os.path.join(NATIVE, "peer", "llama_gen_peer"),
          "prebuilt": os.path.join(BUILD, "llama_gen_peer")}
 LLAMA_BENCH = os.path.join(NATIVE, "build", "bin", "llama-bench")
 
-# name: distill preset (vocabulary 8192, 6 layers, d 384; see src/model/presets.cpp)
-CONFIGS = {"llama": "llama-bench", "gpt2": "gpt2-bench"}
+# name: distill preset (src/model/presets.cpp): the two bench shapes of ../shared/PEERS.md
+# (vocabulary 8192, 6 layers, d 384, 16-18M parameters: their f32 weights fit in this machine's L3)
+# and llama-110m (16 layers, d 768, 113M parameters, 453 MB in f32: streamed from memory).
+CONFIGS = {"llama": "llama-bench", "gpt2": "gpt2-bench", "llama110m": "llama-110m"}
 CPU_FLAGS = ["avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile"]
 
 
@@ -68,15 +72,18 @@ def load_average():
         return " ".join(f.read().split()[:3])
 
 
-def prepare(name, preset):
+def prepare(name, preset, wtype):
+    """The model's GGUF with its matrices in `wtype` (norms f32), written by distill export; every
+    side loads it, and distill runs it with --weights wtype (a q8_0 GGUF then runs with its own
+    bytes: distill's q8_0 is ggml's)."""
     work = os.path.join(BUILD, "bench-generate")
     os.makedirs(work, exist_ok=True)
     model_dir = os.path.join(work, name)
-    gguf = os.path.join(work, name + "-f32.gguf")
-    subprocess.run(["rm", "-rf", model_dir], check=True)
-    run_lines([DISTILL, "bench", "generate", "--preset", preset, "--seed", "1",
-               "--save-model", model_dir])
-    subprocess.run([DISTILL, "export", "--model", model_dir, "--format", "gguf", "--type", "f32",
+    gguf = os.path.join(work, f"{name}-{wtype}.gguf")
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        run_lines([DISTILL, "bench", "generate", "--preset", preset, "--seed", "1",
+                   "--save-model", model_dir])
+    subprocess.run([DISTILL, "export", "--model", model_dir, "--format", "gguf", "--type", wtype,
                     "--tokenizer", "bytes", "--out", gguf], check=True, stdout=subprocess.DEVNULL)
     return gguf
 
@@ -86,14 +93,14 @@ def common_args(a):
             str(a.gen_tokens), "--reps", str(a.reps)]
 
 
-def ours(gguf, a):
+def ours(gguf, a, wtype):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    return run_lines([DISTILL, "bench", "generate", "--model", gguf, "--threads", str(a.threads)] +
-                     common_args(a), env)
+    return run_lines([DISTILL, "bench", "generate", "--model", gguf, "--threads", str(a.threads),
+                      "--weights", wtype] + common_args(a), env)
 
 
 def peer_runner(path):
-    def run(gguf, a):
+    def run(gguf, a, wtype):
         return run_lines([path, gguf, "--threads", str(a.threads)] + common_args(a))
     return run
 
@@ -126,7 +133,9 @@ def main():
     # The gpt2 preset has 256 positions: prompt + generated tokens + 1 must fit.
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=96)
-    ap.add_argument("--configs", default="llama,gpt2")
+    ap.add_argument("--configs", default="llama,gpt2,llama110m")
+    ap.add_argument("--types", default="f32,bf16,q8_0",
+                    help="weight types of the linear layers (f32, bf16, f16, q8_0), same on every side")
     ap.add_argument("--peers", default="native,prebuilt",
                     help="llama.cpp builds to compare with, the first is the main column")
     ap.add_argument("--no-llama-bench", action="store_true", help="skip llama-bench's own figures")
@@ -154,7 +163,8 @@ def main():
     cpu = cpu_info()
     summary = {"threads": a.threads, "prompt_tokens": a.prompt_tokens,
                "gen_tokens": a.gen_tokens, "rounds": a.rounds, "reps": a.reps,
-               "weights": "f32 (GGUF exported by distill, loaded by all)",
+               "weights": "per table row: the GGUF's matrix type (exported by distill, loaded by "
+                          "every side; distill runs it with --weights of that type)",
                "peer": f"llama.cpp {main_peer} ('llama.cpp' and 'ratio' below), C API, default "
                        "context settings: f16 KV cache, flash attention auto",
                "peers": {"native": "llama.cpp built from node-llama-cpp 3.21.1's source bundle "
@@ -166,18 +176,19 @@ def main():
           f"{a.threads} threads, {a.rounds} rounds x {a.reps} repetitions; load {load_average()}",
           flush=True)
     tables = {}
-    for name in a.configs.split(","):
-        gguf = prepare(name, CONFIGS[name])
+    for name, wtype in [(n, t) for n in a.configs.split(",") for t in a.types.split(",")]:
+        gguf = prepare(name, CONFIGS[name], wtype)
+        key = f"{name}-{wtype}"
         runs = {}  # (side, batch) -> list of per-round {"pp":, "tg":}
         for r in range(a.rounds):
             k = r % len(sides)
             for side, fn in sides[k:] + sides[:k]:
-                for j in fn(gguf, a):
+                for j in fn(gguf, a, wtype):
                     if "system_info" in j:
                         summary.setdefault("system_info", {})[side] = j["system_info"]
                     runs.setdefault((side, j["batch"]), []).append(
                         {"pp": j["pp_tokens_per_s"], "tg": j["tg_tokens_per_s"]})
-                    print(f"  {name} round {r + 1} {side:8s} batch {j['batch']}: "
+                    print(f"  {key} round {r + 1} {side:8s} batch {j['batch']}: "
                           f"pp {j['pp_tokens_per_s']:8.0f} tok/s, tg {j['tg_tokens_per_s']:7.0f} "
                           f"tok/s", flush=True)
         res = {}
@@ -197,14 +208,14 @@ def main():
             res[f"batch{b}"] = entry
         if run_llama_bench:
             res["llama_bench"] = llama_bench(gguf, a)
-        summary[name] = res
-        tables[name] = res
+        summary[key] = res
+        tables[key] = res
     summary["load_after"] = load_average()
 
     # The table: tok/s medians over rounds, then the median per-round ratio distill/peer.
     cols = [f"llama.cpp {p}" for p in peers]
     print()
-    print(f"{'model':6s} {'B':>2s} {'':2s} {'distill':>9s} " +
+    print(f"{'model-weights':16s} {'B':>2s} {'':2s} {'distill':>9s} " +
           " ".join(f"{c:>18s}" for c in cols) + "  " +
           " ".join(f"{'vs ' + p:>12s}" for p in peers))
     for name, res in tables.items():
@@ -215,7 +226,7 @@ def main():
                 e = entry[k]
                 vals = [e["llama.cpp" + ("" if p == main_peer else "_" + p)] for p in peers]
                 ratios = [e["ratio" + ("" if p == main_peer else "_" + p)] for p in peers]
-                print(f"{name:6s} {bk[5:]:>2s} {k:2s} {e['distill']:9.0f} " +
+                print(f"{name:16s} {bk[5:]:>2s} {k:2s} {e['distill']:9.0f} " +
                       " ".join(f"{v:18.0f}" for v in vals) + "  " +
                       " ".join(f"{x:11.2f}x" for x in ratios))
     if run_llama_bench:
@@ -227,7 +238,7 @@ def main():
             pp_key, tg_key = f"pp{a.prompt_tokens}", f"tg{a.gen_tokens}"
             depth_key = f"{tg_key}@d{a.prompt_tokens}"
             peer_b1 = res.get("batch1", {})
-            line = (f"  {name:6s} {pp_key} {lb.get(pp_key, 0):7.0f}  {tg_key} "
+            line = (f"  {name:16s} {pp_key} {lb.get(pp_key, 0):7.0f}  {tg_key} "
                     f"{lb.get(tg_key, 0):6.0f}  {depth_key} {lb.get(depth_key, 0):6.0f}")
             if "pp" in peer_b1 and main_peer == "native":
                 line += (f"   | peer pp {peer_b1['pp']['llama.cpp']:7.0f}  "

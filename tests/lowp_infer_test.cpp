@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <vector>
 
@@ -24,6 +25,8 @@
 #include "infer/kv_cache.h"
 #include "model/model.h"
 #include "model/presets.h"
+#include "test_support.h"
+#include "tiny_teacher.h"
 
 namespace distill {
 namespace {
@@ -232,6 +235,36 @@ TEST(LowpInfer, Q8GgufRunsWithItsOwnBytes) {
   loaded->set_weight_type(WeightType::Q8_0);
   const Vec a = prefill_logits(*m, ids), b = prefill_logits(*loaded, ids);
   EXPECT_EQ(max_abs_diff(a, b), 0.0);
+  fs::remove_all(dir);
+}
+
+// The CLI: --weights on sample and score runs the teacher in that type; an unknown type is refused
+// by name before anything is written.
+TEST(LowpInfer, CliWeightsOption) {
+  const fs::path dir = test_support::temp_dir("lowp-cli");
+  const std::string teacher = test_support::save_tiny_teacher(dir);
+  {
+    std::ofstream(dir / "text.txt") << std::string(3000, 'a') + "In the beginning God created";
+  }
+  auto r = test_support::run_cli(
+      "sample " + teacher + " --prompt 'In the' --max-tokens 8 --temperature 0 --weights q8_0", dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("--- sample 1"), std::string::npos) << r.out;
+  r = test_support::run_cli("sample " + teacher + " --prompt x --weights q4_k", dir);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("unknown weight type 'q4_k'"), std::string::npos) << r.err;
+  for (const char* type : {"f32", "bf16"}) {
+    r = test_support::run_cli("score --teacher " + teacher + " --text " + (dir / "text.txt").string() +
+                                  " --out " + (dir / type).string() + " --seq-len 64 --top-k 4 " +
+                                  "--encoding exact --weights " + type,
+                              dir);
+    ASSERT_EQ(r.status, 0) << type << ": " << r.err;
+  }
+  r = test_support::run_cli("score --teacher " + teacher + " --text " + (dir / "text.txt").string() +
+                                " --out " + (dir / "bad").string() + " --weights int4",
+                            dir);
+  EXPECT_NE(r.status, 0);
+  EXPECT_FALSE(fs::exists(dir / "bad"));
   fs::remove_all(dir);
 }
 

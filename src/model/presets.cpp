@@ -62,6 +62,8 @@ const std::vector<Preset>& presets() {
       // The benchmark shapes of ../shared/PEERS.md (17-18M parameters, vocabulary 8192).
       {"gpt2-bench", gpt2(8192, 384, 6, 6, 256)},
       {"llama-bench", untied(llama(8192, 384, 6, 6, 2, 1024, 256))},
+      // A benchmark model whose weights do not fit in cache (113M parameters, 453 MB in f32).
+      {"llama-110m", untied(llama(8192, 768, 16, 12, 4, 2048, 512))},
   };
   return all;
 }
