@@ -226,6 +226,7 @@ struct Prepared {
   std::vector<uint16_t> x16;  // bf16 x (M, IC) for the BF16-unit kernel
   std::vector<int8_t> xq;     // q8_0 x (M, ld)
   std::vector<float> xd;      // its scales (M, ld / 32)
+  std::vector<float> xdl;     // the same, each repeated over the 8 lanes of its block: (M, 4 ld)
 };
 
 // ---- scalar kernels (every type; also the reference the SIMD paths are tested against) ----
@@ -444,7 +445,7 @@ struct Avx512Q8Kernel {
         const int8_t* xq = p.xq.data() + size_t(m0 + m) * ld + b * 32;
         const __m512i xv = _mm512_maskz_loadu_epi8(mask, xq);
         const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-        const __m512 dx = pair(p.xd.data() + size_t(m0 + m) * nb + b, two);
+        const __m512 dx = _mm512_loadu_ps(p.xdl.data() + (size_t(m0 + m) * nb + b) * 8);
         acc[m] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, dot4(aw, sx)), _mm512_mul_ps(dw, dx), acc[m]);
       }
     }
@@ -521,6 +522,12 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
     p.xq.resize(size_t(M) * w.ld());
     p.xd.resize(size_t(M) * (w.ld() / 32));
     quantize_rows_q8(p.xq.data(), p.xd.data(), inp, M, IC, w.ld());
+    // Lane-expanded scales for the AVX-512 kernel: one load per row and block pair instead of two
+    // broadcasts and a blend (an odd last block pairs with zeros).
+    const size_t nb = w.ld() / 32;
+    p.xdl.assign(size_t(M) * nb * 8 + 16, 0.0f);
+    for (size_t i = 0; i < size_t(M) * nb; i++)
+      std::fill(p.xdl.begin() + i * 8, p.xdl.begin() + i * 8 + 8, p.xd[i]);
   }
   switch (isa) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
