@@ -10,6 +10,7 @@ VerbRun add_train(CLI::App& app) {
   auto o = std::make_shared<DistillTrainOptions>();
   o->loop.out = "runs/student";
   app.add_option("--teacher", o->teacher, "teacher model directory");
+  add_weights_option(app, o->teacher_weights, "--teacher-weights", "the online teacher");
   app.add_option("--data", o->data, "online: text files the teacher scores");
   app.add_option("--val-fraction", o->val_fraction, "held out: tail of each text file (online) or last records (offline)");
   app.add_option("--dataset", o->dataset, "offline: dataset directory of teacher log-probs");

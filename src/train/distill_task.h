@@ -27,7 +27,11 @@ class DistillTaskBase : public TrainTask {
                                 o.tail == "ignore" ? TailRule::Ignore : TailRule::Bucket)) {
     if (o.tail != "bucket" && o.tail != "ignore")
       throw Error("--tail '{}': expected bucket or ignore", o.tail);
-    if (!o.teacher.empty()) teacher_ = load_model_dir(o.teacher);
+    if (!o.teacher.empty()) {
+      teacher_ = load_model_dir(o.teacher);
+      // f32 kept: --init-from-teacher and pruning read the teacher's f32 parameters.
+      teacher_->set_weight_type(o.teacher_weights, /*keep_f32=*/true);
+    }
   }
 
   // `fingerprint`/`vocab`: the teacher data's tokenizer (teacher model or dataset).

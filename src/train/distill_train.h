@@ -7,12 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "kernels/qmatmul.h"
 #include "train/train_loop.h"
 
 namespace distill {
 
 struct DistillTrainOptions {
   std::string teacher;             // teacher model directory (online mode, --init-from-teacher)
+  WeightType teacher_weights = WeightType::F32;  // its linear layers (kernels/qmatmul.h)
   std::vector<std::string> data;   // online: text files (in the teacher's tokens)
   double val_fraction = 0.05;      // held out: tail of each file (online), last records (offline)
   std::string dataset;             // offline: dataset directory (top-k teacher log-probs)
