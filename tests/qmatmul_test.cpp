@@ -5,7 +5,8 @@
 //
 // The reference is the exact result, in double, of the arithmetic the kernel is meant to do: the
 // dequantized weights times x as the kernel sees it (rounded to bf16 where the BF16 unit or
-// oneDNN's bf16 GEMM runs, quantized to q8_0 per 32-block for q8_0 weights). So the only error
+// oneDNN's bf16 GEMM runs, quantized to q8_0 per 32-block for q8_0 weights; q8_0 prompt rows
+// widen the weights to bf16 and round x to bf16). So the only error
 // left is fp32 summation: |err| <= 1e-5 * sqrt(K) * (1 + |want|), as in kernels_test.
 // Tolerance.CatchesWrongScale shows this still catches one block's scale off by 1%. How far the
 // low-precision result is from the f32 model is a separate question, measured on whole models
@@ -56,7 +57,9 @@ struct IsaGuard {
 // The exact result of the kernel's arithmetic on row m, output o, in double: x as the kernel sees it
 // (rounded to bf16 by the BF16 unit and oneDNN, quantized to q8_0 per 32-block for q8_0
 // weights) times the dequantized weights; and the bound of fp32 summation error around it.
-enum class XMode { Exact, Bf16, Q8 };
+// Q8AsBf16: q8_0 prompt processing (more than 16 rows with the BF16 unit) widens the weights to
+// bf16 and rounds x to bf16.
+enum class XMode { Exact, Bf16, Q8, Q8AsBf16 };
 
 struct Expected {
   Vec want, bound;
@@ -68,7 +71,7 @@ Vec x_as_seen(const Vec& x, int M, int IC, XMode mode) {
     for (int b = 0; b * 32 < IC; b++) {
       float* xm = out.data() + size_t(m) * IC;
       const int c1 = std::min(IC, b * 32 + 32);
-      if (mode == XMode::Bf16) {
+      if (mode == XMode::Bf16 || mode == XMode::Q8AsBf16) {
         for (int k = b * 32; k < c1; k++) xm[k] = bf16_to_f32(f32_to_bf16(xm[k]));
       } else if (mode == XMode::Q8) {
         float amax = 0.0f;
@@ -88,6 +91,8 @@ Expected reference(const QMatrix& w, const Vec& x_in, const Vec& bias, int M, XM
   Vec row(IC);
   for (int o = 0; o < OC; o++) {
     w.dequantize_row(o, row.data());
+    if (mode == XMode::Q8AsBf16)
+      for (float& v : row) v = bf16_to_f32(f32_to_bf16(v));
     for (int m = 0; m < M; m++) {
       const float* xm = x.data() + size_t(m) * IC;
       double dot = 0.0;
@@ -101,10 +106,9 @@ Expected reference(const QMatrix& w, const Vec& x_in, const Vec& bias, int M, XM
 }
 
 XMode mode_for(WeightType type, KernelIsa isa, int M) {
-  if (type == WeightType::Q8_0) return XMode::Q8;
   const bool bf16_unit = isa == KernelIsa::Avx512 && cpu_has("avx512_bf16");
+  if (type == WeightType::Q8_0) return bf16_unit && M > 16 ? XMode::Q8AsBf16 : XMode::Q8;
   if (type == WeightType::BF16 && bf16_unit) return XMode::Bf16;  // the dot unit or oneDNN (M > 16)
-  (void)M;
   return XMode::Exact;
 }
 

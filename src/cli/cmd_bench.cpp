@@ -41,6 +41,8 @@ struct BenchGemmOptions {
   int size = 2048;
   int reps = 10;
   std::string precision = "f32";
+  WeightType weights = WeightType::F32;  // other than f32: qmatmul_forward on a (size, size) QMatrix
+  int rows = 0;                          // rows of x with --weights (0: size)
 };
 
 struct BenchGenerateOptions {
@@ -209,14 +211,22 @@ int run_gemm(const BenchGemmOptions& o) {
     b.data()[i] = float(rng.uniform() - 0.5);
   }
   const MatmulPrecision prec = parse_precision(o.precision);
+  const int M = o.weights == WeightType::F32 || o.rows <= 0 ? n : std::min(o.rows, n);
+  std::unique_ptr<QMatrix> q;
+  if (o.weights != WeightType::F32) q = std::make_unique<QMatrix>(b.data(), n, n, o.weights);
   std::vector<double> times;
   for (int r = 0; r < o.reps + 2; r++) {
     const auto t0 = Clock::now();
-    gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n, prec);
+    if (q)
+      qmatmul_forward(c.data(), a.data(), *q, nullptr, M);
+    else
+      gemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n, prec);
     if (r >= 2) times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  const double gflops = 2.0 * n * double(n) * n / median(times) / 1e9;
-  nlohmann::json j = {{"bench", "gemm"}, {"precision", o.precision}, {"size", n},
+  const double gflops = 2.0 * M * double(n) * n / median(times) / 1e9;
+  nlohmann::json j = {{"bench", "gemm"}, {"precision", o.precision}, {"size", n}, {"rows", M},
+                      {"weights", weight_type_name(o.weights)},
+                      {"isa", kernel_isa_name(kernel_isa())},
                       {"threads", omp_get_max_threads()}, {"gflops", gflops}};
   std::printf("%s\n", j.dump().c_str());
   return 0;
@@ -239,6 +249,8 @@ VerbRun add_bench(CLI::App& app) {
   gemm_cmd->add_option("--size", g->size, "matrix size n (n x n x n)");
   gemm_cmd->add_option("--reps", g->reps, "timed repetitions");
   gemm_cmd->add_option("--precision", g->precision, "f32 or bf16");
+  add_weights_option(*gemm_cmd, g->weights);
+  gemm_cmd->add_option("--rows", g->rows, "rows of x with --weights (default: --size)");
   auto gen = std::make_shared<BenchGenerateOptions>();
   CLI::App* gen_cmd = app.add_subcommand(
       "generate", "time prompt processing and generation (batched, KV cache, greedy)");
