@@ -293,7 +293,7 @@ std::unique_ptr<Model> load_gguf_model(const GgufFile& f) {
   for (const Load& l : plan)
     if (!ggml_can_dequantize(l.tensor->type)) f.read_f32(*l.tensor);  // throws naming the type
 
-  auto model = std::make_unique<Model>(c);
+  auto model = std::make_unique<Model>(c, /*trainable=*/false);  // inference-only, as load_model_dir
   for (const Load& l : plan) {
     const ParamSpec& s = *model->find_param(l.spec->name);  // with the arena offset
     float* dst = model->params() + s.offset;

@@ -19,7 +19,7 @@ namespace distill {
 ModelConfig gguf_model_config(const GgufFile& file);
 
 std::unique_ptr<Model> load_gguf_model(const GgufFile& file);
-std::unique_ptr<Model> load_gguf_model(const std::string& path);
+std::unique_ptr<Model> load_gguf_model(const std::string& path);  // inference-only (no gradients)
 
 struct GgufImportReport {
   std::string arch;            // general.architecture
