@@ -360,10 +360,14 @@ int64_t metric(const std::string& text, const std::string& name) {
   return std::stoll(text.substr(at + name.size() + 2));
 }
 
+// A pass is a decode step: concurrent requests share steps, so the steps are fewer than the
+// tokens they sampled (one per sequence per step: sequential decoding would take as many steps
+// as tokens).
 TEST_F(ServeTest, ConcurrentRequestsShareEnginePasses) {
   auto c = client();
   const std::string before = c.Get("/metrics")->body;
   const int64_t passes0 = metric(before, "distill_engine_passes_total");
+  const int64_t tokens0 = metric(before, "distill_generated_tokens_total");
   const int clients = 12;
   std::vector<std::thread> threads;
   std::vector<int> status(clients, 0);
@@ -379,8 +383,11 @@ TEST_F(ServeTest, ConcurrentRequestsShareEnginePasses) {
   for (int s : status) EXPECT_EQ(s, 200);
   const std::string after = c.Get("/metrics")->body;
   const int64_t passes = metric(after, "distill_engine_passes_total") - passes0;
+  const int64_t tokens = metric(after, "distill_generated_tokens_total") - tokens0;
   EXPECT_GT(passes, 0);
-  EXPECT_LT(passes, clients) << "concurrent requests were not batched together";
+  EXPECT_EQ(tokens, clients * 48);
+  EXPECT_LT(passes, tokens) << "concurrent requests were not batched together: " << passes
+                                << " steps for " << tokens << " tokens";
 }
 
 TEST_F(ServeTest, UsageStoreMatchesTheRequestLogAndKeysAreNeverLogged) {
