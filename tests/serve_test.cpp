@@ -574,7 +574,6 @@ TEST_F(ServeEngine, ALateRequestStreamsBeforeALongOneFinishes) {
   EXPECT_FALSE(long_done_at_late_first);
   EXPECT_GT(long_tokens_at_late_first, 0);
   EXPECT_LT(long_tokens_at_late_first, 20) << "the late request waited for the long one";
-  EXPECT_EQ(engine.stats().running, 0);
 }
 
 // A seeded choice (temperature, top_p, logprobs, a prompt prefilled in chunks of 4) gives the same
@@ -596,8 +595,8 @@ TEST_F(ServeEngine, SeededOutputsDoNotDependOnWhoElseIsRunning) {
   auto target = job({seeded});
   auto joiner = job({spec("joins", 5, 8), spec("and leaves", 9, 9)});
   auto later = job({spec("a later one with a longer prompt", 30, 10)});
-  int target_tokens = 0;
-  bool target_sent = false, others_sent = false, first_done = false, joiner_done = false;
+  int target_tokens = 0, target_tokens_at_joiner_end = -1;
+  bool target_sent = false, others_sent = false, first_done = false;
   bool first_running_at_target = false;
   first->on_delta = [&](const serve::StreamDelta& d) {
     if (!target_sent) {
@@ -614,10 +613,9 @@ TEST_F(ServeEngine, SeededOutputsDoNotDependOnWhoElseIsRunning) {
       ASSERT_TRUE(engine.submit(joiner));
       ASSERT_TRUE(engine.submit(later));
     }
-    if (!d.finish_reason.empty()) joiner_done = joiner->error().empty() && joiner_done;
   };
   joiner->on_delta = [&](const serve::StreamDelta& d) {
-    if (!d.finish_reason.empty() && target_tokens < 60) joiner_done = true;
+    if (!d.finish_reason.empty()) target_tokens_at_joiner_end = target_tokens;
   };
   ASSERT_TRUE(engine.submit(first));
   const auto& got = target->wait();
@@ -626,6 +624,7 @@ TEST_F(ServeEngine, SeededOutputsDoNotDependOnWhoElseIsRunning) {
   later->wait();
   EXPECT_TRUE(first_running_at_target) << "the target did not run alongside the first request";
   EXPECT_TRUE(others_sent);
+  EXPECT_LT(target_tokens_at_joiner_end, 60) << "the joiner did not leave while the target ran";
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(got[0].tokens.size(), alone[0].tokens.size());
   EXPECT_EQ(got[0].text, alone[0].text);
