@@ -239,7 +239,9 @@ TEST(BatchDecoder, ChunkedPrefillAndLateAdmissionSampleTheSameTokens) {
   std::vector<std::vector<int32_t>> got(5);
   int next = 0;
   for (int step = 0; next < 5 || dec.live() > 0; step++) {
-    if (next < 5 && step == 2 * next) ASSERT_TRUE(dec.admit(request(next++)));
+    if (next < 5 && step == 2 * next) {
+      ASSERT_TRUE(dec.admit(request(next++)));
+    }
     for (const DecodedToken& d : dec.step()) {
       got[size_t(d.id)].push_back(d.token);
       if (d.at_limit) dec.finish(d.id);

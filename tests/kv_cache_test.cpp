@@ -267,46 +267,65 @@ TEST(KvType, ScalarAndSimdStoresAgree) {
     }
 }
 
-// kv_dot_rows / kv_axpy_rows: the SIMD path against the scalar one, over head sizes that take
-// the SIMD body (16, 32, 64, 80) and one that falls back (24); tolerance: a few f32 epsilons times
-// the sum of the magnitudes (only the summation order differs).
-TEST(KvType, ScalarAndSimdRowOperationsAgree) {
-  std::printf("SIMD row operations compiled in: %s\n", kv_simd_available(KvType::BF16) ? "yes" : "no");
+// kv_key_scores / kv_value_accumulate: the SIMD path against the scalar one, bit for bit (the
+// same partial sums and fused multiply-adds), over block and head sizes that take the SIMD body
+// (bs 16, 32; hd 16, 32, 64, 80), fall back (bs 24, hd 24, 20) and partly filled blocks; both
+// within a few f32 epsilons times the magnitudes of the exact sum of the stored values.
+TEST(KvType, ScalarAndSimdBlockOperationsAgree) {
+  std::printf("SIMD block operations compiled in: %s\n",
+              kv_simd_available(KvType::BF16) ? "yes" : "no");
   std::mt19937 gen(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (KvType t : {KvType::F32, KvType::BF16, KvType::F16})
-    for (int hd : {16, 24, 32, 64, 80}) {
-      const int n = 13;
-      std::vector<float> q(static_cast<size_t>(hd)), kf(static_cast<size_t>(n * hd)), p(static_cast<size_t>(n));
-      for (float& f : q) f = normal(gen);
-      for (float& f : kf) f = normal(gen);
-      for (float& f : p) f = std::fabs(normal(gen));
-      std::vector<uint8_t> k(kf.size() * kv_type_bytes(t));
-      kv_store(k.data(), t, kf.data(), int(kf.size()));
-      std::vector<float> kq(kf.size());
-      kv_load(kq.data(), k.data(), t, int(kf.size()));
-      std::vector<float> s0(static_cast<size_t>(n)), s1(s0);
-      kv_dot_rows(s0.data(), q.data(), k.data(), t, n, hd, 0.5f, false);
-      kv_dot_rows(s1.data(), q.data(), k.data(), t, n, hd, 0.5f, true);
-      for (int j = 0; j < n; j++) {
-        double mag = 0.0, exact = 0.0;
-        for (int d = 0; d < hd; d++) {
-          mag += std::fabs(double(q[size_t(d)]) * kq[size_t(j) * hd + d]);
-          exact += double(q[size_t(d)]) * kq[size_t(j) * hd + d];
+    for (int bs : {16, 24, 32})
+      for (int hd : {16, 20, 24, 32, 64, 80})
+        for (int n : {1, 13, bs}) {
+          std::vector<float> q(static_cast<size_t>(hd)), kf(static_cast<size_t>(hd * bs)),
+              vf(static_cast<size_t>(bs * hd)), p(static_cast<size_t>(bs));
+          for (float& f : q) f = normal(gen);
+          for (float& f : kf) f = normal(gen);
+          for (float& f : vf) f = normal(gen);
+          for (float& f : p) f = std::fabs(normal(gen));
+          // Keys written column by column (position j: element d at d * bs + j), as the cache
+          // does; values as rows.
+          std::vector<uint8_t> k(kf.size() * kv_type_bytes(t)), v(vf.size() * kv_type_bytes(t));
+          for (int j = 0; j < bs; j++)
+            kv_store_strided(k.data() + size_t(j) * kv_type_bytes(t), t,
+                             kf.data() + size_t(j) * hd, hd, bs);
+          kv_store(v.data(), t, vf.data(), int(vf.size()));
+          std::vector<float> kq(kf.size()), vq(vf.size());
+          kv_load(kq.data(), k.data(), t, int(kf.size()));
+          kv_load(vq.data(), v.data(), t, int(vf.size()));
+          std::vector<float> s0(static_cast<size_t>(bs), -1.0f), s1(s0);
+          kv_key_scores(s0.data(), q.data(), k.data(), t, n, bs, hd, 0.5f, false);
+          kv_key_scores(s1.data(), q.data(), k.data(), t, n, bs, hd, 0.5f, true);
+          const std::string what = std::string(kv_type_name(t)) + " bs=" + std::to_string(bs) +
+                                   " hd=" + std::to_string(hd) + " n=" + std::to_string(n);
+          EXPECT_EQ(s0, s1) << what;
+          for (int j = n; j < bs; j++) EXPECT_EQ(s1[size_t(j)], -1.0f) << "wrote past n: " << what;
+          for (int j = 0; j < n; j++) {
+            double mag = 0.0, exact = 0.0;
+            for (int d = 0; d < hd; d++) {
+              const double x = double(q[size_t(d)]) * kq[size_t(d) * bs + j];
+              mag += std::fabs(x);
+              exact += x;
+            }
+            EXPECT_NEAR(s1[size_t(j)], 0.5 * exact, 0.5 * mag * 4 * 1.2e-7) << what;
+          }
+          std::vector<float> y0(static_cast<size_t>(hd), 0.25f), y1(y0);
+          kv_value_accumulate(y0.data(), p.data(), v.data(), t, n, hd, false);
+          kv_value_accumulate(y1.data(), p.data(), v.data(), t, n, hd, true);
+          EXPECT_EQ(y0, y1) << what;
+          for (int d = 0; d < hd; d++) {
+            double mag = 0.25, exact = 0.25;
+            for (int j = 0; j < n; j++) {
+              const double x = double(p[size_t(j)]) * vq[size_t(j) * hd + d];
+              mag += std::fabs(x);
+              exact += x;
+            }
+            EXPECT_NEAR(y1[size_t(d)], exact, mag * n * 1.2e-7) << what;
+          }
         }
-        const double tol = 0.5 * mag * hd * 1.2e-7;
-        EXPECT_NEAR(s0[size_t(j)], s1[size_t(j)], tol) << kv_type_name(t) << " hd=" << hd;
-        EXPECT_NEAR(s1[size_t(j)], 0.5 * exact, tol);
-      }
-      std::vector<float> y0(static_cast<size_t>(hd), 0.25f), y1(y0);
-      kv_axpy_rows(y0.data(), p.data(), k.data(), t, n, hd, false);
-      kv_axpy_rows(y1.data(), p.data(), k.data(), t, n, hd, true);
-      for (int d = 0; d < hd; d++) {
-        double mag = 0.25;
-        for (int j = 0; j < n; j++) mag += std::fabs(double(p[size_t(j)]) * kq[size_t(j) * hd + d]);
-        EXPECT_NEAR(y0[size_t(d)], y1[size_t(d)], mag * n * 1.2e-7) << kv_type_name(t);
-      }
-    }
 }
 
 // A bf16 or f16 cache on the tiny models: every row's logits within a stated tolerance of the f32

@@ -11,9 +11,10 @@
 // cannot promise that many (the caller waits for evictions) and throws when the request is
 // larger than the whole pool (it could never run).
 //
-// Within a block one kv head's positions are contiguous rows of head_dim elements, so attention
-// reads a block as one (block_size, head_dim) matrix. Elements are stored as f32, bf16 or f16
-// (infer/kv_type.h), converted on write.
+// Within a block, one layer's kv head has its keys as a transposed (head_dim, block_size) matrix
+// and its values as a (block_size, head_dim) one, each contiguous (infer/kv_type.h says why).
+// Elements are stored as f32, bf16 or f16, converted on write. Block sizes that are multiples of
+// 16 take the AVX-512 path.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -46,8 +47,8 @@ struct KvCache {
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
-  // (block_size, head_dim) elements of `type`: one layer's keys / values of one kv head in a
-  // block.
+  // One layer's kv head in a block: keys (head_dim, block_size), values (block_size, head_dim),
+  // elements of `type`.
   void* k_block(int layer, int block, int head) { return pool_ + offset(layer, block, head); }
   void* v_block(int layer, int block, int head) {
     return pool_ + half_ + offset(layer, block, head);

@@ -1,5 +1,6 @@
 #include "infer/kv_type.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -100,34 +101,16 @@ float element(const void* p, KvType type, size_t i) {
 }
 
 #if defined(__AVX512F__)
-// 16 elements of a 2-byte type at p as floats.
-inline __m512 load16(const uint16_t* p, KvType type) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+// 16 elements of `type` starting at element i of p, as floats.
+inline __m512 load16(const void* p, KvType type, size_t i) {
+  if (type == KvType::F32) return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+  const __m256i h =
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
   if (type == KvType::BF16)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   return _mm512_cvtph_ps(h);
 }
 #endif
-
-// The f32 loops: the same plain loops the contiguous cache had (the compiler vectorizes them),
-// so an f32 cache gives the logits it always gave. One path serves simd and scalar.
-void dot_rows_f32(float* scores, const float* q, const float* k, int n, int hd, float scale) {
-  for (int j = 0; j < n; j++) {
-    const float* kj = k + size_t(j) * hd;
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int d = 0; d < hd; d++) dot += q[d] * kj[d];
-    scores[j] = dot * scale;
-  }
-}
-void axpy_rows_f32(float* y, const float* p, const float* v, int n, int hd) {
-  for (int j = 0; j < n; j++) {
-    const float a = p[j];
-    const float* vj = v + size_t(j) * hd;
-#pragma omp simd
-    for (int d = 0; d < hd; d++) y[d] += a * vj[d];
-  }
-}
 
 }  // namespace
 
@@ -168,34 +151,44 @@ void kv_load(float* dst, const void* src, KvType type, int n, bool simd) {
 #if defined(__AVX512F__)
   if (simd && type != KvType::F32)
     for (; i + 16 <= n; i += 16)
-      _mm512_storeu_ps(dst + i, load16(static_cast<const uint16_t*>(src) + i, type));
+      _mm512_storeu_ps(dst + i, load16(src, type, size_t(i)));
 #else
   (void)simd;
 #endif
   for (; i < n; i++) dst[i] = element(src, type, size_t(i));
 }
 
-void kv_dot_rows(float* scores, const float* q, const void* k, KvType type, int n, int hd,
-                 float scale, bool simd) {
-  if (type == KvType::F32) {
-    dot_rows_f32(scores, q, static_cast<const float*>(k), n, hd, scale);
-    return;
+void kv_store_strided(void* dst, KvType type, const float* src, int n, int stride) {
+  for (int i = 0; i < n; i++) {
+    const size_t at = size_t(i) * stride;
+    if (type == KvType::F32)
+      static_cast<float*>(dst)[at] = src[i];
+    else
+      static_cast<uint16_t*>(dst)[at] =
+          type == KvType::BF16 ? bf16_from_float(src[i]) : f16_from_float(src[i]);
   }
-  const uint16_t* kh = static_cast<const uint16_t*>(k);
+}
+
+// Four partial sums over d (d mod 4), added as (s0 + s1) + (s2 + s3): four independent FMA chains
+// hide the FMA latency (a single chain would wait 4 cycles per d), and the scalar path below sums
+// in the same order with the same fused multiply-adds.
+void kv_key_scores(float* scores, const float* q, const void* kt, KvType type, int n, int bs,
+                   int hd, float scale, bool simd) {
 #if defined(__AVX512F__)
-  if (simd && hd % 16 == 0) {
-    // Two accumulators: the 4-cycle FMA latency would otherwise serialize a 64-wide head's
-    // four FMAs.
-    for (int j = 0; j < n; j++) {
-      const uint16_t* kj = kh + size_t(j) * hd;
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      int d = 0;
-      for (; d + 32 <= hd; d += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), load16(kj + d, type), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), load16(kj + d + 16, type), a1);
-      }
-      if (d < hd) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), load16(kj + d, type), a0);
-      scores[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+  if (simd && bs % 16 == 0 && hd % 4 == 0) {
+    for (int j0 = 0; j0 < n; j0 += 16) {
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                       _mm512_setzero_ps()};
+      for (int d = 0; d < hd; d += 4)
+        for (int u = 0; u < 4; u++)
+          acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(q[d + u]),
+                                   load16(kt, type, size_t(d + u) * bs + j0), acc[u]);
+      const __m512 sum = _mm512_mul_ps(
+          _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
+          _mm512_set1_ps(scale));
+      // Lanes past n hold whatever the block's unused rows hold: not stored.
+      const int m = std::min(16, n - j0);
+      _mm512_mask_storeu_ps(scores + j0, __mmask16((1u << m) - 1u), sum);
     }
     return;
   }
@@ -203,35 +196,42 @@ void kv_dot_rows(float* scores, const float* q, const void* k, KvType type, int 
   (void)simd;
 #endif
   for (int j = 0; j < n; j++) {
-    float dot = 0.0f;
-    for (int d = 0; d < hd; d++) dot += q[d] * element(kh, type, size_t(j) * hd + d);
-    scores[j] = dot * scale;
+    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int d = 0; d < hd; d++)
+      part[d % 4] = std::fma(q[d], element(kt, type, size_t(d) * bs + j), part[d % 4]);
+    scores[j] = ((part[0] + part[1]) + (part[2] + part[3])) * scale;
   }
 }
 
-void kv_axpy_rows(float* y, const float* p, const void* v, KvType type, int n, int hd,
-                  bool simd) {
-  if (type == KvType::F32) {
-    axpy_rows_f32(y, p, static_cast<const float*>(v), n, hd);
-    return;
-  }
-  const uint16_t* vh = static_cast<const uint16_t*>(v);
+// Up to four 16-wide pieces of y at a time stay in registers over the block's rows (independent
+// FMA chains, so the FMA latency is not waited out at every row for small heads). Each element is
+// one chain in row order, as the scalar path adds: the sum does not depend on where blocks start,
+// so a sequence gets the same output whatever the block size.
+void kv_value_accumulate(float* y, const float* p, const void* v, KvType type, int n, int hd,
+                         bool simd) {
 #if defined(__AVX512F__)
   if (simd && hd % 16 == 0) {
-    // Each 16-wide piece of y stays in a register over the block's rows.
-    for (int d = 0; d < hd; d += 16) {
-      __m512 acc = _mm512_loadu_ps(y + d);
-      for (int j = 0; j < n; j++)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), load16(vh + size_t(j) * hd + d, type), acc);
-      _mm512_storeu_ps(y + d, acc);
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+      const int pieces = std::min(4, (hd - d0) / 16);
+      __m512 acc[4];
+      for (int c = 0; c < pieces; c++) acc[c] = _mm512_loadu_ps(y + d0 + 16 * c);
+      for (int j = 0; j < n; j++) {
+        const __m512 pj = _mm512_set1_ps(p[j]);
+        for (int c = 0; c < pieces; c++)
+          acc[c] = _mm512_fmadd_ps(pj, load16(v, type, size_t(j) * hd + d0 + 16 * c), acc[c]);
+      }
+      for (int c = 0; c < pieces; c++) _mm512_storeu_ps(y + d0 + 16 * c, acc[c]);
     }
     return;
   }
 #else
   (void)simd;
 #endif
-  for (int j = 0; j < n; j++)
-    for (int d = 0; d < hd; d++) y[d] += p[j] * element(vh, type, size_t(j) * hd + d);
+  for (int d = 0; d < hd; d++) {
+    float acc = y[d];
+    for (int j = 0; j < n; j++) acc = std::fma(p[j], element(v, type, size_t(j) * hd + d), acc);
+    y[d] = acc;
+  }
 }
 
 }  // namespace distill

@@ -144,18 +144,19 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
       rope_forward(k, rope.cos + size_t(pos) * half, rope.sin + size_t(pos) * half, 1, s.NKV, 1,
                    HD);
     }
-    const std::vector<int>& table = cache.table(slot);
-    const int block = table[size_t(pos / cache.block_size)];
-    const size_t at = size_t(pos % cache.block_size) * HD * kv_type_bytes(cache.type);
+    // Keys go in as a column of the block's transposed (HD, block_size) matrix, values as a row
+    // of its (block_size, HD) matrix (infer/kv_type.h).
+    const int block = cache.table(slot)[size_t(pos / cache.block_size)], j = pos % cache.block_size;
+    const size_t elem = kv_type_bytes(cache.type);
     for (int g = 0; g < s.NKV; g++) {
-      kv_store(static_cast<uint8_t*>(cache.k_block(layer, block, g)) + at, cache.type,
-               k + size_t(g) * HD, HD);
-      kv_store(static_cast<uint8_t*>(cache.v_block(layer, block, g)) + at, cache.type,
-               v + size_t(g) * HD, HD);
+      kv_store_strided(static_cast<uint8_t*>(cache.k_block(layer, block, g)) + size_t(j) * elem,
+                       cache.type, k + size_t(g) * HD, HD, cache.block_size);
+      kv_store(static_cast<uint8_t*>(cache.v_block(layer, block, g)) + size_t(j) * HD * elem,
+               cache.type, v + size_t(g) * HD, HD);
     }
   }
-  // Each (row, head) attends to its slot's positions 0..pos, block by block (a block's rows are
-  // contiguous; the table says where each block is).
+  // Each (row, head) attends to its slot's positions 0..pos, block by block (the table says where
+  // each block is; within a block, keys and values are contiguous).
 #pragma omp parallel
   {
     // Per-thread scores, kept between calls (no allocation per layer and step).
@@ -168,8 +169,8 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
       const std::vector<int>& table = cache.table(batch.slots[r]);
       const float* q = qkv + size_t(r) * QKV + size_t(h) * HD;
       for (int j = 0; j < n; j += bs)
-        kv_dot_rows(scores.data() + j, q, cache.k_block(layer, table[size_t(j / bs)], g),
-                    cache.type, std::min(bs, n - j), HD, scale);
+        kv_key_scores(scores.data() + j, q, cache.k_block(layer, table[size_t(j / bs)], g),
+                      cache.type, std::min(bs, n - j), bs, HD, scale);
       float mx = -INFINITY;
       for (int j = 0; j < n; j++) mx = std::max(mx, scores[j]);
       float sum = 0.0f;
@@ -179,8 +180,8 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
       float* yo = y + size_t(r) * s.NH * HD + size_t(h) * HD;
       std::fill(yo, yo + HD, 0.0f);
       for (int j = 0; j < n; j += bs)
-        kv_axpy_rows(yo, scores.data() + j, cache.v_block(layer, table[size_t(j / bs)], g),
-                     cache.type, std::min(bs, n - j), HD);
+        kv_value_accumulate(yo, scores.data() + j, cache.v_block(layer, table[size_t(j / bs)], g),
+                            cache.type, std::min(bs, n - j), HD);
     }
   }
   matmul_forward(out, y, w.o_w, w.o_b, R, s.NH * HD, s.C);
