@@ -58,6 +58,17 @@ def parse_wrk(out):
     return rps, lat["50"], lat["99"], int(non2xx.group(1)) if non2xx else 0, errors.group(0) if errors else ""
 
 
+def wait_idle(port, timeout=60):
+    """Waits until the engine has nothing running or queued: wrk abandons the requests in flight
+    when its time is up, and the server finishes them (a non-streaming request cannot tell that
+    its client left); measuring the next phase on top of them would count their slots."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metric(port, "distill_running_sequences") == 0 and metric(port, "distill_queue_depth") == 0:
+            return
+        time.sleep(0.05)
+
+
 def cpu_flags():
     want = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"]
     have = set()
@@ -210,6 +221,7 @@ def main():
         stream_fail = {c: 0 for c in levels}
         for r in range(a.rounds):
             for c in levels:
+                wait_idle(port)
                 tok0 = metric(port, "distill_generated_tokens_total")
                 pass0 = metric(port, "distill_engine_passes_total")
                 t0 = time.time()
@@ -222,6 +234,7 @@ def main():
                 steps = metric(port, "distill_engine_passes_total") - pass0
                 per_step = tokens / steps if steps else 0.0
                 runs[c].append((rps, tokens / dt, p50, p99, per_step, non2xx))
+                wait_idle(port)
                 samples, done, failed = ttft_run(port, stream_body, c, a.ttft_seconds)
                 ttft[c].extend(samples)
                 stream_fail[c] += failed
