@@ -222,28 +222,30 @@ void Engine::admit_waiting() {
         r.max_tokens = spec.max_tokens;
         r.sampling = SamplingOptions{1.0f, 0, 1.0f, 0.0f};  // the processor applies T and top_p
         r.seed = spec.seed;
+        bool admitted = false;
         try {
-          if (!decoder_->admit(std::move(r))) return;  // KV blocks: wait for evictions
-        } catch (const Error& e) {
-          // Never runnable (larger than the KV pool): this job fails, the others go on.
-          job->fail(e.what());
-          for (EngineSequence& s : seqs_)
-            if (s.job == job) {
-              decoder_->finish(int(&s - seqs_.data()));
-              s = EngineSequence{};
-            }
+          admitted = decoder_->admit(std::move(r));
+        } catch (const std::exception& e) {
+          fail_job(job, e.what());  // never runnable (larger than the KV pool): the others go on
           break;
         }
+        if (!admitted) return;  // KV blocks: wait for evictions
       }
       if (spec.score_prompt) {
-        if (!scorer_) scorer_ = std::make_unique<Generator>(model_, 1, context_);
-        for (const TokenLogprobs& lp : scorer_->score(spec.prompt, std::max(spec.logprobs, 0))) {
-          TokenInfo t;
-          t.id = lp.id;
-          t.logprob = lp.logprob;
-          for (size_t i = 0; i < lp.top_ids.size(); i++)
-            t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
-          result.prompt_tokens.push_back(std::move(t));
+        try {
+          if (!scorer_) scorer_ = std::make_unique<Generator>(model_, 1, context_);
+          for (const TokenLogprobs& lp : scorer_->score(spec.prompt, std::max(spec.logprobs, 0))) {
+            TokenInfo t;
+            t.id = lp.id;
+            t.logprob = lp.logprob;
+            for (size_t i = 0; i < lp.top_ids.size(); i++)
+              t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
+            result.prompt_tokens.push_back(std::move(t));
+          }
+        } catch (const std::exception& e) {
+          if (decode) decoder_->finish(id);
+          fail_job(job, e.what());
+          break;
         }
       }
       {
@@ -357,6 +359,15 @@ bool Engine::on_token(EngineSequence& s, int32_t id, bool at_limit) {
     }
   }
   return false;
+}
+
+void Engine::fail_job(const std::shared_ptr<EngineJob>& job, const std::string& error) {
+  job->fail(error);
+  for (size_t i = 0; i < seqs_.size(); i++)
+    if (seqs_[i].job == job) {
+      decoder_->finish(int(i));
+      seqs_[i] = EngineSequence{};
+    }
 }
 
 void Engine::fail_live(const std::string& error) {

@@ -143,6 +143,8 @@ class Engine {
   // Handles a sampled token of seqs_[id]; true when the choice is done.
   bool on_token(EngineSequence& s, int32_t id, bool at_limit);
   void end_choice(EngineSequence& s, std::string text, const std::string& finish);
+  // Fails the job and evicts its live sequences (its other choices are skipped at admission).
+  void fail_job(const std::shared_ptr<EngineJob>& job, const std::string& error);
   void fail_live(const std::string& error);
 
   Model& model_;
