@@ -72,6 +72,7 @@ class BatchDecoder {
   int live() const { return live_; }
   int max_batch() const { return int(slots_.size()); }
   int context() const { return context_; }
+  int prefill_chunk() const { return prefill_chunk_; }
   const std::vector<int32_t>& context_of(int id) const;
   KvCache& cache() { return *cache_; }
   // Rows the last step ran: prompt rows (prefill) and decode rows.

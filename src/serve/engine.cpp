@@ -199,6 +199,13 @@ void Engine::run() {
 }
 
 void Engine::admit_waiting() {
+  // New prompt rows started this step: at most one prefill chunk's worth (and one sequence at
+  // least). Same-length requests that arrive together would otherwise be admitted together,
+  // finish together and come back together, and every step that admits such a cohort makes its
+  // own first tokens and everyone's next token wait for all of their prompts; admitted a chunk's
+  // worth at a time they finish at different steps and the cohort dissolves.
+  const int chunk = decoder_->prefill_chunk();
+  int started_rows = 0;
   for (;;) {
     std::shared_ptr<EngineJob> job;
     {
@@ -216,6 +223,8 @@ void Engine::admit_waiting() {
         for (size_t i = 0; i < seqs_.size() && id < 0; i++)
           if (!seqs_[i].job) id = int(i);
         if (id < 0) return;  // the batch is full
+        const int rows = chunk > 0 ? std::min(int(spec.prompt.size()), chunk) : 0;
+        if (started_rows > 0 && started_rows + rows > chunk) return;  // at the next step
         DecodeRequest r;
         r.id = id;
         r.prompt = spec.prompt;
@@ -230,6 +239,7 @@ void Engine::admit_waiting() {
           break;
         }
         if (!admitted) return;  // KV blocks: wait for evictions
+        started_rows += rows;
       }
       if (spec.score_prompt) {
         try {

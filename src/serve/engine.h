@@ -4,8 +4,9 @@
 // forward as everyone else's next token, a prompt at most `prefill_chunk` rows per step) and
 // evicts finished or cancelled sequences at once, so a request that arrives mid-generation starts
 // at the next step instead of waiting for the batch to drain. Admission is first come, first
-// served, and waits while the batch is full or the paged KV cache cannot promise a sequence its
-// blocks (prompt + max_tokens). Per-choice sampling (temperature, top_p, seed), max_tokens, stop
+// served, starts at most one prefill chunk of new prompt rows per step (so same-length requests
+// that arrive together do not stay in lockstep), and waits while the batch is full or the paged
+// KV cache cannot promise a sequence its blocks (prompt + max_tokens). Per-choice sampling (temperature, top_p, seed), max_tokens, stop
 // strings, log-probabilities, the watermark and streaming are applied per sequence through the
 // decoder's logits-processor hook and the per-token handling here; a request completes as soon as
 // its own choices do.
