@@ -8,6 +8,7 @@
 
 #include "formats/model_dir.h"
 #include "formats/safetensors.h"
+#include "infer/batch_decoder.h"
 #include "infer/generator.h"
 #include "infer/kv_cache.h"
 #include "model/model.h"
@@ -195,6 +196,58 @@ TEST(Generator, SequenceOneLongerThanThePositionsFits) {
                                       SamplingOptions{0.0f, 0, 1.0f}, rng));
   }
   EXPECT_THROW(Generator(m, 1, 26), Error);  // 25 positions would be needed
+}
+
+// The step-wise decoder: prompts prefilled in chunks of 3 rows per step sample the same tokens as
+// whole-prompt prefill, and a sequence admitted while others decode (its prompt rows riding with
+// their decode rows) samples what it samples alone.
+TEST(BatchDecoder, ChunkedPrefillAndLateAdmissionSampleTheSameTokens) {
+  Model m(model_preset("llama-tiny"));
+  m.init_weights(12);
+  const auto prompts = some_prompts(m.config().vocab_size);
+  auto request = [&](int i) {
+    DecodeRequest r;
+    r.id = i;
+    r.prompt = prompts[size_t(i)];
+    r.max_tokens = 12;
+    r.sampling = SamplingOptions{0.9f, 0, 0.95f, 0.0f};
+    r.seed = 50 + uint64_t(i);
+    return r;
+  };
+  auto alone = [&](int i, int chunk) {
+    BatchDecoder dec(m, 1, 64, DecoderOptions{{}, chunk});
+    EXPECT_TRUE(dec.admit(request(i)));
+    std::vector<int32_t> out;
+    int steps = 0;
+    while (dec.live() > 0) {
+      steps++;
+      for (const DecodedToken& d : dec.step()) {
+        out.push_back(d.token);
+        if (d.at_limit) dec.finish(d.id);
+      }
+    }
+    EXPECT_EQ(steps, 12 + (chunk ? (int(prompts[size_t(i)].size()) + chunk - 1) / chunk - 1 : 0));
+    return out;
+  };
+  std::vector<std::vector<int32_t>> want;
+  for (int i = 0; i < 5; i++) {
+    want.push_back(alone(i, 0));
+    EXPECT_EQ(alone(i, 3), want.back()) << i;
+  }
+  // Prompt i joins at step 2 * i.
+  BatchDecoder dec(m, 5, 64, DecoderOptions{{}, 3});
+  std::vector<std::vector<int32_t>> got(5);
+  int next = 0;
+  for (int step = 0; next < 5 || dec.live() > 0; step++) {
+    if (next < 5 && step == 2 * next) {
+      ASSERT_TRUE(dec.admit(request(next++)));
+    }
+    for (const DecodedToken& d : dec.step()) {
+      got[size_t(d.id)].push_back(d.token);
+      if (d.at_limit) dec.finish(d.id);
+    }
+  }
+  EXPECT_EQ(got, want);
 }
 
 TEST(Generator, PromptTooLongIsAClearError) {

@@ -22,6 +22,9 @@
 #include "serve/engine.h"
 #include "serve/fault_injection.h"
 #include "serve_process.h"
+#include "tokenizer/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer_adapter.h"
+#include "model/presets.h"
 
 namespace distill {
 namespace {
@@ -360,10 +363,14 @@ int64_t metric(const std::string& text, const std::string& name) {
   return std::stoll(text.substr(at + name.size() + 2));
 }
 
+// A pass is a decode step: concurrent requests share steps, so the steps are fewer than the
+// tokens they sampled (one per sequence per step: sequential decoding would take as many steps
+// as tokens).
 TEST_F(ServeTest, ConcurrentRequestsShareEnginePasses) {
   auto c = client();
   const std::string before = c.Get("/metrics")->body;
   const int64_t passes0 = metric(before, "distill_engine_passes_total");
+  const int64_t tokens0 = metric(before, "distill_generated_tokens_total");
   const int clients = 12;
   std::vector<std::thread> threads;
   std::vector<int> status(clients, 0);
@@ -379,8 +386,11 @@ TEST_F(ServeTest, ConcurrentRequestsShareEnginePasses) {
   for (int s : status) EXPECT_EQ(s, 200);
   const std::string after = c.Get("/metrics")->body;
   const int64_t passes = metric(after, "distill_engine_passes_total") - passes0;
+  const int64_t tokens = metric(after, "distill_generated_tokens_total") - tokens0;
   EXPECT_GT(passes, 0);
-  EXPECT_LT(passes, clients) << "concurrent requests were not batched together";
+  EXPECT_EQ(tokens, clients * 48);
+  EXPECT_LT(passes, tokens) << "concurrent requests were not batched together: " << passes
+                                << " steps for " << tokens << " tokens";
 }
 
 TEST_F(ServeTest, UsageStoreMatchesTheRequestLogAndKeysAreNeverLogged) {
@@ -493,6 +503,220 @@ TEST(ServeUnits, FaultBurstsComeInARow) {
   EXPECT_GT(runs, 5u);
   EXPECT_THROW(serve::parse_fault_spec("429=0.5,500=0.6"), Error);
   EXPECT_THROW(serve::parse_fault_spec("teapot=0.1"), Error);
+}
+
+// The engine in process (continuous batching): the tiny served model and the byte tokenizer.
+class ServeEngine : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ModelConfig c = model_preset("gpt2-tiny");
+    c.num_layers = 2;
+    c.hidden_size = 32;
+    c.num_heads = 2;
+    c.num_kv_heads = 2;
+    c.head_dim = 16;
+    c.intermediate_size = 128;
+    c.max_position = 160;
+    model_ = std::make_unique<Model>(c);
+    model_->init_weights(7);
+    for (size_t i = 0; i < model_->num_params(); i++) model_->params()[i] *= 4.0f;
+  }
+  static serve::ChoiceSpec spec(const std::string& prompt, int max_tokens, uint64_t seed,
+                                float temperature = 0.9f) {
+    serve::ChoiceSpec c;
+    c.prompt = ByteTokenizer::encode(prompt);
+    c.max_tokens = max_tokens;
+    c.temperature = temperature;
+    c.top_p = 0.95f;
+    c.seed = seed;
+    c.logprobs = 3;
+    return c;
+  }
+  static std::shared_ptr<serve::EngineJob> job(std::vector<serve::ChoiceSpec> choices) {
+    auto j = std::make_shared<serve::EngineJob>();
+    j->choices = std::move(choices);
+    return j;
+  }
+  std::unique_ptr<Model> model_;
+  ByteLevelTokenizer tok_;
+};
+
+// A request submitted while a long generation runs gets its first streamed token after a few
+// steps, long before the long one ends. (Per-pass batching ran it in the next pass, after the long
+// generation's last token: this failed.)
+TEST_F(ServeEngine, ALateRequestStreamsBeforeALongOneFinishes) {
+  serve::Engine engine(*model_, tok_, 4, 160);
+  auto long_job = job({spec("a long story: ", 140, 1)});
+  auto late = job({spec("late", 4, 2)});
+  int long_tokens = 0;  // engine thread only
+  bool submitted = false, long_done = false;
+  int long_tokens_at_late_first = -1;
+  bool long_done_at_late_first = true;
+  long_job->on_delta = [&](const serve::StreamDelta& d) {
+    long_tokens += int(d.tokens.size());
+    if (!submitted) {
+      submitted = true;
+      ASSERT_TRUE(engine.submit(late));
+    }
+    if (!d.finish_reason.empty()) long_done = true;
+  };
+  late->on_delta = [&](const serve::StreamDelta& d) {
+    if (long_tokens_at_late_first < 0 && !d.tokens.empty()) {
+      long_tokens_at_late_first = long_tokens;
+      long_done_at_late_first = long_done;
+    }
+  };
+  ASSERT_TRUE(engine.submit(long_job));
+  const auto& a = long_job->wait();
+  const auto& b = late->wait();
+  EXPECT_EQ(a[0].tokens.size(), 140u);
+  EXPECT_EQ(b[0].tokens.size(), 4u);
+  EXPECT_FALSE(long_done_at_late_first);
+  EXPECT_GT(long_tokens_at_late_first, 0);
+  EXPECT_LT(long_tokens_at_late_first, 20) << "the late request waited for the long one";
+}
+
+// A seeded choice (temperature, top_p, logprobs, a prompt prefilled in chunks of 4) gives the same
+// tokens, text and log-probabilities alone as while other requests join and leave the batch
+// around it.
+TEST_F(ServeEngine, SeededOutputsDoNotDependOnWhoElseIsRunning) {
+  DecoderOptions o;
+  o.prefill_chunk = 4;
+  const serve::ChoiceSpec seeded = spec("The seeded request", 60, 42);
+  std::vector<serve::ChoiceResult> alone;
+  {
+    serve::Engine engine(*model_, tok_, 4, 160, 256, nullptr, o);
+    auto j = job({seeded});
+    ASSERT_TRUE(engine.submit(j));
+    alone = j->wait();
+  }
+  serve::Engine engine(*model_, tok_, 4, 160, 256, nullptr, o);
+  auto first = job({spec("already running", 100, 7, 1.0f)});
+  auto target = job({seeded});
+  auto joiner = job({spec("joins", 5, 8), spec("and leaves", 9, 9)});
+  auto later = job({spec("a later one with a longer prompt", 30, 10)});
+  int target_tokens = 0, target_tokens_at_joiner_end = -1;
+  bool target_sent = false, others_sent = false, first_done = false;
+  bool first_running_at_target = false;
+  first->on_delta = [&](const serve::StreamDelta& d) {
+    if (!target_sent) {
+      target_sent = true;
+      ASSERT_TRUE(engine.submit(target));
+    }
+    if (!d.finish_reason.empty()) first_done = true;
+  };
+  target->on_delta = [&](const serve::StreamDelta& d) {
+    target_tokens += int(d.tokens.size());
+    if (!d.tokens.empty() && !first_done) first_running_at_target = true;
+    if (target_tokens >= 10 && !others_sent) {
+      others_sent = true;
+      ASSERT_TRUE(engine.submit(joiner));
+      ASSERT_TRUE(engine.submit(later));
+    }
+  };
+  joiner->on_delta = [&](const serve::StreamDelta& d) {
+    if (!d.finish_reason.empty()) target_tokens_at_joiner_end = target_tokens;
+  };
+  ASSERT_TRUE(engine.submit(first));
+  const auto& got = target->wait();
+  first->wait();
+  joiner->wait();
+  later->wait();
+  EXPECT_TRUE(first_running_at_target) << "the target did not run alongside the first request";
+  EXPECT_TRUE(others_sent);
+  EXPECT_LT(target_tokens_at_joiner_end, 60) << "the joiner did not leave while the target ran";
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].tokens.size(), alone[0].tokens.size());
+  EXPECT_EQ(got[0].text, alone[0].text);
+  for (size_t t = 0; t < got[0].tokens.size(); t++) {
+    EXPECT_EQ(got[0].tokens[t].id, alone[0].tokens[t].id) << t;
+    EXPECT_NEAR(got[0].tokens[t].logprob, alone[0].tokens[t].logprob, 1e-5) << t;
+    ASSERT_EQ(got[0].tokens[t].top.size(), 3u);
+  }
+}
+
+// A KV pool of 4 blocks of 16 positions holds one of these sequences (10 + 40 positions) at a
+// time: the others wait for admission (each starts after the previous one ended) and decode what
+// they decode alone; a request larger than the whole pool fails with a clear error and the engine
+// goes on serving.
+TEST_F(ServeEngine, AFullKvPoolMakesAdmissionWait) {
+  DecoderOptions o;
+  o.kv.block_size = 16;
+  o.kv.blocks = 4;
+  serve::Engine engine(*model_, tok_, 4, 160, 256, nullptr, o);
+  EXPECT_EQ(engine.pool_positions(), 64);
+  std::vector<std::shared_ptr<serve::EngineJob>> jobs;
+  std::vector<int> done_before_first(3, -1);
+  std::atomic<int> done{0};
+  for (int i = 0; i < 3; i++) {
+    jobs.push_back(job({spec("prompt #" + std::to_string(i) + "!", 40, uint64_t(i))}));
+    jobs.back()->on_delta = [&, i](const serve::StreamDelta& d) {
+      if (done_before_first[size_t(i)] < 0 && !d.tokens.empty())
+        done_before_first[size_t(i)] = done.load();
+      if (!d.finish_reason.empty()) done++;
+    };
+  }
+  for (auto& j : jobs) ASSERT_TRUE(engine.submit(j));
+  for (auto& j : jobs) j->wait();
+  for (int i = 0; i < 3; i++) {
+    const auto& r = jobs[size_t(i)]->wait();
+    EXPECT_EQ(r[0].tokens.size(), 40u);
+    EXPECT_EQ(done_before_first[size_t(i)], i) << "job " << i << " did not wait for the pool";
+    // (Once the engine is idle: two engines must not run one model at the same time.)
+    serve::Engine alone(*model_, tok_, 1, 160);
+    auto again = job({spec("prompt #" + std::to_string(i) + "!", 40, uint64_t(i))});
+    ASSERT_TRUE(alone.submit(again));
+    EXPECT_EQ(again->wait()[0].text, r[0].text) << i;
+  }
+  auto big = job({spec("0123456789", 60, 3)});  // 69 positions
+  ASSERT_TRUE(engine.submit(big));
+  try {
+    big->wait();
+    FAIL() << "a request larger than the pool ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs 5 KV cache blocks of 16 positions, but the whole "
+                                         "pool has 4 blocks"),
+              std::string::npos)
+        << e.what();
+  }
+  auto after = job({spec("still serving", 8, 4)});
+  ASSERT_TRUE(engine.submit(after));
+  EXPECT_EQ(after->wait()[0].tokens.size(), 8u);
+}
+
+// Over HTTP: the KV options are validated, and a request that cannot fit the pool is a 400 that
+// says so.
+TEST(ServeCli, KvCacheOptions) {
+  const fs::path dir = fs::temp_directory_path() / ("distill-serve-kv-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  testing_serve::save_tiny_model(dir / "m");
+  const std::string bad = std::string(DISTILL_BINARY) + " serve --model " + (dir / "m").string() +
+                          " --port 0 --kv-cache fp8 2>" + (dir / "err.txt").string();
+  EXPECT_NE(std::system(bad.c_str()), 0);
+  std::stringstream err;
+  err << std::ifstream(dir / "err.txt").rdbuf();
+  EXPECT_NE(err.str().find("unknown KV cache type 'fp8': expected f32, bf16 or f16"),
+            std::string::npos)
+      << err.str();
+  for (const char* type : {"bf16", "f16"}) {
+    ServeProcess server({"--model", (dir / "m").string(), "--kv-cache", type, "--kv-blocks", "2",
+                         "--kv-block-size", "16"},
+                        (dir / "serve.log").string());
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(60, 0);
+    auto ok = c.Post("/v1/completions",
+                     json{{"model", "m"}, {"prompt", "hello"}, {"max_tokens", 20}}.dump(),
+                     "application/json");
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << ok->body;
+    auto big = c.Post("/v1/completions",
+                      json{{"model", "m"}, {"prompt", "hello"}, {"max_tokens", 40}}.dump(),
+                      "application/json");
+    ASSERT_TRUE(big);
+    EXPECT_EQ(big->status, 400) << big->body;
+    EXPECT_NE(big->body.find("KV cache pool holds 32"), std::string::npos) << big->body;
+  }
+  fs::remove_all(dir);
 }
 
 TEST(ServeCli, RefusesBadKeyFilesAndFaultSpecs) {

@@ -12,6 +12,7 @@
 
 #include "cli/verbs.h"
 #include "core/error.h"
+#include "infer/kv_type.h"
 #include "serve/api_keys.h"
 #include "serve/server.h"
 
@@ -57,11 +58,24 @@ VerbRun add_serve(CLI::App& app) {
   app.add_option("--usage-db", o->usage_db, "SQLite usage store (none: not recorded)");
   app.add_option("--watermark", o->watermark,
                  "watermark key file (distill detect keygen): watermark every completion");
+  auto kv_type = std::make_shared<std::string>("f32");
+  app.add_option("--kv-cache", *kv_type,
+                 "KV cache storage: f32, bf16 or f16 (half the memory, values rounded)")
+      ->capture_default_str();
+  app.add_option("--kv-block-size", o->kv.block_size, "KV cache positions per block")
+      ->capture_default_str();
+  app.add_option("--kv-blocks", o->kv.blocks,
+                 "KV cache pool in blocks: bounds the live tokens of all sequences together; "
+                 "admission waits when it is full (0: max-batch x context, nobody waits)")
+      ->capture_default_str();
+  app.add_option("--prefill-chunk", o->prefill_chunk,
+                 "prompt tokens a sequence prefills per decode step (0: the whole prompt at once)")
+      ->capture_default_str();
   app.add_option("--inject-faults", *faults,
                  "testing: '429=P,500=P,malformed=P,truncated=P,slow=P,slow_ms=MS,seed=S'");
   app.add_flag("--hash-key", *hash_key,
                "print the SHA-256 of an API key read from stdin (for the key file) and exit");
-  return [o, faults, hash_key]() {
+  return [o, faults, hash_key, kv_type]() {
     if (*hash_key) {
       std::string key;
       std::getline(std::cin, key);
@@ -71,6 +85,7 @@ VerbRun add_serve(CLI::App& app) {
     }
     if (o->model_dir.empty()) throw Error("serve: --model DIR is required");
     if (!faults->empty()) o->faults = serve::parse_fault_spec(*faults);
+    o->kv.type = parse_kv_type(*kv_type);
     // SIGINT / SIGTERM stop the server from a thread of ours (blocked everywhere else, so the
     // server's threads inherit the mask); a client closing early must not kill us.
     signal(SIGPIPE, SIG_IGN);

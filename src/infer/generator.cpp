@@ -37,19 +37,14 @@ TokenLogprobs top_logprobs(const float* logits, int V, int k, int32_t chosen) {
   return out;
 }
 
-Generator::Generator(Model& model, int max_batch, int context)
-    : model_(model), max_batch_(max_batch), context_(context) {
-  if (max_batch <= 0) throw Error("batch size must be positive");
-  if (context < 2) throw Error("context must hold a prompt token and a new one, got {}", context);
-  // A sequence of `context` tokens feeds only its first context - 1 through the model (the last
-  // one is sampled, never run): so a gpt2 model of n_positions P can complete to P + 1 tokens.
-  cache_ = model.make_cache(max_batch, context - 1);
-}
+Generator::Generator(Model& model, int max_batch, int context, const KvCacheOptions& kv)
+    // A sequence of `context` tokens feeds only its first context - 1 through the model (the last
+    // one is sampled, never run): so a gpt2 model of n_positions P can complete to P + 1 tokens.
+    : model_(model), context_(context), decoder_(model, max_batch, context, DecoderOptions{kv, 0}) {}
 
 std::vector<Generation> Generator::generate(
     const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& o,
     LogitsProcessor* processor, const std::function<void(int, int, int64_t)>& progress) {
-  const int V = model_.config().vocab_size;
   const int n = int(prompts.size());
   for (int i = 0; i < n; i++) {
     if (prompts[i].empty()) throw Error("prompt {} is empty", i);
@@ -58,64 +53,36 @@ std::vector<Generation> Generator::generate(
                   prompts[i].size(), context_);
   }
   std::vector<Generation> out(n);
-  struct Active {
-    int request = -1;
-    std::vector<int32_t> context;
-    Rng rng;
-    bool prefilled = false;
-  };
-  std::vector<Active> slots(max_batch_);
+  decoder_.clear();  // a call that threw leaves nothing behind
   int next = 0, done = 0;
   int64_t tokens = 0;
-  InferBatch batch;
-  std::vector<int> row_slot;  // slot of each logits row
-  std::vector<float> raw;
   while (done < n) {
-    // Admit waiting prompts into free slots.
-    for (int s = 0; s < max_batch_ && next < n; s++) {
-      if (slots[s].request >= 0) continue;
-      slots[s].request = next;
-      slots[s].context = prompts[next];
-      slots[s].rng.reseed(o.request_seeds.empty() ? o.seed + uint64_t(next)
-                                                  : o.request_seeds.at(size_t(next)));
-      slots[s].prefilled = false;
-      cache_->reset(s);
+    // Waiting prompts take free slots (and their KV blocks); prompt i samples with its own seed.
+    while (next < n) {
+      DecodeRequest r;
+      r.id = next;
+      r.prompt = prompts[size_t(next)];
+      r.max_tokens = std::max(o.max_tokens, 1);  // one token at least, as it always was
+      r.sampling = o.sampling;
+      r.seed = o.request_seeds.empty() ? o.seed + uint64_t(next) : o.request_seeds.at(size_t(next));
+      r.raw_logits = o.top_logprobs > 0;
+      if (!decoder_.admit(std::move(r))) break;
       next++;
     }
-    batch.clear();
-    row_slot.clear();
-    for (int s = 0; s < max_batch_; s++) {
-      Active& a = slots[s];
-      if (a.request < 0) continue;
-      if (!a.prefilled) {
-        for (size_t t = 0; t < a.context.size(); t++)
-          batch.add(a.context[t], s, int(t), t + 1 == a.context.size());
-        a.prefilled = true;
-      } else {
-        batch.add(a.context.back(), s, int(a.context.size()) - 1, true);
-      }
-      row_slot.push_back(s);
-    }
-    float* logits = model_.forward_rows(batch, *cache_);
-    for (size_t m = 0; m < row_slot.size(); m++) {
-      Active& a = slots[row_slot[m]];
-      Generation& g = out[a.request];
-      float* row = logits + m * size_t(V);
+    DISTILL_CHECK(decoder_.live() > 0);
+    const int V = model_.config().vocab_size;
+    for (const DecodedToken& d : decoder_.step(processor)) {
+      Generation& g = out[size_t(d.id)];
       // Log-probabilities come from the raw distribution, before any processor changes it.
-      if (o.top_logprobs > 0 && processor) raw.assign(row, row + V);
-      if (processor) processor->process(a.request, a.context, row, V);
-      const int32_t tok = sample_token(row, V, o.sampling, a.rng);
-      if (o.top_logprobs > 0)
-        g.logprobs.push_back(top_logprobs(processor ? raw.data() : row, V, o.top_logprobs, tok));
-      g.tokens.push_back(tok);
-      a.context.push_back(tok);
+      if (o.top_logprobs > 0) g.logprobs.push_back(top_logprobs(d.raw, V, o.top_logprobs, d.token));
+      g.tokens.push_back(d.token);
       tokens++;
-      const bool stop_token = std::find(o.stop_ids.begin(), o.stop_ids.end(), tok) != o.stop_ids.end();
-      const bool stop_pred = o.stop && o.stop(a.request, g.tokens);
-      const bool full = int(g.tokens.size()) >= o.max_tokens || int(a.context.size()) >= context_;
-      if (stop_token || stop_pred || full) {
+      const bool stop_token =
+          std::find(o.stop_ids.begin(), o.stop_ids.end(), d.token) != o.stop_ids.end();
+      const bool stop_pred = o.stop && o.stop(d.id, g.tokens);
+      if (stop_token || stop_pred || d.at_limit) {
         g.finish_reason = stop_token || stop_pred ? "stop" : "length";
-        a.request = -1;
+        decoder_.finish(d.id);
         done++;
         if (progress) progress(done, n, tokens);
       }
@@ -130,12 +97,15 @@ std::vector<TokenLogprobs> Generator::score(const std::vector<int32_t>& ids, int
     throw Error("text of {} tokens exceeds the context of {}", ids.size(), context_);
   const int V = model_.config().vocab_size;
   InferBatch batch;
-  cache_->reset(0);
+  // Slot 0 of the decoder's cache, between generate calls (nothing is live then).
+  decoder_.clear();
+  KvCache& cache = decoder_.cache();
   for (size_t t = 0; t + 1 < ids.size(); t++) batch.add(ids[t], 0, int(t), true);
-  const float* logits = model_.forward_rows(batch, *cache_);
+  const float* logits = model_.forward_rows(batch, cache);
   std::vector<TokenLogprobs> out;
   for (size_t t = 0; t + 1 < ids.size(); t++)
     out.push_back(top_logprobs(logits + t * size_t(V), V, top_k, ids[t + 1]));
+  cache.reset(0);
   return out;
 }
 

@@ -1,7 +1,9 @@
-// Batched generation with a KV cache: many prompts at once (continuous batching: a finished
-// sequence's slot takes the next prompt), sampling per request with its own seed, per-token
-// top-k log-probabilities, stop tokens and a stop predicate (stop strings), and a
+// Batched generation with a KV cache: many prompts at once, sampling per request with its own
+// seed, per-token top-k log-probabilities, stop tokens and a stop predicate (stop strings), and a
 // logits-processor hook (watermarks plug in there). Also teacher-forced scoring of given text.
+// The stepping (admission into free slots, prefill riding with decode rows, eviction) is
+// BatchDecoder's (infer/batch_decoder.h): a finished sequence's slot takes the next prompt at the
+// next step, as it does in the serving engine.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -9,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "infer/batch_decoder.h"
 #include "infer/kv_cache.h"
 #include "infer/sampler.h"
 #include "model/model.h"
@@ -59,7 +62,9 @@ class Generator {
  public:
   // max_batch sequences decode together; context is the longest prompt + generation (the KV
   // cache holds context - 1 positions: the last token is never run).
-  Generator(Model& model, int max_batch, int context);
+  // kv: the cache's storage type, block size and pool (the default pool never makes a prompt
+  // wait).
+  Generator(Model& model, int max_batch, int context, const KvCacheOptions& kv = {});
 
   std::vector<Generation> generate(const std::vector<std::vector<int32_t>>& prompts,
                                    const GenerateOptions& options,
@@ -73,8 +78,8 @@ class Generator {
 
  private:
   Model& model_;
-  int max_batch_, context_;
-  std::unique_ptr<KvCache> cache_;
+  int context_;
+  BatchDecoder decoder_;
 };
 
 }  // namespace distill

@@ -123,8 +123,12 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
   const int QKV = int(qkv_width(s)), HD = s.HD, half = HD / 2, group = s.NH / s.NKV;
   const float scale = 1.0f / std::sqrt(float(HD));
   linear_forward(qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, R, s.C, QKV, MatmulPrecision::F32);
-  // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache. A decode
-  // step's few rows are less work than waking the thread team.
+  // Blocks for the rows' positions come from the pool first (serially: the pool is not
+  // thread-safe, and layer 0 is the first to write a position).
+  if (layer == 0)
+    for (int r = 0; r < R; r++) cache.ensure(batch.slots[r], batch.positions[r] + 1);
+  // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache (converted to
+  // its type). A decode step's few rows are less work than waking the thread team.
 #pragma omp parallel for schedule(static) if (size_t(R) * QKV > kParallelMin)
   for (int r = 0; r < R; r++) {
     float* q = qkv + size_t(r) * QKV;
@@ -140,14 +144,19 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
       rope_forward(k, rope.cos + size_t(pos) * half, rope.sin + size_t(pos) * half, 1, s.NKV, 1,
                    HD);
     }
+    // Keys go in as a column of the block's transposed (HD, block_size) matrix, values as a row
+    // of its (block_size, HD) matrix (infer/kv_type.h).
+    const int block = cache.table(slot)[size_t(pos / cache.block_size)], j = pos % cache.block_size;
+    const size_t elem = kv_type_bytes(cache.type);
     for (int g = 0; g < s.NKV; g++) {
-      std::memcpy(cache.k_at(layer, slot, g) + size_t(pos) * HD, k + size_t(g) * HD,
-                  sizeof(float) * HD);
-      std::memcpy(cache.v_at(layer, slot, g) + size_t(pos) * HD, v + size_t(g) * HD,
-                  sizeof(float) * HD);
+      kv_store_strided(static_cast<uint8_t*>(cache.k_block(layer, block, g)) + size_t(j) * elem,
+                       cache.type, k + size_t(g) * HD, HD, cache.block_size);
+      kv_store(static_cast<uint8_t*>(cache.v_block(layer, block, g)) + size_t(j) * HD * elem,
+               cache.type, v + size_t(g) * HD, HD);
     }
   }
-  // Each (row, head) attends to its slot's positions 0..pos.
+  // Each (row, head) attends to its slot's positions 0..pos, block by block (the table says where
+  // each block is; within a block, keys and values are contiguous).
 #pragma omp parallel
   {
     // Per-thread scores, kept between calls (no allocation per layer and step).
@@ -156,30 +165,23 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
 #pragma omp for schedule(static)
     for (int rh = 0; rh < R * s.NH; rh++) {
       const int r = rh / s.NH, h = rh % s.NH, g = h / group;
-      const int pos = batch.positions[r], slot = batch.slots[r];
+      const int n = batch.positions[r] + 1, bs = cache.block_size;
+      const std::vector<int>& table = cache.table(batch.slots[r]);
       const float* q = qkv + size_t(r) * QKV + size_t(h) * HD;
-      const float* kc = cache.k_at(layer, slot, g);
-      const float* vc = cache.v_at(layer, slot, g);
+      for (int j = 0; j < n; j += bs)
+        kv_key_scores(scores.data() + j, q, cache.k_block(layer, table[size_t(j / bs)], g),
+                      cache.type, std::min(bs, n - j), bs, HD, scale);
       float mx = -INFINITY;
-      for (int j = 0; j <= pos; j++) {
-        const float* kj = kc + size_t(j) * HD;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int d = 0; d < HD; d++) dot += q[d] * kj[d];
-        scores[j] = dot * scale;
-        mx = std::max(mx, scores[j]);
-      }
+      for (int j = 0; j < n; j++) mx = std::max(mx, scores[j]);
       float sum = 0.0f;
-      for (int j = 0; j <= pos; j++) sum += scores[j] = fast_exp(scores[j] - mx);
+      for (int j = 0; j < n; j++) sum += scores[j] = fast_exp(scores[j] - mx);
+      const float inv = 1.0f / sum;
+      for (int j = 0; j < n; j++) scores[j] *= inv;
       float* yo = y + size_t(r) * s.NH * HD + size_t(h) * HD;
       std::fill(yo, yo + HD, 0.0f);
-      const float inv = 1.0f / sum;
-      for (int j = 0; j <= pos; j++) {
-        const float a = scores[j] * inv;
-        const float* vj = vc + size_t(j) * HD;
-#pragma omp simd
-        for (int d = 0; d < HD; d++) yo[d] += a * vj[d];
-      }
+      for (int j = 0; j < n; j += bs)
+        kv_value_accumulate(yo, scores.data() + j, cache.v_block(layer, table[size_t(j / bs)], g),
+                            cache.type, std::min(bs, n - j), HD);
     }
   }
   linear_forward(out, y, w.o_w, w.o_q, w.o_b, R, s.NH * HD, s.C, MatmulPrecision::F32);

@@ -184,11 +184,7 @@ size_t Model::weight_bytes() const {
 }
 
 std::unique_ptr<KvCache> Model::make_cache(int slots, int max_len) const {
-  if (config_.arch == Arch::Gpt2 && max_len > config_.max_position)
-    throw Error("context of {} tokens exceeds the model's n_positions {}", max_len,
-                config_.max_position);
-  return std::make_unique<KvCache>(config_.num_layers, slots, max_len, config_.num_kv_heads,
-                                   config_.head_dim);
+  return make_kv_cache(*this, slots, max_len);  // f32, a pool for every slot's max_len
 }
 
 }  // namespace distill

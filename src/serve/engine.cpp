@@ -50,90 +50,9 @@ void EngineJob::fail(const std::string& error) {
   cv_.notify_all();
 }
 
-Engine::Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int context,
-               size_t max_queue, const WatermarkKey* watermark)
-    : model_(model),
-      tok_(tokenizer),
-      max_batch_(max_batch),
-      context_(context),
-      max_queue_(max_queue) {
-  if (context < 2) throw Error("serve: the context must be at least 2 tokens, got {}", context);
-  gen_ = std::make_unique<Generator>(model, max_batch, context);
-  if (watermark) watermark_ = std::make_unique<WatermarkProcessor>(*watermark, 1.0f);
-  thread_ = std::thread([this] { run(); });
-}
-
-Engine::~Engine() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-  for (auto& job : queue_) job->fail("the server is shutting down");
-}
-
-bool Engine::submit(std::shared_ptr<EngineJob> job) {
-  {
-    std::lock_guard<std::mutex> jl(job->mu_);
-    job->results_.assign(job->choices.size(), {});
-    job->pending_ = int(job->choices.size());
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stop_ || queue_.size() >= max_queue_) return false;
-  queue_.push_back(std::move(job));
-  stats_.queue_depth = int64_t(queue_.size());
-  cv_.notify_one();
-  return true;
-}
-
-EngineStats Engine::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
-}
-
-void Engine::run() {
-  for (;;) {
-    std::vector<std::shared_ptr<EngineJob>> jobs;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (stop_) return;
-      // Everything waiting joins this pass.
-      while (!queue_.empty()) {
-        jobs.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      stats_.queue_depth = 0;
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      pass(jobs);
-    } catch (const std::exception& e) {
-      for (auto& job : jobs) job->fail(e.what());
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.running = 0;
-    stats_.busy_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-}
-
 namespace {
 
-// One choice being decoded.
-struct Sequence {
-  EngineJob* job = nullptr;
-  int choice = 0;
-  const ChoiceSpec* spec = nullptr;
-  std::vector<int32_t> ids;  // generated so far
-  std::vector<float> raw;    // the last raw logits row (for log-probabilities)
-  size_t sent_text = 0;      // streaming: bytes of text already sent
-  size_t sent_tokens = 0;    // streaming: tokens already sent
-  bool done = false;
-};
-
-// Per-choice temperature and nucleus on the raw logits; the Generator then samples at T = 1.
+// Per-choice temperature and nucleus on the raw logits; the decoder then samples at T = 1.
 void apply_sampling(const ChoiceSpec& s, float* logits, int V, std::vector<int32_t>& order) {
   if (s.temperature <= 0.0f) {
     const int best = int(std::max_element(logits, logits + V) - logits);
@@ -175,11 +94,11 @@ TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
 
 class SamplingProcessor final : public LogitsProcessor {
  public:
-  SamplingProcessor(std::vector<Sequence>& seqs, WatermarkProcessor* watermark, bool gumbel)
+  SamplingProcessor(std::vector<EngineSequence>& seqs, WatermarkProcessor* watermark, bool gumbel)
       : seqs_(seqs), watermark_(watermark), gumbel_(gumbel) {}
   void process(int request, const std::vector<int32_t>& context, float* logits,
                int V) override {
-    Sequence& s = seqs_[size_t(request)];
+    EngineSequence& s = seqs_[size_t(request)];
     if (s.spec->logprobs >= 0) s.raw.assign(logits, logits + V);
     // Kirchenbauer biases the raw logits (so temperature scales delta, as in the paper);
     // Aaronson picks from the final sampling distribution (after temperature and top-p).
@@ -190,7 +109,7 @@ class SamplingProcessor final : public LogitsProcessor {
   }
 
  private:
-  std::vector<Sequence>& seqs_;
+  std::vector<EngineSequence>& seqs_;
   WatermarkProcessor* watermark_;
   bool gumbel_;
   std::vector<int32_t> order_;
@@ -210,128 +129,264 @@ size_t stop_prefix_hold(const std::string& text, const std::vector<std::string>&
 
 }  // namespace
 
-void Engine::pass(std::vector<std::shared_ptr<EngineJob>>& jobs) {
-  const int V = model_.config().vocab_size;
-  std::vector<Sequence> seqs;
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<uint64_t> seeds;
-  int max_tokens = 1;
-  int64_t prompt_tokens = 0;
-  for (auto& job : jobs) {
-    for (size_t c = 0; c < job->choices.size(); c++) {
-      const ChoiceSpec& spec = job->choices[c];
-      ChoiceResult& result = job->results_[c];
-      prompt_tokens += int64_t(spec.prompt.size());
+Engine::Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int context,
+               size_t max_queue, const WatermarkKey* watermark, const DecoderOptions& decoder)
+    : model_(model),
+      tok_(tokenizer),
+      max_batch_(max_batch),
+      context_(context),
+      max_queue_(max_queue) {
+  if (context < 2) throw Error("serve: the context must be at least 2 tokens, got {}", context);
+  decoder_ = std::make_unique<BatchDecoder>(model, max_batch, context, decoder);
+  pool_positions_ = decoder_->cache().blocks * decoder_->cache().block_size;
+  seqs_.resize(size_t(max_batch));
+  if (watermark) watermark_ = std::make_unique<WatermarkProcessor>(*watermark, 1.0f);
+  processor_ = std::make_unique<SamplingProcessor>(
+      seqs_, watermark_.get(), watermark_ && watermark_->key().scheme == WatermarkScheme::kAaronson);
+  thread_ = std::thread([this] { run(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto& job : queue_) job->fail("the server is shutting down");
+}
+
+bool Engine::submit(std::shared_ptr<EngineJob> job) {
+  {
+    std::lock_guard<std::mutex> jl(job->mu_);
+    job->results_.assign(job->choices.size(), {});
+    job->pending_ = int(job->choices.size());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_ || queue_.size() >= max_queue_) return false;
+  queue_.push_back(std::move(job));
+  stats_.queue_depth = int64_t(queue_.size());
+  cv_.notify_one();
+  return true;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::run() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty() || decoder_->live() > 0; });
+      if (stop_) break;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      admit_waiting();
+      drop_cancelled();
+      if (decoder_->live() > 0) step();
+    } catch (const std::exception& e) {
+      fail_live(e.what());
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.running = decoder_->live();
+    stats_.busy_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  fail_live("the server is shutting down");
+}
+
+void Engine::admit_waiting() {
+  // New prompt rows started this step: at most one prefill chunk's worth (and one sequence at
+  // least). Same-length requests that arrive together would otherwise be admitted together,
+  // finish together and come back together, and every step that admits such a cohort makes its
+  // own first tokens and everyone's next token wait for all of their prompts; admitted a chunk's
+  // worth at a time they finish at different steps and the cohort dissolves.
+  const int chunk = decoder_->prefill_chunk();
+  int started_rows = 0;
+  for (;;) {
+    std::shared_ptr<EngineJob> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.empty()) return;
+      job = queue_.front();  // only this thread pops: it stays the front while we work
+    }
+    for (; next_choice_ < job->choices.size(); next_choice_++) {
+      if (!job->error().empty()) break;  // failed: its other choices are dropped
+      const ChoiceSpec& spec = job->choices[next_choice_];
+      ChoiceResult& result = job->results_[next_choice_];
+      const bool decode = spec.max_tokens > 0 && !job->cancelled();
+      int id = -1;
+      if (decode) {
+        for (size_t i = 0; i < seqs_.size() && id < 0; i++)
+          if (!seqs_[i].job) id = int(i);
+        if (id < 0) return;  // the batch is full
+        const int rows = chunk > 0 ? std::min(int(spec.prompt.size()), chunk) : 0;
+        if (started_rows > 0 && started_rows + rows > chunk) return;  // at the next step
+        DecodeRequest r;
+        r.id = id;
+        r.prompt = spec.prompt;
+        r.max_tokens = spec.max_tokens;
+        r.sampling = SamplingOptions{1.0f, 0, 1.0f, 0.0f};  // the processor applies T and top_p
+        r.seed = spec.seed;
+        bool admitted = false;
+        try {
+          admitted = decoder_->admit(std::move(r));
+        } catch (const std::exception& e) {
+          fail_job(job, e.what());  // never runnable (larger than the KV pool): the others go on
+          break;
+        }
+        if (!admitted) return;  // KV blocks: wait for evictions
+        started_rows += rows;
+      }
       if (spec.score_prompt) {
-        for (const TokenLogprobs& lp : gen_->score(spec.prompt, std::max(spec.logprobs, 0))) {
-          TokenInfo t;
-          t.id = lp.id;
-          t.logprob = lp.logprob;
-          for (size_t i = 0; i < lp.top_ids.size(); i++)
-            t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
-          result.prompt_tokens.push_back(std::move(t));
+        try {
+          if (!scorer_) scorer_ = std::make_unique<Generator>(model_, 1, context_);
+          for (const TokenLogprobs& lp : scorer_->score(spec.prompt, std::max(spec.logprobs, 0))) {
+            TokenInfo t;
+            t.id = lp.id;
+            t.logprob = lp.logprob;
+            for (size_t i = 0; i < lp.top_ids.size(); i++)
+              t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
+            result.prompt_tokens.push_back(std::move(t));
+          }
+        } catch (const std::exception& e) {
+          if (decode) decoder_->finish(id);
+          fail_job(job, e.what());
+          break;
         }
       }
-      if (spec.max_tokens == 0 || job->cancelled()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.prompt_tokens += int64_t(spec.prompt.size());
+        if (decode) stats_.sequences++;
+      }
+      if (!decode) {
         result.finish_reason = "length";
-        if (job->on_delta) job->on_delta({int(c), "", {}, "length"});
+        if (job->on_delta) job->on_delta({int(next_choice_), "", {}, "length"});
         job->finish_choice();
         continue;
       }
-      Sequence s;
-      s.job = job.get();
-      s.choice = int(c);
+      EngineSequence& s = seqs_[size_t(id)];
+      s = EngineSequence{};
+      s.job = job;
+      s.choice = int(next_choice_);
       s.spec = &spec;
-      seqs.push_back(std::move(s));
-      prompts.push_back(spec.prompt);
-      seeds.push_back(spec.seed);
-      max_tokens = std::max(max_tokens, spec.max_tokens);
     }
-  }
-  {
+    next_choice_ = 0;
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.passes++;
-    stats_.sequences += int64_t(seqs.size());
-    stats_.prompt_tokens += prompt_tokens;
-    stats_.running = int64_t(seqs.size());
+    queue_.pop_front();
+    stats_.queue_depth = int64_t(queue_.size());
   }
-  if (seqs.empty()) return;
+}
 
-  const std::optional<int32_t> eos = tok_.eos_id();
-  int64_t generated = 0;
-  GenerateOptions go;
-  go.sampling = SamplingOptions{1.0f, 0, 1.0f, 0.0f};
-  go.max_tokens = max_tokens;
-  go.request_seeds = seeds;
-  if (eos) go.stop_ids = {*eos};
-  go.stop = [&](int request, const std::vector<int32_t>& gen_ids) {
-    Sequence& s = seqs[size_t(request)];
-    if (s.done) return true;
-    const ChoiceSpec& spec = *s.spec;
-    ChoiceResult& result = s.job->results_[size_t(s.choice)];
-    const int32_t id = gen_ids.back();
-    generated++;
-    s.ids.push_back(id);
-    if (spec.logprobs >= 0 && int(s.raw.size()) == V)
-      result.tokens.push_back(token_info(s.raw.data(), V, spec.logprobs, id));
-    else
-      result.tokens.push_back(TokenInfo{id, 0.0f, {}});
-    std::string finish;
-    if (eos && id == *eos)
-      finish = "stop";
-    else if (int(s.ids.size()) >= spec.max_tokens ||
-             int(spec.prompt.size() + s.ids.size()) >= context_)
-      finish = "length";
-    if (s.job->cancelled()) finish = "stop";
-    const bool streaming = bool(s.job->on_delta);
-    std::string text;
-    if (!spec.stop.empty() || streaming || !finish.empty()) {
-      text = tok_.decode(s.ids, /*skip_special=*/true);
-      size_t cut = std::string::npos;
-      for (const std::string& stop : spec.stop) cut = std::min(cut, text.find(stop));
-      if (cut != std::string::npos) {
-        text.resize(cut);
-        finish = "stop";
-      }
+void Engine::drop_cancelled() {
+  for (size_t i = 0; i < seqs_.size(); i++) {
+    EngineSequence& s = seqs_[i];
+    if (!s.job) continue;
+    const bool failed = !s.job->error().empty();
+    if (!failed && !s.job->cancelled()) continue;
+    decoder_->finish(int(i));
+    if (!failed) end_choice(s, tok_.decode(s.ids, /*skip_special=*/true), "stop");
+    s = EngineSequence{};
+  }
+}
+
+void Engine::step() {
+  const std::vector<DecodedToken>& tokens = decoder_->step(processor_.get());
+  for (const DecodedToken& d : tokens) {
+    EngineSequence& s = seqs_[size_t(d.id)];
+    if (on_token(s, d.token, d.at_limit)) {
+      decoder_->finish(d.id);
+      s = EngineSequence{};
     }
-    if (streaming) {
-      size_t upto = text.size();
-      if (finish.empty()) {
-        upto = complete_utf8_prefix(text);
-        upto -= stop_prefix_hold(text.substr(0, upto), spec.stop);
-      }
-      if (upto > s.sent_text || !finish.empty()) {
-        StreamDelta d;
-        d.choice = s.choice;
-        if (upto > s.sent_text) d.text = text.substr(s.sent_text, upto - s.sent_text);
-        d.tokens.assign(result.tokens.begin() + long(s.sent_tokens), result.tokens.end());
-        d.finish_reason = finish;
-        s.sent_text = std::max(s.sent_text, upto);
-        s.sent_tokens = result.tokens.size();
-        s.job->on_delta(d);
-      }
-    }
-    if (finish.empty()) return false;
-    result.text = std::move(text);
-    result.finish_reason = finish;
-    s.done = true;
-    s.job->finish_choice();
-    return true;
-  };
-  SamplingProcessor processor(seqs, watermark_.get(),
-                              watermark_ && watermark_->key().scheme == WatermarkScheme::kAaronson);
-  gen_->generate(prompts, go, &processor);
-  for (Sequence& s : seqs) {
-    if (s.done) continue;  // cannot happen: every end goes through the stop hook
-    ChoiceResult& result = s.job->results_[size_t(s.choice)];
-    result.text = tok_.decode(s.ids, true);
-    result.finish_reason = "length";
-    if (s.job->on_delta) s.job->on_delta({s.choice, "", {}, "length"});
-    s.done = true;
-    s.job->finish_choice();
   }
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.generated_tokens += generated;
+  stats_.passes++;
+  stats_.generated_tokens += int64_t(tokens.size());
+}
+
+void Engine::end_choice(EngineSequence& s, std::string text, const std::string& finish) {
+  ChoiceResult& result = s.job->results_[size_t(s.choice)];
+  if (s.job->on_delta) {
+    StreamDelta d;
+    d.choice = s.choice;
+    if (text.size() > s.sent_text) d.text = text.substr(s.sent_text);
+    d.tokens.assign(result.tokens.begin() + long(s.sent_tokens), result.tokens.end());
+    d.finish_reason = finish;
+    s.job->on_delta(d);
+  }
+  result.text = std::move(text);
+  result.finish_reason = finish;
+  s.job->finish_choice();
+}
+
+bool Engine::on_token(EngineSequence& s, int32_t id, bool at_limit) {
+  const int V = model_.config().vocab_size;
+  const ChoiceSpec& spec = *s.spec;
+  ChoiceResult& result = s.job->results_[size_t(s.choice)];
+  const std::optional<int32_t> eos = tok_.eos_id();
+  s.ids.push_back(id);
+  if (spec.logprobs >= 0 && int(s.raw.size()) == V)
+    result.tokens.push_back(token_info(s.raw.data(), V, spec.logprobs, id));
+  else
+    result.tokens.push_back(TokenInfo{id, 0.0f, {}});
+  std::string finish;
+  if (eos && id == *eos)
+    finish = "stop";
+  else if (at_limit)
+    finish = "length";
+  if (s.job->cancelled()) finish = "stop";
+  const bool streaming = bool(s.job->on_delta);
+  std::string text;
+  if (!spec.stop.empty() || streaming || !finish.empty()) {
+    text = tok_.decode(s.ids, /*skip_special=*/true);
+    size_t cut = std::string::npos;
+    for (const std::string& stop : spec.stop) cut = std::min(cut, text.find(stop));
+    if (cut != std::string::npos) {
+      text.resize(cut);
+      finish = "stop";
+    }
+  }
+  if (!finish.empty()) {
+    end_choice(s, std::move(text), finish);
+    return true;
+  }
+  if (streaming) {
+    // Text becomes final when it is complete UTF-8 and cannot be the start of a stop string.
+    size_t upto = complete_utf8_prefix(text);
+    upto -= stop_prefix_hold(text.substr(0, upto), spec.stop);
+    if (upto > s.sent_text) {
+      StreamDelta d;
+      d.choice = s.choice;
+      d.text = text.substr(s.sent_text, upto - s.sent_text);
+      d.tokens.assign(result.tokens.begin() + long(s.sent_tokens), result.tokens.end());
+      s.sent_text = upto;
+      s.sent_tokens = result.tokens.size();
+      s.job->on_delta(d);
+    }
+  }
+  return false;
+}
+
+void Engine::fail_job(const std::shared_ptr<EngineJob>& job, const std::string& error) {
+  job->fail(error);
+  for (size_t i = 0; i < seqs_.size(); i++)
+    if (seqs_[i].job == job) {
+      decoder_->finish(int(i));
+      seqs_[i] = EngineSequence{};
+    }
+}
+
+void Engine::fail_live(const std::string& error) {
+  for (EngineSequence& s : seqs_)
+    if (s.job) s.job->fail(error);
+  decoder_->clear();
+  for (EngineSequence& s : seqs_) s = EngineSequence{};
+  // The queue's front job may be partly admitted: it failed with them above when any of its
+  // choices was live; its remaining choices are skipped at admission.
 }
 
 }  // namespace distill::serve

@@ -1,10 +1,15 @@
-// The serving engine: a request queue and one engine thread that owns the model. Requests that
-// arrive while the engine is busy wait in the queue; each engine pass takes every waiting
-// request and decodes all their choices together in one batched Generator call (continuous
-// batching inside the call), so concurrent clients share forward passes instead of taking
-// turns. Per-choice sampling (temperature, top_p), max_tokens, stop strings, log-probabilities
-// and streaming are applied through the Generator's logits-processor and stop hooks, so one call
-// serves requests with different settings; a request completes as soon as its own choices do.
+// The serving engine: a request queue and one engine thread that owns the model and decodes with
+// continuous batching (infer/batch_decoder.h). At every decode step the engine admits choices of
+// waiting requests into free slots of the running batch (their prompt rows ride in the same
+// forward as everyone else's next token, a prompt at most `prefill_chunk` rows per step) and
+// evicts finished or cancelled sequences at once, so a request that arrives mid-generation starts
+// at the next step instead of waiting for the batch to drain. Admission is first come, first
+// served, starts at most one prefill chunk of new prompt rows per step (so same-length requests
+// that arrive together do not stay in lockstep), and waits while the batch is full or the paged
+// KV cache cannot promise a sequence its blocks (prompt + max_tokens). Per-choice sampling (temperature, top_p, seed), max_tokens, stop
+// strings, log-probabilities, the watermark and streaming are applied per sequence through the
+// decoder's logits-processor hook and the per-token handling here; a request completes as soon as
+// its own choices do.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -18,6 +23,7 @@
 #include <vector>
 
 #include "forensics/watermark.h"
+#include "infer/batch_decoder.h"
 #include "infer/generator.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -91,21 +97,34 @@ class EngineJob {
 };
 
 struct EngineStats {
-  int64_t passes = 0;     // Generator calls
-  int64_t sequences = 0;  // choices decoded
+  int64_t passes = 0;     // decode steps (one batched forward over the live sequences each)
+  int64_t sequences = 0;  // choices admitted for decoding
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
-  int64_t queue_depth = 0;  // jobs waiting now
-  int64_t running = 0;      // choices in the current pass
+  int64_t queue_depth = 0;  // jobs not yet fully admitted
+  int64_t running = 0;      // sequences decoding now
   double busy_seconds = 0.0;
+};
+
+// One choice being decoded (engine thread only).
+struct EngineSequence {
+  std::shared_ptr<EngineJob> job;  // null: this entry is free
+  int choice = 0;
+  const ChoiceSpec* spec = nullptr;
+  std::vector<int32_t> ids;  // generated so far
+  std::vector<float> raw;    // the last raw logits row (for log-probabilities)
+  size_t sent_text = 0;      // streaming: bytes of text already sent
+  size_t sent_tokens = 0;    // streaming: tokens already sent
 };
 
 class Engine {
  public:
   // max_batch: sequences decoded together; context: prompt + generation limit per sequence.
   // watermark: every sampled token is watermarked with this key (forensics/watermark.h).
+  // decoder: the KV cache (type, block size, pool) and the prefill chunk.
   Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int context,
-         size_t max_queue = 256, const WatermarkKey* watermark = nullptr);
+         size_t max_queue = 256, const WatermarkKey* watermark = nullptr,
+         const DecoderOptions& decoder = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -113,18 +132,33 @@ class Engine {
   // Queues a job; false when the queue is full (the caller answers 429).
   bool submit(std::shared_ptr<EngineJob> job);
   int context() const { return context_; }
+  // KV cache positions of the whole pool: a sequence that can grow past this never runs.
+  int pool_positions() const { return pool_positions_; }
   EngineStats stats() const;
 
  private:
   void run();
-  void pass(std::vector<std::shared_ptr<EngineJob>>& jobs);
+  void admit_waiting();
+  void drop_cancelled();
+  void step();
+  // Handles a sampled token of seqs_[id]; true when the choice is done.
+  bool on_token(EngineSequence& s, int32_t id, bool at_limit);
+  void end_choice(EngineSequence& s, std::string text, const std::string& finish);
+  // Fails the job and evicts its live sequences (its other choices are skipped at admission).
+  void fail_job(const std::shared_ptr<EngineJob>& job, const std::string& error);
+  void fail_live(const std::string& error);
 
   Model& model_;
   const Tokenizer& tok_;
   int max_batch_, context_;
   size_t max_queue_;
-  std::unique_ptr<Generator> gen_;
+  int pool_positions_ = 0;
+  std::unique_ptr<BatchDecoder> decoder_;
+  std::unique_ptr<Generator> scorer_;  // echo + logprobs: the prompt's log-probabilities
   std::unique_ptr<WatermarkProcessor> watermark_;
+  std::unique_ptr<LogitsProcessor> processor_;
+  std::vector<EngineSequence> seqs_;  // by decoder id (max_batch entries)
+  size_t next_choice_ = 0;            // of the queue's front job: the next to admit
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<EngineJob>> queue_;

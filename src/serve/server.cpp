@@ -65,7 +65,11 @@ Server::Server(const ServeOptions& options, std::function<void(const std::string
     log_(fmt::format("note: outputs are watermarked ({})", watermark->describe()));
   }
   engine_ = std::make_unique<Engine>(*model_, *tok_, o_.max_batch, context, o_.max_queue,
-                                     watermark.get());
+                                     watermark.get(), DecoderOptions{o_.kv, o_.prefill_chunk});
+  log_(fmt::format("note: KV cache {} in blocks of {} positions, pool of {} positions; prefill "
+                   "chunk {}",
+                   kv_type_name(o_.kv.type), o_.kv.block_size, engine_->pool_positions(),
+                   o_.prefill_chunk));
   limiter_ = std::make_unique<RateLimiter>(o_.rpm, o_.tpm);
   if (!o_.usage_db.empty()) usage_ = std::make_unique<UsageStore>(o_.usage_db);
   metrics_ = std::make_unique<ServerMetrics>();

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 
+#include "infer/kv_cache.h"
 #include "kernels/qmatmul.h"
 #include "serve/api_keys.h"
 #include "serve/api_request.h"
@@ -60,6 +61,10 @@ struct ServeOptions {
   int rpm = 0, tpm = 0;             // default per-key limits per minute (0: none)
   std::string usage_db;             // SQLite usage store; "" = none
   std::string watermark;            // watermark key file; "" = outputs are not watermarked
+  KvCacheOptions kv;                // KV cache: storage type, block size, pool (0: every slot
+                                    // can hold the whole context)
+  int prefill_chunk = 64;           // prompt rows a sequence runs per decode step (0: all at
+                                    // once): bounds how long a long prompt delays the others
   FaultOptions faults;              // testing only (fault_injection.h)
 };
 

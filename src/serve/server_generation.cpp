@@ -153,6 +153,14 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
                                  "requested {} tokens ({} in the prompt, {} for the completion)",
                                  context, int(longest) + max_tokens, longest, max_tokens),
                      "max_tokens", "context_length_exceeded");
+    // The KV cache reserves prompt + completion positions (all but the last token) per choice.
+    const int positions = int(longest) + max_tokens - 1;
+    if (positions > engine_->pool_positions())
+      throw ApiError(400, "invalid_request_error",
+                     fmt::format("The request needs {} KV cache positions ({} in the prompt, {} "
+                                 "for the completion) but the server's KV cache pool holds {}",
+                                 positions, longest, max_tokens, engine_->pool_positions()),
+                     "max_tokens", "context_length_exceeded");
 
     call->id = fmt::format("{}-{:x}{:06x}", chat ? "chatcmpl" : "cmpl", seed_base_ & 0xffffff,
                            next_id_.fetch_add(1));
