@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -78,6 +79,31 @@ class QMatrix {
   const float* source_ = nullptr;
   std::unique_ptr<uint8_t[], Free> data_;
   const float* scales_ = nullptr;  // inside data_, after the int8 weights
+};
+
+// The low-precision copies of a model's linear layers (ArchImpl::set_weight_type), in one type.
+class QMatrixSet {
+ public:
+  // Drops the copies; the next add()s make them in `type`.
+  void reset(WeightType type) {
+    type_ = type;
+    owned_.clear();
+  }
+  // A copy of w (rows, cols) in the set's type, or null for f32 (the layer multiplies with w).
+  const QMatrix* add(const float* w, int rows, int cols) {
+    if (type_ == WeightType::F32) return nullptr;
+    owned_.push_back(std::make_unique<QMatrix>(w, rows, cols, type_));
+    return owned_.back().get();
+  }
+  std::vector<const QMatrix*> all() const {
+    std::vector<const QMatrix*> out;
+    for (const auto& q : owned_) out.push_back(q.get());
+    return out;
+  }
+
+ private:
+  WeightType type_ = WeightType::F32;
+  std::vector<std::unique_ptr<QMatrix>> owned_;
 };
 
 // out (M, w.rows()) = inp (M, w.cols()) @ w^T + bias (bias (w.rows()) may be null).

@@ -215,14 +215,8 @@ class Gpt2 final : public ArchImpl {
   }
 
   std::vector<const QMatrix*> set_weight_type(WeightType type) override {
-    qmats_.clear();
-    std::vector<const QMatrix*> made;
-    auto make = [&](const float* w, int rows, int cols) -> const QMatrix* {
-      if (type == WeightType::F32) return nullptr;
-      qmats_.push_back(std::make_unique<QMatrix>(w, rows, cols, type));
-      made.push_back(qmats_.back().get());
-      return made.back();
-    };
+    qmats_.reset(type);
+    auto make = [&](const float* w, int rows, int cols) { return qmats_.add(w, rows, cols); };
     const int C = c_.hidden_size, F = c_.intermediate_size;
     for (Gpt2Layer& L : layers_) {
       L.attn.qkv_q = make(L.attn.qkv_w, 3 * C, C);
@@ -231,7 +225,7 @@ class Gpt2 final : public ArchImpl {
       L.proj_q = make(L.proj_w, C, F);
     }
     head_q_ = make(wte_, c_.vocab_size, C);
-    return made;
+    return qmats_.all();
   }
 
   float* forward_rows(const InferBatch& batch, KvCache& cache) override {
@@ -318,7 +312,7 @@ class Gpt2 final : public ArchImpl {
   float *ix_, *iln_, *itmp_, *imean_, *irstd_, *iqkv_, *iy_, *ifc_, *ilogits_;
   const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
   const QMatrix* head_q_ = nullptr;
-  std::vector<std::unique_ptr<QMatrix>> qmats_;  // set_weight_type's copies
+  QMatrixSet qmats_;  // set_weight_type's copies
   static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
 

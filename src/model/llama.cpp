@@ -226,14 +226,8 @@ class Llama final : public ArchImpl {
   size_t activation_floats() const override { return buffer_.size(); }
 
   std::vector<const QMatrix*> set_weight_type(WeightType type) override {
-    qmats_.clear();
-    std::vector<const QMatrix*> made;
-    auto make = [&](const float* w, int rows, int cols) -> const QMatrix* {
-      if (type == WeightType::F32) return nullptr;
-      qmats_.push_back(std::make_unique<QMatrix>(w, rows, cols, type));
-      made.push_back(qmats_.back().get());
-      return made.back();
-    };
+    qmats_.reset(type);
+    auto make = [&](const float* w, int rows, int cols) { return qmats_.add(w, rows, cols); };
     const int C = c_.hidden_size, F = c_.intermediate_size;
     for (LlamaLayer& L : layers_) {
       L.attn.qkv_q = make(L.attn.qkv_w, c_.q_dim() + 2 * c_.kv_dim(), C);
@@ -242,7 +236,7 @@ class Llama final : public ArchImpl {
       L.down_q = make(L.down_w, C, F);
     }
     head_q_ = make(head_, c_.vocab_size, C);
-    return made;
+    return qmats_.all();
   }
 
   const float* hidden(int i) const override {
@@ -345,7 +339,7 @@ class Llama final : public ArchImpl {
   RopeTables infer_rope_;
   const float *wte_ = nullptr, *norm_ = nullptr, *head_ = nullptr;
   const QMatrix* head_q_ = nullptr;
-  std::vector<std::unique_ptr<QMatrix>> qmats_;  // set_weight_type's copies
+  QMatrixSet qmats_;  // set_weight_type's copies
   static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_ = nullptr, *dnorm_ = nullptr, *dhead_ = nullptr;
   std::vector<float> inv_freq_;
