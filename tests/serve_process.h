@@ -23,7 +23,7 @@ namespace distill::testing_serve {
 namespace fs = std::filesystem;
 
 // A 2-layer, 32-wide byte-level GPT-2 with 160 positions (fast to decode in a test).
-inline std::string save_tiny_model(const fs::path& dir, uint64_t seed = 7) {
+inline ModelConfig tiny_model_config() {
   ModelConfig c = model_preset("gpt2-tiny");
   c.num_layers = 2;
   c.hidden_size = 32;
@@ -32,7 +32,11 @@ inline std::string save_tiny_model(const fs::path& dir, uint64_t seed = 7) {
   c.head_dim = 16;
   c.intermediate_size = 128;
   c.max_position = 160;
-  Model m(c);
+  return c;
+}
+
+inline std::string save_tiny_model(const fs::path& dir, uint64_t seed = 7) {
+  Model m(tiny_model_config());
   m.init_weights(seed);
   // Larger weights than the init make the distributions peaked (texts differ across seeds but
   // greedy text is stable).

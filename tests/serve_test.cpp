@@ -509,15 +509,7 @@ TEST(ServeUnits, FaultBurstsComeInARow) {
 class ServeEngine : public ::testing::Test {
  protected:
   void SetUp() override {
-    ModelConfig c = model_preset("gpt2-tiny");
-    c.num_layers = 2;
-    c.hidden_size = 32;
-    c.num_heads = 2;
-    c.num_kv_heads = 2;
-    c.head_dim = 16;
-    c.intermediate_size = 128;
-    c.max_position = 160;
-    model_ = std::make_unique<Model>(c);
+    model_ = std::make_unique<Model>(testing_serve::tiny_model_config());
     model_->init_weights(7);
     for (size_t i = 0; i < model_->num_params(); i++) model_->params()[i] *= 4.0f;
   }

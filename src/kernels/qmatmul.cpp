@@ -549,9 +549,11 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
     return;
   }
   const KernelIsa isa = kernel_isa();
+  // Asked once: this runs for every linear layer of every decode step.
+  static const bool bf16_unit = cpu_has("avx512_bf16");
   // Prompt processing in bf16: oneDNN's bf16 GEMM on the stored weights.
   if (w.type() == WeightType::BF16 && M > kMatmulRowsMax && isa == KernelIsa::Avx512 &&
-      cpu_has("avx512_bf16")) {
+      bf16_unit) {
     gemm_bf16_weights(out, inp, w.u16(), M, IC, OC);
     if (bias) {
 #pragma omp parallel for schedule(static) if (size_t(M) * OC > kParallelMin)
@@ -574,7 +576,7 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
   // and row; widening each tile of weight rows to bf16 once (in L2) and multiplying with the BF16
   // unit is ~4x fewer instructions per product. x is rounded to bf16 instead of quantized to q8_0.
   if (w.type() == WeightType::Q8_0 && M > kMatmulRowsMax && isa == KernelIsa::Avx512 &&
-      cpu_has("avx512_bf16")) {
+      bf16_unit) {
     x_to_bf16();
     const Prepared& prepared = p;  // this thread's: the workers have their own thread_local p
     run_tiles(
@@ -607,7 +609,7 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
         return;
       }
 #if defined(__AVX512BF16__)
-      if (w.type() == WeightType::BF16 && cpu_has("avx512_bf16")) {
+      if (w.type() == WeightType::BF16 && bf16_unit) {
         x_to_bf16();
         run_rows(Avx512Bf16DotKernel{w.u16(), 0, p, bias, IC, OC}, out, M, w);
         return;
