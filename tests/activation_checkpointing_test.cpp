@@ -165,6 +165,35 @@ TEST(ActivationCheckpointing, OneLayerModelMatchesToo) {
   EXPECT_EQ(first_difference(m, full.grads, ckpt.grads), "");
 }
 
+// A BF16 model multiplies with bf16 copies of its weights made at each forward: after the
+// weights change (as in an optimizer step) its loss, logits and gradients are those of a new
+// model built with the changed weights, bit for bit, with and without checkpointing. A copy kept
+// from the earlier forward would differ in every gradient.
+TEST(ActivationCheckpointing, Bf16WeightCopiesFollowTheWeights) {
+  for (const Case& c : cases()) {
+    if (c.precision != MatmulPrecision::BF16) continue;
+    SCOPED_TRACE(c.name);
+    for (bool checkpointing : {false, true}) {
+      Model m(c.config);
+      m.set_precision(c.precision);
+      random_weights(m, 11);
+      const Pass before = run(m, c, checkpointing);
+      Rng rng(19);
+      for (size_t i = 0; i < m.num_params(); i++) m.params()[i] += float(0.02 * rng.normal());
+      const Pass after = run(m, c, checkpointing);
+      Model fresh(c.config);
+      fresh.set_precision(c.precision);
+      std::memcpy(fresh.params(), m.params(), m.num_params() * sizeof(float));
+      const Pass expected = run(fresh, c, checkpointing);
+      EXPECT_NE(before.losses, after.losses);
+      EXPECT_EQ(after.losses, expected.losses);
+      EXPECT_EQ(0, std::memcmp(after.logits.data(), expected.logits.data(),
+                               after.logits.size() * sizeof(float)));
+      EXPECT_EQ(first_difference(m, after.grads, expected.grads), "");
+    }
+  }
+}
+
 std::string write_corpus(const fs::path& dir) {
   Rng rng(5);
   const char* words[] = {"the ", "king ", "went ", "unto ", "a ", "city ", "and ", "saw ", ".\n"};

@@ -19,11 +19,13 @@
 #include <functional>
 #include <numbers>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "formats/dtype.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_all.inc"
 
@@ -298,7 +300,7 @@ TEST(Matmul, MatchesReference) {
         const Vec b = with_bias ? uniform(OC, rng) : Vec{};
         Vec out(size_t(N) * OC), rout(out.size());
         auto fwd = [&](auto fn, Vec& o) { fn(o.data(), x.data(), w.data(), ptr(b), N, IC, OC, prec); };
-        fwd(matmul_forward, out);
+        fwd([](auto... a) { matmul_forward(a...); }, out);
         fwd(ref::matmul_forward, rout);
         expect_close("out", out, rout, rtol_for(IC));
         const Vec dout = uniform(out.size(), rng);
@@ -307,21 +309,60 @@ TEST(Matmul, MatchesReference) {
         };
         Vec dx = uniform(x.size(), rng), dw = uniform(w.size(), rng), db = uniform(OC, rng);
         Vec rdx = dx, rdw = dw, rdb = db;
-        bwd(matmul_backward, dx, dw, db);
+        const auto ours_bwd = [](auto... a) { matmul_backward(a...); };
+        bwd(ours_bwd, dx, dw, db);
         bwd(ref::matmul_backward, rdx, rdw, rdb);
         expect_close("dinp", dx, rdx, rtol_for(OC));
         expect_close("dweight", dw, rdw, rtol_for(N));
         expect_close("dbias", db, rdb, rtol_for(N));
         // Each gradient alone, the others null.
         Vec dx1 = dx, dw1 = dw, db1 = db;
-        bwd(matmul_backward, dx1, none, none);
-        bwd(matmul_backward, none, dw1, none);
-        bwd(matmul_backward, none, none, db1);
+        bwd(ours_bwd, dx1, none, none);
+        bwd(ours_bwd, none, dw1, none);
+        bwd(ours_bwd, none, none, db1);
         bwd(ref::matmul_backward, rdx, rdw, rdb);
         expect_close("dinp alone", dx1, rdx, rtol_for(OC));
         expect_close("dweight alone", dw1, rdw, rtol_for(N));
         expect_close("dbias alone", db1, rdb, rtol_for(N));
       }
+}
+
+// BF16 with the weights passed pre-rounded (a training model's per-step copies) is bit-identical
+// to rounding them in the call, and overwrite_dinp replaces dinp instead of adding to it.
+TEST(Matmul, Bf16WeightCopyAndOverwrite) {
+  std::mt19937 rng(305);
+  const MatmulPrecision bf16 = MatmulPrecision::BF16;
+  for (auto [N, IC, OC] : {std::tuple{3, 19, 21}, {40, 33, 17}, {130, 64, 96}}) {
+    SCOPED_TRACE(fmt::format("N={} IC={} OC={}", N, IC, OC));
+    const Vec x = uniform(size_t(N) * IC, rng), w = uniform(size_t(OC) * IC, rng);
+    const Vec b = uniform(OC, rng), dout = uniform(size_t(N) * OC, rng);
+    std::vector<uint16_t> w16(w.size());
+    round_to_bf16(w16.data(), w.data(), OC, IC, IC);
+    for (size_t i = 0; i < w.size(); i++) ASSERT_EQ(w16[i], f32_to_bf16(w[i]));
+    Vec out(size_t(N) * OC), out16(out.size());
+    matmul_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16);
+    matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16.data());
+    EXPECT_EQ(out, out16);
+    const Vec start = uniform(x.size(), rng);
+    Vec dx = start, dw(w.size(), 0.0f), dx16 = start, dw16(w.size(), 0.0f);
+    matmul_backward(dx.data(), dw.data(), nullptr, dout.data(), x.data(), w.data(), N, IC, OC,
+                    bf16);
+    matmul_backward(dx16.data(), dw16.data(), nullptr, dout.data(), x.data(), w.data(), N, IC,
+                    OC, bf16, w16.data());
+    EXPECT_EQ(dx, dx16);
+    EXPECT_EQ(dw, dw16);
+    for (MatmulPrecision prec : {MatmulPrecision::F32, bf16}) {
+      Vec added = start, replaced = start, from_zero(x.size(), 0.0f);
+      matmul_backward(added.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC, OC,
+                      prec);
+      matmul_backward(replaced.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC,
+                      OC, prec, nullptr, true);
+      matmul_backward(from_zero.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC,
+                      OC, prec);
+      EXPECT_EQ(replaced, from_zero);
+      EXPECT_NE(replaced, added);
+    }
+  }
 }
 
 TEST(Matmul, FiniteDifferences) {

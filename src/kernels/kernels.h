@@ -47,13 +47,18 @@ enum class MatmulPrecision {
   BF16,  // inputs rounded to bf16 (round-to-nearest-even), fp32 accumulate and output
 };
 // out (N,OC) = inp (N,IC) @ weight(OC,IC)^T + bias(OC) (bias may be null).
+// weight16, when not null, is weight already rounded to bf16 (OC,IC): used instead of rounding
+// weight again at BF16 (a training model keeps one copy per step, refreshed at its forward).
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                    int IC, int OC, MatmulPrecision prec = MatmulPrecision::F32);
+                    int IC, int OC, MatmulPrecision prec = MatmulPrecision::F32,
+                    const uint16_t* weight16 = nullptr);
 // dinp (N,IC) += dout (N,OC) @ weight (OC,IC); dweight (OC,IC) += dout^T @ inp;
 // dbias (OC) += column sums of dout. Any of dinp, dweight, dbias may be null.
+// overwrite_dinp: dinp = instead of += (saves zeroing it first); weight16 as in matmul_forward.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int IC, int OC,
-                     MatmulPrecision prec = MatmulPrecision::F32);
+                     MatmulPrecision prec = MatmulPrecision::F32,
+                     const uint16_t* weight16 = nullptr, bool overwrite_dinp = false);
 
 // ---- matmul_rows.cpp ---- the forward above for a few rows (decode steps), F32 only: weights
 // streamed once for all M rows, no oneDNN call. matmul_forward uses it for N <= kMatmulRowsMax.
@@ -69,6 +74,12 @@ void matmul_rows_forward(float* out, const float* inp, const float* weight, cons
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc,
           MatmulPrecision prec = MatmulPrecision::F32);
+// The same with both operands already in bf16 (fp32 accumulate and output).
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A,
+               int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc);
+// dst (rows, cols) dense = src (rows, cols; row stride ld) rounded to bf16, round-to-nearest-even
+// as oneDNN's reorders do. Threaded unless inside a parallel region or small.
+void round_to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld);
 
 // ---- heads.cpp ---- layout changes around attention.
 // qkv (B,T,(NH+2*NKV)*HD), rows laid out [q heads | k heads | v heads]
@@ -122,6 +133,8 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
 
 // ---- residual.cpp ---- out (n) = a + b; backward da += dout, db += dout.
 void residual_forward(float* out, const float* a, const float* b, size_t n);
+// p (n) = 0, threaded when large: zeroing a gradient buffer before kernels accumulate into it.
+void zero_floats(float* p, size_t n);
 void residual_backward(float* da, float* db, const float* dout, size_t n);
 
 // ---- crossentropy.cpp ---- softmax + cross-entropy over the vocabulary, per position.

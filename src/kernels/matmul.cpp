@@ -76,10 +76,45 @@ const GemmPrimitive& gemm_primitive(const GemmKey& key) {
   return *cache.emplace(key, std::move(p)).first->second;
 }
 
-// Rounds a (rows, cols) matrix with row stride ld to bf16 into a dense buffer (row stride cols).
-// Round-to-nearest-even, as oneDNN's own reorders do.
-// Threaded over rows unless already inside a parallel region (attention's per-head loop).
-void to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
+void execute(const GemmKey& key, const void* A, const void* B, float* C) {
+  const GemmPrimitive& p = gemm_primitive(key);
+  dnnl::engine& engine = cpu_engine();
+  dnnl::memory a_mem(p.a_md, engine, const_cast<void*>(A));
+  dnnl::memory b_mem(p.b_md, engine, const_cast<void*>(B));
+  dnnl::memory c_mem(p.c_md, engine, C);
+  dnnl::stream stream(engine);
+  p.prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  stream.wait();
+}
+
+// Empty products oneDNN rejects: M or N zero is a no-op, K zero makes C zero (or leaves it).
+bool gemm_trivial(int M, int N, int K, float beta, float* C, int ldc) {
+  DISTILL_CHECK(beta == 0.0f || beta == 1.0f);
+  if (M == 0 || N == 0) return true;
+  if (K != 0) return false;
+  if (beta == 0.0f)
+    for (int i = 0; i < M; i++) std::memset(C + size_t(i) * ldc, 0, sizeof(float) * N);
+  return true;
+}
+
+// Thread-local scratch for bf16 copies; `slot` keeps the copies of one call apart.
+uint16_t* bf16_scratch(int slot, size_t n) {
+  thread_local std::vector<uint16_t> buffers[3];
+  std::vector<uint16_t>& b = buffers[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+// bf16 copy (dense) of a (rows, cols) matrix with row stride ld, in scratch `slot`.
+const uint16_t* bf16_copy(int slot, const float* src, int rows, int cols, int ld) {
+  uint16_t* dst = bf16_scratch(slot, size_t(rows) * cols);
+  round_to_bf16(dst, src, rows, cols, ld);
+  return dst;
+}
+
+}  // namespace
+
+void round_to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && size_t(rows) * cols > 65536)
   for (int r = 0; r < rows; r++) {
     const float* s = src + size_t(r) * ld;
@@ -94,83 +129,76 @@ void to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
   }
 }
 
-}  // namespace
-
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc, MatmulPrecision prec) {
-  DISTILL_CHECK(beta == 0.0f || beta == 1.0f);
-  if (M == 0 || N == 0) return;
-  if (K == 0) {  // oneDNN rejects empty reductions; the product is zero.
-    if (beta == 0.0f)
-      for (int i = 0; i < M; i++) std::memset(C + size_t(i) * ldc, 0, sizeof(float) * N);
-    return;
-  }
-  const bool bf16 = prec == MatmulPrecision::BF16;
-  const void* a_ptr = A;
-  const void* b_ptr = B;
-  thread_local std::vector<uint16_t> a16, b16;
-  if (bf16) {
+  if (gemm_trivial(M, N, K, beta, C, ldc)) return;
+  if (prec == MatmulPrecision::BF16) {
     // Dense copies: the stored matrix of A is (M,K) or, transposed, (K,M).
     const int ar = trans_a ? K : M, ac = trans_a ? M : K;
     const int br = trans_b ? N : K, bc = trans_b ? K : N;
-    a16.resize(size_t(ar) * ac);
-    b16.resize(size_t(br) * bc);
-    to_bf16(a16.data(), A, ar, ac, lda);
-    to_bf16(b16.data(), B, br, bc, ldb);
-    a_ptr = a16.data();
-    b_ptr = b16.data();
-    lda = ac;
-    ldb = bc;
+    const uint16_t* a16 = bf16_copy(0, A, ar, ac, lda);
+    const uint16_t* b16 = bf16_copy(1, B, br, bc, ldb);
+    gemm_bf16(trans_a, trans_b, M, N, K, alpha, a16, ac, b16, bc, beta, C, ldc);
+    return;
   }
-  const GemmKey key{trans_a, trans_b, bf16, beta != 0.0f, M, N, K, lda, ldb, ldc, alpha};
-  const GemmPrimitive& p = gemm_primitive(key);
-  dnnl::engine& engine = cpu_engine();
-  dnnl::memory a_mem(p.a_md, engine, const_cast<void*>(a_ptr));
-  dnnl::memory b_mem(p.b_md, engine, const_cast<void*>(b_ptr));
-  dnnl::memory c_mem(p.c_md, engine, C);
-  dnnl::stream stream(engine);
-  p.prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
-  stream.wait();
+  execute(GemmKey{trans_a, trans_b, false, beta != 0.0f, M, N, K, lda, ldb, ldc, alpha}, A, B, C);
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t* A,
+               int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc) {
+  if (gemm_trivial(M, N, K, beta, C, ldc)) return;
+  execute(GemmKey{trans_a, trans_b, true, beta != 0.0f, M, N, K, lda, ldb, ldc, alpha}, A, B, C);
 }
 
 void gemm_bf16_weights(float* out, const float* inp, const uint16_t* w, int N, int IC, int OC) {
   if (N == 0 || OC == 0) return;
-  thread_local std::vector<uint16_t> a16;
-  a16.resize(size_t(N) * IC);
-  to_bf16(a16.data(), inp, N, IC, IC);
-  const GemmKey key{false, true, true, false, N, OC, IC, IC, IC, OC, 1.0f};
-  const GemmPrimitive& p = gemm_primitive(key);
-  dnnl::engine& engine = cpu_engine();
-  dnnl::memory a_mem(p.a_md, engine, a16.data());
-  dnnl::memory b_mem(p.b_md, engine, const_cast<uint16_t*>(w));
-  dnnl::memory c_mem(p.c_md, engine, out);
-  dnnl::stream stream(engine);
-  p.prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
-  stream.wait();
+  gemm_bf16(false, true, N, OC, IC, 1.0f, bf16_copy(0, inp, N, IC, IC), IC, w, IC, 0.0f, out, OC);
 }
 
+namespace {
+void add_bias(float* out, const float* bias, int N, int OC) {
+#pragma omp parallel for schedule(static) if (size_t(N) * OC > kParallelMin)
+  for (int n = 0; n < N; n++) {
+    float* o = out + size_t(n) * OC;
+#pragma omp simd
+    for (int c = 0; c < OC; c++) o[c] += bias[c];
+  }
+}
+}  // namespace
+
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                    int IC, int OC, MatmulPrecision prec) {
+                    int IC, int OC, MatmulPrecision prec, const uint16_t* weight16) {
   if (prec == MatmulPrecision::F32 && N <= kMatmulRowsMax) {
     matmul_rows_forward(out, inp, weight, bias, N, IC, OC);
     return;
   }
-  gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC, prec);
-  if (bias) {
-#pragma omp parallel for schedule(static) if (size_t(N) * OC > kParallelMin)
-    for (int n = 0; n < N; n++) {
-      float* o = out + size_t(n) * OC;
-#pragma omp simd
-      for (int c = 0; c < OC; c++) o[c] += bias[c];
-    }
-  }
+  if (prec == MatmulPrecision::BF16 && weight16)
+    gemm_bf16_weights(out, inp, weight16, N, IC, OC);
+  else
+    gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC, prec);
+  if (bias) add_bias(out, bias, N, OC);
 }
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int IC, int OC,
-                     MatmulPrecision prec) {
-  if (dinp) gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC, prec);
-  if (dweight) gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC, prec);
+                     MatmulPrecision prec, const uint16_t* weight16, bool overwrite_dinp) {
+  const float dinp_beta = overwrite_dinp ? 0.0f : 1.0f;
+  if (prec == MatmulPrecision::BF16 && (dinp || dweight)) {
+    // dout is rounded once for both products; the weights come pre-rounded when the model
+    // keeps a bf16 copy.
+    const uint16_t* d16 = bf16_copy(0, dout, N, OC, OC);
+    if (dinp) {
+      const uint16_t* w16 = weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC);
+      gemm_bf16(false, false, N, IC, OC, 1.0f, d16, OC, w16, IC, dinp_beta, dinp, IC);
+    }
+    if (dweight)
+      gemm_bf16(true, false, OC, IC, N, 1.0f, d16, OC, bf16_copy(2, inp, N, IC, IC), IC, 1.0f,
+                dweight, IC);
+  } else {
+    if (dinp)
+      gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, dinp_beta, dinp, IC, prec);
+    if (dweight) gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC, prec);
+  }
   if (dbias) {
     // Column sums over N rows: each thread sums a fixed block of rows, then the partial sums are
     // added in thread order, so the result is the same on every run with the same thread count.

@@ -1,4 +1,6 @@
 // Residual connection: out = a + b.
+#include <cstring>
+
 #include "kernels/kernels.h"
 
 namespace distill {
@@ -7,6 +9,15 @@ namespace distill {
 void residual_forward(float* out, const float* a, const float* b, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void zero_floats(float* p, size_t n) {
+  if (n <= kParallelMin) {
+    std::memset(p, 0, n * sizeof(float));
+    return;
+  }
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) p[i] = 0.0f;
 }
 
 // da += dout, db += dout (either may be null). One pass over dout when both are wanted.

@@ -11,7 +11,7 @@
 namespace distill {
 namespace {
 size_t qkv_width(const AttentionShape& s) { return size_t(s.NH + 2 * s.NKV) * s.HD; }
-void zero(float* p, size_t n) { std::memset(p, 0, n * sizeof(float)); }
+void zero(float* p, size_t n) { zero_floats(p, n); }
 }  // namespace
 
 void AttentionActs::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm) {
@@ -54,7 +54,8 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
                              AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
                              MatmulPrecision prec) {
   const int N = s.B * s.T;
-  linear_forward(a.qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, N, s.C, int(qkv_width(s)), prec);
+  linear_forward(a.qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, N, s.C, int(qkv_width(s)), prec,
+                 w.qkv16);
   split_heads_forward(a.q, a.k, a.v, a.qkv, s.B, s.T, s.NH, s.NKV, s.HD);
   float* q = a.q;
   float* k = a.k;
@@ -70,7 +71,7 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
   }
   attention_forward(a.y, a.att, q, k, a.v, s.B, s.T, s.NH, s.NKV, s.HD, prec);
   merge_heads_forward(a.ym, a.y, s.B, s.T, s.NH, s.HD);
-  linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec);
+  linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec, w.o16);
 }
 
 void attention_block_backward(float* dinp, const float* dout, const float* inp,
@@ -80,8 +81,8 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
                               MatmulPrecision prec, const float* extra_datt) {
   const int N = s.B * s.T;
   const size_t nq = size_t(N) * s.NH * s.HD, nkv = size_t(N) * s.NKV * s.HD;
-  zero(sc.dym, nq);
-  matmul_backward(sc.dym, g.o_w, g.o_b, dout, a.ym, w.o_w, N, s.NH * s.HD, s.C, prec);
+  matmul_backward(sc.dym, g.o_w, g.o_b, dout, a.ym, w.o_w, N, s.NH * s.HD, s.C, prec, w.o16,
+                  true);
   zero(sc.dy, nq);
   merge_heads_backward(sc.dy, sc.dym, s.B, s.T, s.NH, s.HD);
   // Gradients w.r.t. the q/k that attention saw: after norm and RoPE.
@@ -109,7 +110,8 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
   }
   zero(sc.dqkv, size_t(N) * qkv_width(s));
   split_heads_backward(sc.dqkv, sc.dq, sc.dk, sc.dv, s.B, s.T, s.NH, s.NKV, s.HD);
-  matmul_backward(dinp, g.qkv_w, g.qkv_b, sc.dqkv, inp, w.qkv_w, N, s.C, int(qkv_width(s)), prec);
+  matmul_backward(dinp, g.qkv_w, g.qkv_b, sc.dqkv, inp, w.qkv_w, N, s.C, int(qkv_width(s)), prec,
+                  w.qkv16, true);
 }
 
 }  // namespace distill

@@ -25,6 +25,10 @@ struct AttentionWeights {
   // Low-precision copies of qkv_w and o_w for inference (Model::set_weight_type), or null: f32.
   const QMatrix* qkv_q = nullptr;
   const QMatrix* o_q = nullptr;
+  // bf16 copies of qkv_w and o_w for a forward/backward at MatmulPrecision::BF16 (Bf16Copies),
+  // or null: rounded in each product.
+  const uint16_t* qkv16 = nullptr;
+  const uint16_t* o16 = nullptr;
 };
 
 struct AttentionGrads {
@@ -74,7 +78,8 @@ struct RopeTables {
 void attention_block_forward(float* out, const float* inp, const AttentionWeights& w,
                              AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
                              MatmulPrecision prec);
-// dinp (B,T,C) += d(block)/d(inp) applied to dout (B,T,C); parameter gradients accumulate.
+// dinp (B,T,C) = d(block)/d(inp) applied to dout (B,T,C) (overwritten); parameter gradients
+// accumulate.
 // extra_datt (B,NH,T,T), when given, is a further gradient w.r.t. the attention probabilities
 // a.att (attention distillation), sent through the softmax to q and k as well.
 void attention_block_backward(float* dinp, const float* dout, const float* inp,

@@ -46,6 +46,7 @@ struct Gpt2Layer {
   AttentionGrads dattn;
   const float *ln1_w, *ln1_b, *ln2_w, *ln2_b, *fc_w, *fc_b, *proj_w, *proj_b;
   const QMatrix *fc_q = nullptr, *proj_q = nullptr;  // low-precision copies, or null: f32
+  const uint16_t *fc16 = nullptr, *proj16 = nullptr;  // bf16 copies for BF16 training
   float *dln1_w, *dln1_b, *dln2_w, *dln2_b, *dfc_w, *dfc_b, *dproj_w, *dproj_b;
 };
 
@@ -151,6 +152,7 @@ class Gpt2 final : public ArchImpl {
     ids_.assign(ids, ids + size_t(B) * T);
     const int N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
     const MatmulPrecision prec = m_.precision();
+    if (prec == MatmulPrecision::BF16) refresh_bf16();
     Gpt2Buffers& b = buf_;
     embedding_forward(b.acts[0].res, ids, wte_, wpe_, B, T, C);
     for (int l = 0; l < c_.num_layers; l++) {
@@ -158,12 +160,12 @@ class Gpt2 final : public ArchImpl {
       Gpt2LayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec);
+      linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec, L.proj16);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     layernorm_forward(b.lnf, b.lnf_mean, b.lnf_rstd, b.res_final, lnf_w_, lnf_b_, N, C,
                       c_.norm_eps);
-    linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec);
+    linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_);
     return b.logits;
   }
 
@@ -172,9 +174,9 @@ class Gpt2 final : public ArchImpl {
     const size_t NC = size_t(N) * C, NF = size_t(N) * F;
     const MatmulPrecision prec = m_.precision();
     Gpt2Buffers& b = buf_;
-    std::memset(b.dx, 0, NC * sizeof(float));
-    matmul_backward(b.dx, dwte_, nullptr, dlogits, b.lnf, wte_, N, C, c_.vocab_size, prec);
-    std::memset(b.dres, 0, NC * sizeof(float));
+    matmul_backward(b.dx, dwte_, nullptr, dlogits, b.lnf, wte_, N, C, c_.vocab_size, prec,
+                    head16_, true);
+    zero_floats(b.dres, NC);
     layernorm_backward(b.dres, dlnf_w_, dlnf_b_, b.dx, b.res_final, lnf_w_, b.lnf_mean,
                        b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
@@ -184,16 +186,13 @@ class Gpt2 final : public ArchImpl {
       Gpt2LayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
       if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
-      std::memset(b.dfc_gelu, 0, NF * sizeof(float));
       matmul_backward(b.dfc_gelu, L.dproj_w, L.dproj_b, b.dres, a.fc_gelu, L.proj_w, N, F, C,
-                      prec);
-      std::memset(b.dfc, 0, NF * sizeof(float));
+                      prec, L.proj16, true);
+      zero_floats(b.dfc, NF);
       gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF);
-      std::memset(b.dx, 0, NC * sizeof(float));
-      matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec);
+      matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec, L.fc16, true);
       layernorm_backward(b.dres, L.dln2_w, L.dln2_b, b.dx, a.res_mid, L.ln2_w, a.ln2_mean,
                          a.ln2_rstd, N, C);
-      std::memset(b.dx, 0, NC * sizeof(float));
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
                                RopeTables{}, prec, m_.attention_grad(l));
       layernorm_backward(b.dres, L.dln1_w, L.dln1_b, b.dx, a.res, L.ln1_w, a.ln1_mean,
@@ -270,8 +269,31 @@ class Gpt2 final : public ArchImpl {
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
-    linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec);
+    linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec, L.fc16);
     gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
+  }
+
+  // The bf16 copies of every matrix (registered on the first BF16 forward), from the weights now.
+  void refresh_bf16() {
+    const int C = c_.hidden_size, F = c_.intermediate_size;
+    if (bf16_.empty()) {
+      for (const Gpt2Layer& L : layers_) {
+        bf16_.add(L.attn.qkv_w, 3 * C, C);
+        bf16_.add(L.attn.o_w, C, C);
+        bf16_.add(L.fc_w, F, C);
+        bf16_.add(L.proj_w, C, F);
+      }
+      bf16_.add(wte_, c_.vocab_size, C);
+    }
+    bf16_.refresh();
+    size_t i = 0;
+    for (Gpt2Layer& L : layers_) {
+      L.attn.qkv16 = bf16_.at(i++);
+      L.attn.o16 = bf16_.at(i++);
+      L.fc16 = bf16_.at(i++);
+      L.proj16 = bf16_.at(i++);
+    }
+    head16_ = bf16_.at(i++);
   }
 
   void ensure_buffers(int B, int T) {
@@ -313,6 +335,8 @@ class Gpt2 final : public ArchImpl {
   const float *wte_, *wpe_, *lnf_w_, *lnf_b_;
   const QMatrix* head_q_ = nullptr;
   QMatrixSet qmats_;  // set_weight_type's copies
+  Bf16Copies bf16_;   // BF16 forward/backward's copies
+  const uint16_t* head16_ = nullptr;
   static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
 

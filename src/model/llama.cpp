@@ -59,6 +59,7 @@ struct LlamaLayer {
   AttentionGrads dattn;
   const float *ln1, *ln2, *gate_up_w, *gate_up_b, *down_w, *down_b;
   const QMatrix *gate_up_q = nullptr, *down_q = nullptr;  // low-precision copies, or null: f32
+  const uint16_t *gate_up16 = nullptr, *down16 = nullptr;  // bf16 copies for BF16 training
   float *dln1, *dln2, *dgate_up_w, *dgate_up_b, *ddown_w, *ddown_b;
 };
 
@@ -173,6 +174,7 @@ class Llama final : public ArchImpl {
     ids_.assign(ids, ids + size_t(B) * T);
     const int N = B * T, C = c_.hidden_size, F = c_.intermediate_size;
     const MatmulPrecision prec = m_.precision();
+    if (prec == MatmulPrecision::BF16) refresh_bf16();
     LlamaBuffers& b = buf_;
     embedding_forward(b.acts[0].res, ids, wte_, nullptr, B, T, C);
     for (int l = 0; l < c_.num_layers; l++) {
@@ -180,11 +182,11 @@ class Llama final : public ArchImpl {
       LlamaLayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec);
+      linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec, L.down16);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps);
-    linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec);
+    linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_);
     return b.logits;
   }
 
@@ -193,9 +195,9 @@ class Llama final : public ArchImpl {
     const size_t NC = size_t(N) * C;
     const MatmulPrecision prec = m_.precision();
     LlamaBuffers& b = buf_;
-    std::memset(b.dx, 0, NC * sizeof(float));
-    matmul_backward(b.dx, dhead_, nullptr, dlogits, b.lnf, head_, N, C, c_.vocab_size, prec);
-    std::memset(b.dres, 0, NC * sizeof(float));
+    matmul_backward(b.dx, dhead_, nullptr, dlogits, b.lnf, head_, N, C, c_.vocab_size, prec,
+                    head16_, true);
+    zero_floats(b.dres, NC);
     rmsnorm_backward(b.dres, dnorm_, b.dx, b.res_final, norm_, b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
       // Hidden-state distillation's gradient at the layer's output, if any.
@@ -205,16 +207,14 @@ class Llama final : public ArchImpl {
       // The shared activations hold the last layer's from the forward; recompute the others'.
       if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
       // MLP: dres is the gradient of the block output, which also flows straight to res_mid.
-      std::memset(b.dswi, 0, size_t(N) * F * sizeof(float));
-      matmul_backward(b.dswi, L.ddown_w, L.ddown_b, b.dres, a.swi, L.down_w, N, F, C, prec);
-      std::memset(b.dgate_up, 0, size_t(N) * 2 * F * sizeof(float));
+      matmul_backward(b.dswi, L.ddown_w, L.ddown_b, b.dres, a.swi, L.down_w, N, F, C, prec,
+                      L.down16, true);
+      zero_floats(b.dgate_up, size_t(N) * 2 * F);
       swiglu_backward(b.dgate_up, b.dswi, a.gate_up, N, F);
-      std::memset(b.dx, 0, NC * sizeof(float));
       matmul_backward(b.dx, L.dgate_up_w, L.dgate_up_b, b.dgate_up, a.ln2, L.gate_up_w, N, C,
-                      2 * F, prec);
+                      2 * F, prec, L.gate_up16, true);
       rmsnorm_backward(b.dres, L.dln2, b.dx, a.res_mid, L.ln2, a.ln2_rstd, N, C);
       // Attention: dres is now the gradient of res_mid.
-      std::memset(b.dx, 0, NC * sizeof(float));
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
                                rope_, prec, m_.attention_grad(l));
       rmsnorm_backward(b.dres, L.dln1, b.dx, a.res, L.ln1, a.ln1_rstd, N, C);
@@ -284,8 +284,32 @@ class Llama final : public ArchImpl {
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, rope_, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
-    linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec);
+    linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec,
+                   L.gate_up16);
     swiglu_forward(a.swi, a.gate_up, N, F);
+  }
+
+  // The bf16 copies of every matrix (registered on the first BF16 forward), from the weights now.
+  void refresh_bf16() {
+    const int C = c_.hidden_size, F = c_.intermediate_size;
+    if (bf16_.empty()) {
+      for (const LlamaLayer& L : layers_) {
+        bf16_.add(L.attn.qkv_w, c_.q_dim() + 2 * c_.kv_dim(), C);
+        bf16_.add(L.attn.o_w, C, c_.q_dim());
+        bf16_.add(L.gate_up_w, 2 * F, C);
+        bf16_.add(L.down_w, C, F);
+      }
+      bf16_.add(head_, c_.vocab_size, C);
+    }
+    bf16_.refresh();
+    size_t i = 0;
+    for (LlamaLayer& L : layers_) {
+      L.attn.qkv16 = bf16_.at(i++);
+      L.attn.o16 = bf16_.at(i++);
+      L.gate_up16 = bf16_.at(i++);
+      L.down16 = bf16_.at(i++);
+    }
+    head16_ = bf16_.at(i++);
   }
 
   void ensure_buffers(int B, int T) {
@@ -340,6 +364,8 @@ class Llama final : public ArchImpl {
   const float *wte_ = nullptr, *norm_ = nullptr, *head_ = nullptr;
   const QMatrix* head_q_ = nullptr;
   QMatrixSet qmats_;  // set_weight_type's copies
+  Bf16Copies bf16_;   // BF16 forward/backward's copies
+  const uint16_t* head16_ = nullptr;
   static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_ = nullptr, *dnorm_ = nullptr, *dhead_ = nullptr;
   std::vector<float> inv_freq_;

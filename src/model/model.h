@@ -41,6 +41,29 @@ struct LayerActivations {
   const float* mlp_act = nullptr;    // (N,F) the down projection's input (after the activation)
 };
 
+// bf16 copies of the matrices a forward at MatmulPrecision::BF16 multiplies with, refreshed from
+// the f32 master weights at each forward (the weights change only between forwards, in the
+// optimizer): each matrix is rounded once per step instead of in each of the three products that
+// read it (forward, and the backward's dinp; the recomputation under checkpointing).
+class Bf16Copies {
+ public:
+  bool empty() const { return sources_.empty(); }
+  // Registers w (rows, cols); its copy is at(index) after the next refresh().
+  size_t add(const float* w, int rows, int cols);
+  void refresh();  // (re)rounds every registered matrix; allocates on the first call
+  const uint16_t* at(size_t index) const { return data_.data() + sources_[index].offset; }
+  size_t bytes() const { return data_.size() * sizeof(uint16_t); }
+
+ private:
+  struct Source {
+    const float* w;
+    int rows, cols;
+    size_t offset;
+  };
+  std::vector<Source> sources_;
+  std::vector<uint16_t> data_;
+};
+
 // The per-architecture forward/backward (see model/gpt2.cpp, model/llama.cpp).
 class ArchImpl {
  public:
