@@ -26,7 +26,9 @@
 
 #include "core/error.h"
 #include "formats/dtype.h"
+#include "kernels/attention_bf16.h"
 #include "kernels/kernels.h"
+#include "kernels/qmatmul.h"
 #include "kernels/ref/ref_all.inc"
 
 namespace distill {
@@ -700,6 +702,62 @@ TEST(Attention, MatchesReference) {
             bwd(ref::attention_backward, none, rdk, none);
             expect_close("dk alone", dk1, rdk, rtol_for(HD + 2 * T * group));
           }
+}
+
+// The AVX512-BF16 kernels (attention_bf16.cpp) at sizes that exercise their padding (odd HD and
+// T), several 4-row tiles and 64-column strips, and GQA; against the exact reference at the
+// stated bf16 tolerance and against the oneDNN bf16 path (kernel ISA forced to AVX2), which
+// rounds the same operands to bf16 and differs only in fp32 summation order (and the rare
+// probability that then rounds to the other bf16 neighbour): rtol 4e-3.
+TEST(Attention, Bf16KernelOddSizesAndFallback) {
+  if (!attention_bf16_available())
+    std::printf("note: no AVX512-BF16 here; both sides below run the oneDNN path\n");
+  std::mt19937 rng(607);
+  const MatmulPrecision bf16 = MatmulPrecision::BF16;
+  for (auto [B, T, NH, NKV, HD] : {std::tuple{1, 67, 4, 2, 7}, {2, 130, 3, 1, 72},
+                                   {1, 6, 2, 2, 64}, {1, 1, 1, 1, 33}, {1, 33, 2, 1, 16}}) {
+    SCOPED_TRACE(fmt::format("B={} T={} NH={} NKV={} HD={}", B, T, NH, NKV, HD));
+    const AttentionData a = make_attention(B, T, NH, NKV, HD, rng);
+    const Vec dout = uniform(a.nq(), rng);
+    struct Result {
+      Vec out, att, dq, dk, dv;
+    };
+    auto run = [&](KernelIsa isa, auto fwd, auto bwd, bool grads = true) {
+      set_kernel_isa(isa);
+      Result r{Vec(a.nq()), Vec(a.natt()), Vec(a.nq(), 0.5f), Vec(a.k.size(), 0.25f),
+               Vec(a.v.size(), -0.5f)};
+      fwd(r.out.data(), r.att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV, HD, bf16);
+      Vec datt(a.natt());
+      if (grads)
+        bwd(r.dq.data(), r.dk.data(), r.dv.data(), datt.data(), dout.data(), r.att.data(),
+            a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV, HD, bf16);
+      set_kernel_isa(KernelIsa::Auto);
+      return r;
+    };
+    const Result kernel = run(KernelIsa::Auto, attention_forward, attention_backward);
+    const Result onednn = run(KernelIsa::Avx2, attention_forward, attention_backward);
+    const Result exact = run(KernelIsa::Auto, ref::attention_forward, ref::attention_backward);
+    for (auto [name, got, other, want] :
+         {std::tuple{"att", &kernel.att, &onednn.att, &exact.att},
+          {"out", &kernel.out, &onednn.out, &exact.out}, {"dq", &kernel.dq, &onednn.dq, &exact.dq},
+          {"dk", &kernel.dk, &onednn.dk, &exact.dk}, {"dv", &kernel.dv, &onednn.dv, &exact.dv}}) {
+      SCOPED_TRACE(name);
+      expect_close("vs exact", *got, *want, 2e-2);
+      expect_close("vs oneDNN bf16", *got, *other, 4e-3);
+    }
+    // Each gradient alone, the others null: the same values as all three together.
+    set_kernel_isa(KernelIsa::Auto);
+    for (int only = 0; only < 3; only++) {
+      Vec g[3] = {Vec(a.nq(), 0.5f), Vec(a.k.size(), 0.25f), Vec(a.v.size(), -0.5f)};
+      Vec datt(a.natt());
+      attention_backward(only == 0 ? g[0].data() : nullptr, only == 1 ? g[1].data() : nullptr,
+                         only == 2 ? g[2].data() : nullptr, datt.data(), dout.data(),
+                         kernel.att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, NKV,
+                         HD, bf16);
+      const Vec* want[3] = {&kernel.dq, &kernel.dk, &kernel.dv};
+      EXPECT_EQ(g[only], *want[only]) << "gradient " << only << " alone";
+    }
+  }
 }
 
 TEST(Attention, FiniteDifferences) {

@@ -5,13 +5,14 @@
 // 10-20x slower than the GEMM kernels. Rows are processed in blocks of kRowBlock queries, and a
 // block only multiplies against the keys it can see (columns < end of the block): for T = 256
 // that skips 6 of the 16 blocks of the score matrix (37% of attention's FLOPs) while keeping
-// the products large enough to run near GEMM speed.
+// the products large enough to run near GEMM speed. At BF16 on a CPU with AVX512-BF16 the
+// kernels of attention_bf16.cpp run instead.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "kernels/attention_bf16.h"
 #include "kernels/kernels.h"
-#include "kernels/vecmath.h"
 
 namespace distill {
 namespace {
@@ -20,6 +21,8 @@ constexpr int kRowBlock = 64;
 
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
                        int B, int T, int NH, int NKV, int HD, MatmulPrecision prec) {
+  if (prec == MatmulPrecision::BF16 && attention_forward_bf16(out, att, q, k, v, B, T, NH, NKV, HD))
+    return;
   const int group = NH / NKV;
   const float scale = 1.0f / std::sqrt(float(HD));
   const size_t head = size_t(T) * HD, square = size_t(T) * T;
@@ -36,21 +39,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       float* ab = a + size_t(r0) * T;
       gemm(false, true, rows, cols, HD, scale, qh + size_t(r0) * HD, HD, kh, HD, 0.0f, ab, T,
            prec);
-      for (int i = r0; i < r0 + rows; i++) {
-        float* row = a + size_t(i) * T;
-        float mx = row[0];
-        for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j <= i; j++) {
-          row[j] = fast_exp(row[j] - mx);
-          sum += row[j];
-        }
-        const float inv = 1.0f / sum;
-#pragma omp simd
-        for (int j = 0; j <= i; j++) row[j] *= inv;
-        std::memset(row + i + 1, 0, sizeof(float) * (T - i - 1));
-      }
+      for (int i = r0; i < r0 + rows; i++) softmax_causal_row(a + size_t(i) * T, i, T);
       gemm(false, false, rows, HD, cols, 1.0f, ab, T, vh, HD, 0.0f, o + size_t(r0) * HD, HD,
            prec);
     }
@@ -60,6 +49,9 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout,
                         const float* att, const float* q, const float* k, const float* v, int B,
                         int T, int NH, int NKV, int HD, MatmulPrecision prec) {
+  if (prec == MatmulPrecision::BF16 &&
+      attention_backward_bf16(dq, dk, dv, datt, dout, att, q, k, v, B, T, NH, NKV, HD))
+    return;
   const int group = NH / NKV;
   const float scale = 1.0f / std::sqrt(float(HD));
   const size_t head = size_t(T) * HD, square = size_t(T) * T;
@@ -86,16 +78,8 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                      dv + size_t(bkv) * head, HD, prec);
         gemm(false, true, rows, cols, HD, 1.0f, dob, HD, vh, HD, 0.0f, dab, T, prec);
         // Softmax backward in place: dpre = att * (datt - sum_j datt*att), causal part only.
-        for (int i = r0; i < r0 + rows; i++) {
-          const float* arow = a + size_t(i) * T;
-          float* drow = da + size_t(i) * T;
-          float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-          for (int j = 0; j <= i; j++) dot += drow[j] * arow[j];
-#pragma omp simd
-          for (int j = 0; j <= i; j++) drow[j] = arow[j] * (drow[j] - dot);
-          std::memset(drow + i + 1, 0, sizeof(float) * (T - i - 1));
-        }
+        for (int i = r0; i < r0 + rows; i++)
+          softmax_causal_row_backward(da + size_t(i) * T, a + size_t(i) * T, i, T);
         // dq[block] += scale * dpre[block, :cols] @ k[:cols];
         // dk[:cols] += scale * dpre[block, :cols]^T @ q[block]
         if (dq) gemm(false, false, rows, HD, cols, scale, dab, T, kh, HD, 1.0f,
