@@ -286,6 +286,34 @@ TEST(RMSNorm, FiniteDifferences) {
   expect_fd("weight", w, gw, loss, rng);
 }
 
+// The backward kernels' overwrite mode writes what accumulating into zeros gives, whatever dinp
+// held before (gelu, swiglu, split/merge heads; matmul's overwrite_dinp is tested with Matmul).
+TEST(Overwrite, EqualsAccumulatingIntoZeros) {
+  std::mt19937 rng(309);
+  const int B = 2, T = 5, NH = 4, NKV = 2, HD = 6, N = 7, F = 9;
+  const size_t nq = size_t(B) * NH * T * HD, nkv = size_t(B) * NKV * T * HD;
+  auto check = [&](const char* what, size_t n, const std::function<void(float*, bool)>& fn) {
+    SCOPED_TRACE(what);
+    Vec zero_start(n, 0.0f), garbage = uniform(n, rng), overwritten = garbage;
+    fn(zero_start.data(), false);
+    fn(overwritten.data(), true);
+    EXPECT_EQ(overwritten, zero_start);
+    fn(garbage.data(), false);
+    EXPECT_NE(garbage, zero_start);
+  };
+  const Vec x = uniform(size_t(N) * 2 * F, rng), d = uniform(size_t(N) * 2 * F, rng);
+  check("gelu", x.size(), [&](float* g, bool o) { gelu_backward(g, x.data(), d.data(), x.size(), o); });
+  check("swiglu", x.size(), [&](float* g, bool o) { swiglu_backward(g, d.data(), x.data(), N, F, o); });
+  const Vec q = uniform(nq, rng), k = uniform(nkv, rng), v = uniform(nkv, rng);
+  check("split", nq + 2 * nkv, [&](float* g, bool o) {
+    split_heads_backward(g, q.data(), k.data(), v.data(), B, T, NH, NKV, HD, o);
+  });
+  check("split, dk null", nq + 2 * nkv, [&](float* g, bool o) {
+    split_heads_backward(g, q.data(), nullptr, v.data(), B, T, NH, NKV, HD, o);
+  });
+  check("merge", nq, [&](float* g, bool o) { merge_heads_backward(g, q.data(), B, T, NH, HD, o); });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Matmul and GEMM
 
@@ -493,10 +521,11 @@ TEST(Heads, MatchesReference) {
           auto split_bwd = [&](auto fn, Vec& g, const Vec& a, const Vec& b, const Vec& c) {
             fn(g.data(), ptr(a), ptr(b), ptr(c), B, T, NH, NKV, HD);
           };
-          split_bwd(split_heads_backward, dqkv, q, k, v);  // any (nq, nkv, nkv) data will do
+          const auto ours_split_bwd = [](auto... a) { split_heads_backward(a...); };
+          split_bwd(ours_split_bwd, dqkv, q, k, v);  // any (nq, nkv, nkv) data will do
           split_bwd(ref::split_heads_backward, rdqkv, q, k, v);
           expect_close("dqkv", dqkv, rdqkv, rtol_for(1));
-          split_bwd(split_heads_backward, dqkv, none, v, none);
+          split_bwd(ours_split_bwd, dqkv, none, v, none);
           split_bwd(ref::split_heads_backward, rdqkv, none, v, none);
           expect_close("dqkv (dk only)", dqkv, rdqkv, rtol_for(1));
           Vec out(nq), rout(nq), dx = uniform(nq, rng), rdx = dx;

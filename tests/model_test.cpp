@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "formats/model_dir.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
@@ -223,6 +224,28 @@ TEST(Optimizer, DecayOnlyOnMatricesAndClipScalesToTheLimit) {
   g = {0.3f, 0.4f};
   clip_grad_norm(g.data(), 2, 1.0f);
   EXPECT_FLOAT_EQ(g[0], 0.3f);  // below the limit: untouched
+  EXPECT_EQ(clip_scale(0.5f, 1.0f), 1.0f);
+  EXPECT_EQ(clip_scale(5.0f, 0.0f), 1.0f);  // max_norm 0: no clipping
+}
+
+// The training loop clips by passing clip_scale to the optimizer: the parameters and moments
+// after two steps are those of clipping the gradients first, bit for bit.
+TEST(Optimizer, GradScaleEqualsClippingFirst) {
+  Model a(model_preset("llama-tiny")), b(model_preset("llama-tiny"));
+  a.init_weights(3);
+  b.init_weights(3);
+  AdamW oa(a, AdamWOptions{}), ob(b, AdamWOptions{});
+  Rng rng(4);
+  for (int step = 0; step < 2; step++) {
+    for (size_t i = 0; i < a.num_params(); i++) a.grads()[i] = b.grads()[i] = float(rng.normal());
+    const float norm = grad_norm(b.grads(), b.num_params());
+    EXPECT_EQ(clip_grad_norm(a.grads(), a.num_params(), 1.0f), norm);
+    ASSERT_GT(norm, 1.0f);  // the clip applies
+    oa.step(a, 1e-3f);
+    ob.step(b, 1e-3f, clip_scale(norm, 1.0f));
+    EXPECT_EQ(0, std::memcmp(a.params(), b.params(), a.num_params() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(oa.v().data(), ob.v().data(), a.num_params() * sizeof(float)));
+  }
 }
 
 }  // namespace

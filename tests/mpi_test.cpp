@@ -1,7 +1,7 @@
 // Data parallelism over MPI (core/dist.h), end to end through the CLI under
 // `mpirun -np 2 --oversubscribe`, one thread per rank (ctest -L mpi):
 //   - pretrain (gpt2 and llama) and distill train (online and offline) under mpirun give the
-//     single-process loss curve within 1e-5 relative over 20 steps, the same global batch;
+//     single-process loss curve within 5e-5 relative over 20 steps, the same global batch;
 //   - score and generate under mpirun write datasets byte-identical to the single process's;
 //   - SIGKILL of rank 1 mid-run ends the job with an error, the last checkpoint loads, and
 //     --resume under mpirun finishes with the losses of an uninterrupted mpirun run.
@@ -96,7 +96,10 @@ void expect_close(const std::vector<double>& a, const std::vector<double>& b, do
                                                            << " vs " << b[i];
 }
 
-// The same training command, plain and under mpirun -np 2: loss curves within 1e-5 relative.
+// The same training command, plain and under mpirun -np 2: loss curves within 5e-5 relative.
+// The ranks' GEMMs have fewer rows than the single process's, so sums run in another order; at
+// lr 3e-3 those last-bit differences grow over the 20 steps to ~1e-5 (llama-tiny, seeds 3-6:
+// 0.8-1.4e-5 at the worst step), while a wrong shard or a missing all-reduce is off by > 1e-3.
 void expect_same_curve(const fs::path& dir, const std::string& args) {
   auto [code1, out1] = run(args + " --out " + (dir / "one").string(), 0, dir / "one.log");
   ASSERT_EQ(code1, 0) << out1;
@@ -104,8 +107,8 @@ void expect_same_curve(const fs::path& dir, const std::string& args) {
   ASSERT_EQ(code2, 0) << out2;
   const Curve one = read_curve(dir / "one"), two = read_curve(dir / "two");
   EXPECT_EQ(one.loss.size(), 20u);
-  expect_close(one.loss, two.loss, 1e-5, "loss");
-  expect_close(one.val, two.val, 1e-5, "val_loss");
+  expect_close(one.loss, two.loss, 5e-5, "loss");
+  expect_close(one.val, two.val, 5e-5, "val_loss");
   // Only rank 0 printed progress and the final line.
   size_t finals = 0;
   for (size_t at = out2.find("model saved to"); at != std::string::npos;

@@ -100,8 +100,8 @@ int run_train(const BenchTrainOptions& o) {
     model.zero_grad();
     const LossSum loss = lm_forward_backward(model, ids.data(), targets.data(), o.batch_size,
                                              o.seq_len, 1.0f / float(BT));
-    clip_grad_norm(model.grads(), model.num_params(), 1.0f);
-    optimizer.step(model, 3e-4f);
+    const float scale = clip_scale(grad_norm(model.grads(), model.num_params()), 1.0f);
+    optimizer.step(model, 3e-4f, scale);
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     if (step >= o.warmup) times.push_back(dt);
     losses.push_back(loss.mean());

@@ -49,7 +49,18 @@ void gelu_forward(float* out, const float* inp, size_t n) {
 
 // dinp (n) += dout * d/dx [x s] with s = sigmoid(2u) = 1/(1+e), e = exp(-2u):
 // s + x * 2 s (1 - s) * du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+namespace {
+// dinp = (overwrite) or += v, for the backward kernels' optional overwrite.
+template <bool kOverwrite>
+inline void put(float& dst, float v) {
+  if constexpr (kOverwrite)
+    dst = v;
+  else
+    dst += v;
+}
+
+template <bool kOverwrite>
+void gelu_backward_impl(float* dinp, const float* inp, const float* dout, size_t n) {
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const float x = inp[i];
@@ -60,8 +71,16 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
     // 1 - s = e s (<= 1) avoids the cancellation in 1 - s where s rounds to 1 (large x), and is
     // formed first so that a clamped e ~ 1e38 cannot overflow (large negative x).
     const float one_minus_s = e * s;
-    dinp[i] += dout[i] * (s + 2.0f * x * one_minus_s * s * du);
+    put<kOverwrite>(dinp[i], dout[i] * (s + 2.0f * x * one_minus_s * s * du));
   }
+}
+}  // namespace
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, bool overwrite) {
+  if (overwrite)
+    gelu_backward_impl<true>(dinp, inp, dout, n);
+  else
+    gelu_backward_impl<false>(dinp, inp, dout, n);
 }
 
 // gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
@@ -78,7 +97,9 @@ void swiglu_forward(float* out, const float* gate_up, int N, int F) {
 
 // dgate += dout * up * silu'(g), silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g) = 1/(1+e),
 // e = exp(-g); dup += dout * silu(g). dgate_up (N,2F) laid out as gate_up.
-void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F) {
+namespace {
+template <bool kOverwrite>
+void swiglu_backward_impl(float* dgate_up, const float* dout, const float* gate_up, int N, int F) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     const float* g = gate_up + long(n) * 2 * F;
@@ -91,10 +112,19 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
       const float e = exp_fast(-g[i]);
       const float s = 1.0f / (1.0f + e);
       const float one_minus_s = e * s;  // see gelu_backward
-      dg[i] += d[i] * u[i] * s * (1.0f + g[i] * one_minus_s);
-      du[i] += d[i] * g[i] * s;
+      put<kOverwrite>(dg[i], d[i] * u[i] * s * (1.0f + g[i] * one_minus_s));
+      put<kOverwrite>(du[i], d[i] * g[i] * s);
     }
   }
+}
+}  // namespace
+
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F,
+                     bool overwrite) {
+  if (overwrite)
+    swiglu_backward_impl<true>(dgate_up, dout, gate_up, N, F);
+  else
+    swiglu_backward_impl<false>(dgate_up, dout, gate_up, N, F);
 }
 
 }  // namespace distill

@@ -26,7 +26,7 @@ void split_heads_forward(float* q, float* k, float* v, const float* qkv, int B, 
 
 // dqkv (B,T,(NH+2*NKV)*HD) += the inverse permutation of dq, dk, dv (any may be null: no gradient).
 void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B,
-                          int T, int NH, int NKV, int HD) {
+                          int T, int NH, int NKV, int HD, bool overwrite) {
   const int H3 = NH + 2 * NKV;
   const long row = long(H3) * HD;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -37,8 +37,15 @@ void split_heads_backward(float* dqkv, const float* dq, const float* dk, const f
         if (h < NH) src = dq ? dq + ((long(b) * NH + h) * T + t) * HD : nullptr;
         else if (h < NH + NKV) src = dk ? dk + ((long(b) * NKV + (h - NH)) * T + t) * HD : nullptr;
         else src = dv ? dv + ((long(b) * NKV + (h - NH - NKV)) * T + t) * HD : nullptr;
-        if (!src) continue;
         float* dst = dqkv + (long(b) * T + t) * row + long(h) * HD;
+        if (!src) {
+          if (overwrite) std::memset(dst, 0, sizeof(float) * HD);
+          continue;
+        }
+        if (overwrite) {
+          std::memcpy(dst, src, sizeof(float) * HD);
+          continue;
+        }
 #pragma omp simd
         for (int d = 0; d < HD; ++d) dst[d] += src[d];
       }
@@ -55,13 +62,18 @@ void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int H
 }
 
 // dx (B,NH,T,HD) += dout (B,T,NH*HD) permuted.
-void merge_heads_backward(float* dx, const float* dout, int B, int T, int NH, int HD) {
+void merge_heads_backward(float* dx, const float* dout, int B, int T, int NH, int HD,
+                          bool overwrite) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < NH; ++h)
       for (int t = 0; t < T; ++t) {
         float* dst = dx + ((long(b) * NH + h) * T + t) * HD;
         const float* src = dout + ((long(b) * T + t) * NH + h) * HD;
+        if (overwrite) {
+          std::memcpy(dst, src, sizeof(float) * HD);
+          continue;
+        }
 #pragma omp simd
         for (int d = 0; d < HD; ++d) dst[d] += src[d];
       }

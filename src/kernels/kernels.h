@@ -47,18 +47,22 @@ enum class MatmulPrecision {
   BF16,  // inputs rounded to bf16 (round-to-nearest-even), fp32 accumulate and output
 };
 // out (N,OC) = inp (N,IC) @ weight(OC,IC)^T + bias(OC) (bias may be null).
-// weight16, when not null, is weight already rounded to bf16 (OC,IC): used instead of rounding
-// weight again at BF16 (a training model keeps one copy per step, refreshed at its forward).
+// At BF16 (ignored at F32): weight16, when not null, is weight already rounded to bf16 (OC,IC),
+// used instead of rounding weight again (a training model keeps one copy per step, refreshed at
+// its forward); inp16, when not null, receives inp rounded to bf16 (N,IC) for the backward's
+// dweight product to reuse.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
                     int IC, int OC, MatmulPrecision prec = MatmulPrecision::F32,
-                    const uint16_t* weight16 = nullptr);
+                    const uint16_t* weight16 = nullptr, uint16_t* inp16 = nullptr);
 // dinp (N,IC) += dout (N,OC) @ weight (OC,IC); dweight (OC,IC) += dout^T @ inp;
 // dbias (OC) += column sums of dout. Any of dinp, dweight, dbias may be null.
-// overwrite_dinp: dinp = instead of += (saves zeroing it first); weight16 as in matmul_forward.
+// overwrite_dinp: dinp = instead of += (saves zeroing it first). At BF16: weight16 as in
+// matmul_forward, inp16 (N,IC) inp already in bf16 (the forward's inp16), or null.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int IC, int OC,
                      MatmulPrecision prec = MatmulPrecision::F32,
-                     const uint16_t* weight16 = nullptr, bool overwrite_dinp = false);
+                     const uint16_t* weight16 = nullptr, bool overwrite_dinp = false,
+                     const uint16_t* inp16 = nullptr);
 
 // ---- matmul_rows.cpp ---- the forward above for a few rows (decode steps), F32 only: weights
 // streamed once for all M rows, no oneDNN call. matmul_forward uses it for N <= kMatmulRowsMax.
@@ -86,11 +90,13 @@ void round_to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld);
 //   -> q (B,NH,T,HD), k (B,NKV,T,HD), v (B,NKV,T,HD).
 void split_heads_forward(float* q, float* k, float* v, const float* qkv, int B, int T, int NH,
                          int NKV, int HD);
+// overwrite: dqkv = instead of += (a null dq/dk/dv then writes zeros), as merge_heads_backward's.
 void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B,
-                          int T, int NH, int NKV, int HD);
+                          int T, int NH, int NKV, int HD, bool overwrite = false);
 // x (B,NH,T,HD) -> out (B,T,NH*HD).
 void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int HD);
-void merge_heads_backward(float* dx, const float* dout, int B, int T, int NH, int HD);
+void merge_heads_backward(float* dx, const float* dout, int B, int T, int NH, int HD,
+                          bool overwrite = false);
 
 // ---- rope.cpp ---- rotary position embedding, HF "rotate_half" convention: for i < HD/2,
 // (x[i], x[i+HD/2]) is rotated by angle pos * inv_freq[i].
@@ -126,10 +132,13 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
 // ---- activations.cpp ----
 // GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh"). inp, out (n).
 void gelu_forward(float* out, const float* inp, size_t n);
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n);
+// overwrite (here and in swiglu_backward): dinp = instead of +=, saving the zeroing pass.
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n,
+                   bool overwrite = false);
 // SwiGLU: gate_up (N,2F) rows laid out [gate | up]; out (N,F) = silu(gate) * up.
 void swiglu_forward(float* out, const float* gate_up, int N, int F);
-void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F);
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F,
+                     bool overwrite = false);
 
 // ---- residual.cpp ---- out (n) = a + b; backward da += dout, db += dout.
 void residual_forward(float* out, const float* a, const float* b, size_t n);

@@ -24,13 +24,14 @@ struct GemmKey {
   bool trans_a, trans_b, bf16, accumulate;
   int M, N, K, lda, ldb, ldc;
   float alpha;
+  bool bias = false;  // C += bias (N) broadcast over rows, in the GEMM's epilogue
   bool operator==(const GemmKey&) const = default;
 };
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& k) const {
-    size_t h = (size_t(k.trans_a) << 3) | (size_t(k.trans_b) << 2) | (size_t(k.bf16) << 1) |
-               size_t(k.accumulate);
+    size_t h = (size_t(k.bias) << 4) | (size_t(k.trans_a) << 3) | (size_t(k.trans_b) << 2) |
+               (size_t(k.bf16) << 1) | size_t(k.accumulate);
     for (int v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc}) h = h * 1000003u ^ size_t(v);
     uint32_t a;
     std::memcpy(&a, &k.alpha, 4);
@@ -40,7 +41,7 @@ struct GemmKeyHash {
 
 struct GemmPrimitive {
   dnnl::matmul prim;
-  dnnl::memory::desc a_md, b_md, c_md;
+  dnnl::memory::desc a_md, b_md, c_md, bias_md;
 };
 
 dnnl::engine& cpu_engine() {
@@ -70,20 +71,26 @@ const GemmPrimitive& gemm_primitive(const GemmKey& key) {
     ops.append_sum(1.0f);
     attr.set_post_ops(ops);
   }
-  dnnl::matmul::desc desc(p->a_md, p->b_md, p->c_md);
+  if (key.bias) p->bias_md = dnnl::memory::desc(dims{1, key.N}, dt::f32, dims{key.N, 1});
+  dnnl::matmul::desc desc = key.bias ? dnnl::matmul::desc(p->a_md, p->b_md, p->bias_md, p->c_md)
+                                     : dnnl::matmul::desc(p->a_md, p->b_md, p->c_md);
   dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
   p->prim = dnnl::matmul(pd);
   return *cache.emplace(key, std::move(p)).first->second;
 }
 
-void execute(const GemmKey& key, const void* A, const void* B, float* C) {
+void execute(const GemmKey& key, const void* A, const void* B, float* C,
+             const float* bias = nullptr) {
   const GemmPrimitive& p = gemm_primitive(key);
   dnnl::engine& engine = cpu_engine();
   dnnl::memory a_mem(p.a_md, engine, const_cast<void*>(A));
   dnnl::memory b_mem(p.b_md, engine, const_cast<void*>(B));
   dnnl::memory c_mem(p.c_md, engine, C);
   dnnl::stream stream(engine);
-  p.prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}};
+  if (key.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.bias_md, engine, const_cast<float*>(bias)));
+  p.prim.execute(stream, args);
   stream.wait();
 }
 
@@ -95,6 +102,17 @@ bool gemm_trivial(int M, int N, int K, float beta, float* C, int ldc) {
   if (beta == 0.0f)
     for (int i = 0; i < M; i++) std::memset(C + size_t(i) * ldc, 0, sizeof(float) * N);
   return true;
+}
+
+// d (n) = bf16(s (n)), round-to-nearest-even as oneDNN's reorders do.
+inline void bf16_row(uint16_t* d, const float* s, int n) {
+#pragma omp simd
+  for (int c = 0; c < n; c++) {
+    uint32_t u;
+    std::memcpy(&u, &s[c], 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    d[c] = uint16_t(u >> 16);
+  }
 }
 
 // Thread-local scratch for bf16 copies; `slot` keeps the copies of one call apart.
@@ -116,17 +134,7 @@ const uint16_t* bf16_copy(int slot, const float* src, int rows, int cols, int ld
 
 void round_to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && size_t(rows) * cols > 65536)
-  for (int r = 0; r < rows; r++) {
-    const float* s = src + size_t(r) * ld;
-    uint16_t* d = dst + size_t(r) * cols;
-#pragma omp simd
-    for (int c = 0; c < cols; c++) {
-      uint32_t u;
-      std::memcpy(&u, &s[c], 4);
-      u += 0x7fffu + ((u >> 16) & 1u);
-      d[c] = uint16_t(u >> 16);
-    }
-  }
+  for (int r = 0; r < rows; r++) bf16_row(dst + size_t(r) * cols, src + size_t(r) * ld, cols);
 }
 
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -155,69 +163,87 @@ void gemm_bf16_weights(float* out, const float* inp, const uint16_t* w, int N, i
   gemm_bf16(false, true, N, OC, IC, 1.0f, bf16_copy(0, inp, N, IC, IC), IC, w, IC, 0.0f, out, OC);
 }
 
-namespace {
-void add_bias(float* out, const float* bias, int N, int OC) {
-#pragma omp parallel for schedule(static) if (size_t(N) * OC > kParallelMin)
-  for (int n = 0; n < N; n++) {
-    float* o = out + size_t(n) * OC;
-#pragma omp simd
-    for (int c = 0; c < OC; c++) o[c] += bias[c];
-  }
-}
-}  // namespace
-
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                    int IC, int OC, MatmulPrecision prec, const uint16_t* weight16) {
+                    int IC, int OC, MatmulPrecision prec, const uint16_t* weight16,
+                    uint16_t* inp16) {
   if (prec == MatmulPrecision::F32 && N <= kMatmulRowsMax) {
     matmul_rows_forward(out, inp, weight, bias, N, IC, OC);
     return;
   }
-  if (prec == MatmulPrecision::BF16 && weight16)
-    gemm_bf16_weights(out, inp, weight16, N, IC, OC);
-  else
-    gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC, prec);
-  if (bias) add_bias(out, bias, N, OC);
+  if (gemm_trivial(N, OC, IC, 0.0f, out, OC)) {
+    if (N > 0 && IC == 0 && bias)
+      for (int n = 0; n < N; n++) std::memcpy(out + size_t(n) * OC, bias, sizeof(float) * OC);
+    return;
+  }
+  // One oneDNN matmul, the bias added in its epilogue (no second pass over out).
+  const bool bf16 = prec == MatmulPrecision::BF16;
+  const GemmKey key{false, true, bf16, false, N, OC, IC, IC, IC, OC, 1.0f, bias != nullptr};
+  if (!bf16) {
+    execute(key, inp, weight, out, bias);
+    return;
+  }
+  const uint16_t* a16;
+  if (inp16) {
+    round_to_bf16(inp16, inp, N, IC, IC);
+    a16 = inp16;
+  } else {
+    a16 = bf16_copy(0, inp, N, IC, IC);
+  }
+  execute(key, a16, weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC), out, bias);
 }
+
+namespace {
+// dbias (OC) += column sums of dout (N,OC) and, when d16 is not null, d16 = bf16(dout) in the same
+// pass. Each thread sums a fixed block of rows, then the partial sums are added in thread order,
+// so the result is the same on every run with the same thread count.
+void column_sums(float* dbias, const float* dout, int N, int OC, uint16_t* d16) {
+  const int nthreads = omp_get_max_threads();
+  std::vector<float> partial(size_t(nthreads) * OC, 0.0f);
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int t = omp_get_thread_num();
+    float* acc = partial.data() + size_t(t) * OC;
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; n++) {
+      const float* d = dout + size_t(n) * OC;
+#pragma omp simd
+      for (int c = 0; c < OC; c++) acc[c] += d[c];
+      if (d16) bf16_row(d16 + size_t(n) * OC, d, OC);
+    }
+  }
+  for (int t = 0; t < nthreads; t++)
+    for (int c = 0; c < OC; c++) dbias[c] += partial[size_t(t) * OC + c];
+}
+}  // namespace
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int IC, int OC,
-                     MatmulPrecision prec, const uint16_t* weight16, bool overwrite_dinp) {
+                     MatmulPrecision prec, const uint16_t* weight16, bool overwrite_dinp,
+                     const uint16_t* inp16) {
   const float dinp_beta = overwrite_dinp ? 0.0f : 1.0f;
   if (prec == MatmulPrecision::BF16 && (dinp || dweight)) {
-    // dout is rounded once for both products; the weights come pre-rounded when the model
-    // keeps a bf16 copy.
-    const uint16_t* d16 = bf16_copy(0, dout, N, OC, OC);
+    // dout is rounded once for both products (in the pass that sums it for dbias); the weights
+    // come pre-rounded when the model keeps a bf16 copy.
+    const uint16_t* d16;
+    if (dbias) {
+      uint16_t* d = bf16_scratch(0, size_t(N) * OC);
+      column_sums(dbias, dout, N, OC, d);
+      d16 = d;
+    } else {
+      d16 = bf16_copy(0, dout, N, OC, OC);
+    }
     if (dinp) {
       const uint16_t* w16 = weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC);
       gemm_bf16(false, false, N, IC, OC, 1.0f, d16, OC, w16, IC, dinp_beta, dinp, IC);
     }
     if (dweight)
-      gemm_bf16(true, false, OC, IC, N, 1.0f, d16, OC, bf16_copy(2, inp, N, IC, IC), IC, 1.0f,
-                dweight, IC);
-  } else {
-    if (dinp)
-      gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, dinp_beta, dinp, IC, prec);
-    if (dweight) gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC, prec);
+      gemm_bf16(true, false, OC, IC, N, 1.0f, d16, OC, inp16 ? inp16 : bf16_copy(2, inp, N, IC, IC),
+                IC, 1.0f, dweight, IC);
+    return;
   }
-  if (dbias) {
-    // Column sums over N rows: each thread sums a fixed block of rows, then the partial sums are
-    // added in thread order, so the result is the same on every run with the same thread count.
-    const int nthreads = omp_get_max_threads();
-    std::vector<float> partial(size_t(nthreads) * OC, 0.0f);
-#pragma omp parallel num_threads(nthreads)
-    {
-      const int t = omp_get_thread_num();
-      float* acc = partial.data() + size_t(t) * OC;
-#pragma omp for schedule(static)
-      for (int n = 0; n < N; n++) {
-        const float* d = dout + size_t(n) * OC;
-#pragma omp simd
-        for (int c = 0; c < OC; c++) acc[c] += d[c];
-      }
-    }
-    for (int t = 0; t < nthreads; t++)
-      for (int c = 0; c < OC; c++) dbias[c] += partial[size_t(t) * OC + c];
-  }
+  if (dinp) gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, dinp_beta, dinp, IC, prec);
+  if (dweight) gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC, prec);
+  if (dbias) column_sums(dbias, dout, N, OC, nullptr);
 }
 
 }  // namespace distill

@@ -110,14 +110,14 @@ class QMatrixSet {
 void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float* bias, int M);
 
 // A linear layer of an architecture's forward: through `q` when it holds low-precision weights,
-// else the f32 matmul_forward at `prec` (training and f32 inference; weight16 as there).
+// else the f32 matmul_forward at `prec` (training and f32 inference; weight16, inp16 as there).
 inline void linear_forward(float* out, const float* inp, const float* weight, const QMatrix* q,
                            const float* bias, int N, int IC, int OC, MatmulPrecision prec,
-                           const uint16_t* weight16 = nullptr) {
+                           const uint16_t* weight16 = nullptr, uint16_t* inp16 = nullptr) {
   if (q && q->type() != WeightType::F32)
     qmatmul_forward(out, inp, *q, bias, N);
   else
-    matmul_forward(out, inp, weight, bias, N, IC, OC, prec, weight16);
+    matmul_forward(out, inp, weight, bias, N, IC, OC, prec, weight16, inp16);
 }
 
 // bf16 x bf16 -> f32 matmul through oneDNN with the weights already in bf16:

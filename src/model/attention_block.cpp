@@ -33,6 +33,24 @@ void AttentionActs::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm
   plan.add(ym, N * s.NH * s.HD);
 }
 
+void Bf16Acts::allocate(int num_layers, size_t N, size_t C, size_t heads, size_t F, bool shared) {
+  const size_t per_layer = N * (2 * C + heads + F);
+  const size_t sets = shared ? 1 : size_t(num_layers);
+  storage.assign(sets * per_layer + N * C, 0);
+  layers.resize(size_t(num_layers));
+  for (size_t l = 0; l < layers.size(); l++) {
+    uint16_t* p = storage.data() + (shared ? 0 : l) * per_layer;
+    layers[l] = Layer{p, p + N * C, p + N * (C + heads), p + N * (2 * C + heads)};
+  }
+  final_norm = storage.data() + sets * per_layer;
+}
+
+void Bf16Acts::clear() {
+  storage = {};
+  layers.clear();
+  final_norm = nullptr;
+}
+
 void AttentionScratch::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm) {
   const size_t N = size_t(s.B) * s.T;
   plan.add(dqkv, N * qkv_width(s));
@@ -55,7 +73,7 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
                              MatmulPrecision prec) {
   const int N = s.B * s.T;
   linear_forward(a.qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, N, s.C, int(qkv_width(s)), prec,
-                 w.qkv16);
+                 w.qkv16, a.inp16);
   split_heads_forward(a.q, a.k, a.v, a.qkv, s.B, s.T, s.NH, s.NKV, s.HD);
   float* q = a.q;
   float* k = a.k;
@@ -71,7 +89,7 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
   }
   attention_forward(a.y, a.att, q, k, a.v, s.B, s.T, s.NH, s.NKV, s.HD, prec);
   merge_heads_forward(a.ym, a.y, s.B, s.T, s.NH, s.HD);
-  linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec, w.o16);
+  linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec, w.o16, a.ym16);
 }
 
 void attention_block_backward(float* dinp, const float* dout, const float* inp,
@@ -82,9 +100,8 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
   const int N = s.B * s.T;
   const size_t nq = size_t(N) * s.NH * s.HD, nkv = size_t(N) * s.NKV * s.HD;
   matmul_backward(sc.dym, g.o_w, g.o_b, dout, a.ym, w.o_w, N, s.NH * s.HD, s.C, prec, w.o16,
-                  true);
-  zero(sc.dy, nq);
-  merge_heads_backward(sc.dy, sc.dym, s.B, s.T, s.NH, s.HD);
+                  true, a.ym16);
+  merge_heads_backward(sc.dy, sc.dym, s.B, s.T, s.NH, s.HD, true);
   // Gradients w.r.t. the q/k that attention saw: after norm and RoPE.
   const bool norm = w.q_norm != nullptr;
   float* dq_att = norm ? sc.dqn : sc.dq;
@@ -108,10 +125,9 @@ void attention_block_backward(float* dinp, const float* dout, const float* inp,
     rmsnorm_backward(sc.dq, g.q_norm, sc.dqn, a.q, w.q_norm, a.q_rstd, N * s.NH, s.HD);
     rmsnorm_backward(sc.dk, g.k_norm, sc.dkn, a.k, w.k_norm, a.k_rstd, N * s.NKV, s.HD);
   }
-  zero(sc.dqkv, size_t(N) * qkv_width(s));
-  split_heads_backward(sc.dqkv, sc.dq, sc.dk, sc.dv, s.B, s.T, s.NH, s.NKV, s.HD);
+  split_heads_backward(sc.dqkv, sc.dq, sc.dk, sc.dv, s.B, s.T, s.NH, s.NKV, s.HD, true);
   matmul_backward(dinp, g.qkv_w, g.qkv_b, sc.dqkv, inp, w.qkv_w, N, s.C, int(qkv_width(s)), prec,
-                  w.qkv16, true);
+                  w.qkv16, true, a.inp16);
 }
 
 }  // namespace distill

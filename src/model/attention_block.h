@@ -48,7 +48,30 @@ struct AttentionActs {
   float* att;     // (B,NH,T,T)
   float* y;       // (B,NH,T,HD) attention output per head
   float* ym;      // (B,T,NH*HD) merged heads
+  // At MatmulPrecision::BF16, the block input and ym rounded to bf16 by the forward's matmuls
+  // for the backward's (Bf16Acts), or null.
+  uint16_t* inp16 = nullptr;
+  uint16_t* ym16 = nullptr;
   void plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm);
+};
+
+// bf16 copies of each layer's matmul inputs for a forward/backward at MatmulPrecision::BF16:
+// the forward's matmuls round their input into them (matmul_forward's inp16) and the backward's
+// dweight products read them instead of rounding the fp32 activations again.
+struct Bf16Acts {
+  struct Layer {
+    uint16_t *attn_in, *heads, *mlp_in, *mlp_act;  // (N,C), (N,NH*HD), (N,C), (N,F)
+  };
+  std::vector<Layer> layers;
+  uint16_t* final_norm = nullptr;  // (N,C): the LM head's input
+  // One set per layer, or one set all layers share when `shared` (activation checkpointing:
+  // a layer's are rewritten when its forward is recomputed, as its fp32 activations are).
+  void allocate(int num_layers, size_t N, size_t C, size_t heads, size_t F, bool shared);
+  void clear();
+  size_t bytes() const { return storage.size() * sizeof(uint16_t); }
+
+ private:
+  std::vector<uint16_t> storage;
 };
 
 // Scratch for backward, shared by all layers.

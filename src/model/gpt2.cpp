@@ -58,6 +58,7 @@ struct Gpt2LayerActs {
   float *ln2, *ln2_mean, *ln2_rstd;
   float *fc;                    // (N,F) before GELU
   float *fc_gelu;               // (N,F)
+  uint16_t *ln2_16 = nullptr, *act16 = nullptr;  // BF16: ln2, fc_gelu in bf16 (Bf16Acts)
 };
 
 AttentionShape gpt2_shape(const ModelConfig& c, int B, int T) {
@@ -160,12 +161,14 @@ class Gpt2 final : public ArchImpl {
       Gpt2LayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec, L.proj16);
+      linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec, L.proj16,
+                     a.act16);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     layernorm_forward(b.lnf, b.lnf_mean, b.lnf_rstd, b.res_final, lnf_w_, lnf_b_, N, C,
                       c_.norm_eps);
-    linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_);
+    linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_,
+                   acts16_.final_norm);
     return b.logits;
   }
 
@@ -175,7 +178,7 @@ class Gpt2 final : public ArchImpl {
     const MatmulPrecision prec = m_.precision();
     Gpt2Buffers& b = buf_;
     matmul_backward(b.dx, dwte_, nullptr, dlogits, b.lnf, wte_, N, C, c_.vocab_size, prec,
-                    head16_, true);
+                    head16_, true, acts16_.final_norm);
     zero_floats(b.dres, NC);
     layernorm_backward(b.dres, dlnf_w_, dlnf_b_, b.dx, b.res_final, lnf_w_, b.lnf_mean,
                        b.lnf_rstd, N, C);
@@ -185,12 +188,16 @@ class Gpt2 final : public ArchImpl {
       const Gpt2Layer& L = layers_[l];
       Gpt2LayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
-      if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
+      if (checkpointing_ && l + 1 < c_.num_layers) {
+        layer_forward_acts(L, a);
+        // The forward rounded fc_gelu in its projection, which is not recomputed.
+        if (a.act16) round_to_bf16(a.act16, a.fc_gelu, N, F, F);
+      }
       matmul_backward(b.dfc_gelu, L.dproj_w, L.dproj_b, b.dres, a.fc_gelu, L.proj_w, N, F, C,
-                      prec, L.proj16, true);
-      zero_floats(b.dfc, NF);
-      gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF);
-      matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec, L.fc16, true);
+                      prec, L.proj16, true, a.act16);
+      gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF, true);
+      matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec, L.fc16, true,
+                      a.ln2_16);
       layernorm_backward(b.dres, L.dln2_w, L.dln2_b, b.dx, a.res_mid, L.ln2_w, a.ln2_mean,
                          a.ln2_rstd, N, C);
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
@@ -269,7 +276,7 @@ class Gpt2 final : public ArchImpl {
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
-    linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec, L.fc16);
+    linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec, L.fc16, a.ln2_16);
     gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
   }
 
@@ -298,15 +305,30 @@ class Gpt2 final : public ArchImpl {
 
   void ensure_buffers(int B, int T) {
     const bool checkpointing = m_.checkpointing();
-    if (B == B_ && T == T_ && checkpointing == checkpointing_) return;
+    const bool bf16 = m_.precision() == MatmulPrecision::BF16;
+    if (B == B_ && T == T_ && checkpointing == checkpointing_ && bf16 == bf16_acts_) return;
     B_ = B;
     T_ = T;
     checkpointing_ = checkpointing;
+    bf16_acts_ = bf16;
     shape_ = gpt2_shape(c_, B, T);
     BufferPlan plan;
     buf_.plan(plan, c_, shape_, checkpointing);
     plan.allocate(buffer_);
     if (checkpointing) share_layer_acts(buf_.acts);
+    const size_t N = size_t(B) * T, C = c_.hidden_size;
+    if (bf16)
+      acts16_.allocate(c_.num_layers, N, C, C, c_.intermediate_size, checkpointing);
+    else
+      acts16_.clear();
+    for (size_t l = 0; l < buf_.acts.size(); l++) {
+      Gpt2LayerActs& a = buf_.acts[l];
+      const Bf16Acts::Layer* a16 = bf16 ? &acts16_.layers[l] : nullptr;
+      a.attn.inp16 = a16 ? a16->attn_in : nullptr;
+      a.attn.ym16 = a16 ? a16->heads : nullptr;
+      a.ln2_16 = a16 ? a16->mlp_in : nullptr;
+      a.act16 = a16 ? a16->mlp_act : nullptr;
+    }
   }
 
   void ensure_infer_buffers(int R) {
@@ -345,6 +367,8 @@ class Gpt2 final : public ArchImpl {
   AttentionShape shape_{};
   FloatBuffer buffer_;
   Gpt2Buffers buf_{};
+  bool bf16_acts_ = false;  // acts16_ allocated (the last forward ran at BF16)
+  Bf16Acts acts16_;
   std::vector<int32_t> ids_;
 };
 

@@ -72,6 +72,7 @@ struct LlamaLayerActs {
   float *ln2, *ln2_rstd;
   float *gate_up;   // (N,2F)
   float *swi;       // (N,F)
+  uint16_t *ln2_16 = nullptr, *act16 = nullptr;  // BF16: ln2, swi in bf16 (Bf16Acts)
 };
 
 AttentionShape llama_shape(const ModelConfig& c, int B, int T) {
@@ -182,11 +183,13 @@ class Llama final : public ArchImpl {
       LlamaLayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec, L.down16);
+      linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec, L.down16,
+                     a.act16);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps);
-    linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_);
+    linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_,
+                   acts16_.final_norm);
     return b.logits;
   }
 
@@ -196,7 +199,7 @@ class Llama final : public ArchImpl {
     const MatmulPrecision prec = m_.precision();
     LlamaBuffers& b = buf_;
     matmul_backward(b.dx, dhead_, nullptr, dlogits, b.lnf, head_, N, C, c_.vocab_size, prec,
-                    head16_, true);
+                    head16_, true, acts16_.final_norm);
     zero_floats(b.dres, NC);
     rmsnorm_backward(b.dres, dnorm_, b.dx, b.res_final, norm_, b.lnf_rstd, N, C);
     for (int l = c_.num_layers - 1; l >= 0; l--) {
@@ -205,14 +208,17 @@ class Llama final : public ArchImpl {
       const LlamaLayer& L = layers_[l];
       LlamaLayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
-      if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
+      if (checkpointing_ && l + 1 < c_.num_layers) {
+        layer_forward_acts(L, a);
+        // The forward rounded swi in its down projection, which is not recomputed.
+        if (a.act16) round_to_bf16(a.act16, a.swi, N, F, F);
+      }
       // MLP: dres is the gradient of the block output, which also flows straight to res_mid.
       matmul_backward(b.dswi, L.ddown_w, L.ddown_b, b.dres, a.swi, L.down_w, N, F, C, prec,
-                      L.down16, true);
-      zero_floats(b.dgate_up, size_t(N) * 2 * F);
-      swiglu_backward(b.dgate_up, b.dswi, a.gate_up, N, F);
+                      L.down16, true, a.act16);
+      swiglu_backward(b.dgate_up, b.dswi, a.gate_up, N, F, true);
       matmul_backward(b.dx, L.dgate_up_w, L.dgate_up_b, b.dgate_up, a.ln2, L.gate_up_w, N, C,
-                      2 * F, prec, L.gate_up16, true);
+                      2 * F, prec, L.gate_up16, true, a.ln2_16);
       rmsnorm_backward(b.dres, L.dln2, b.dx, a.res_mid, L.ln2, a.ln2_rstd, N, C);
       // Attention: dres is now the gradient of res_mid.
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
@@ -285,7 +291,7 @@ class Llama final : public ArchImpl {
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
     linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec,
-                   L.gate_up16);
+                   L.gate_up16, a.ln2_16);
     swiglu_forward(a.swi, a.gate_up, N, F);
   }
 
@@ -314,10 +320,12 @@ class Llama final : public ArchImpl {
 
   void ensure_buffers(int B, int T) {
     const bool checkpointing = m_.checkpointing();
-    if (B == B_ && T == T_ && checkpointing == checkpointing_) return;
+    const bool bf16 = m_.precision() == MatmulPrecision::BF16;
+    if (B == B_ && T == T_ && checkpointing == checkpointing_ && bf16 == bf16_acts_) return;
     B_ = B;
     T_ = T;
     checkpointing_ = checkpointing;
+    bf16_acts_ = bf16;
     shape_ = llama_shape(c_, B, T);
     BufferPlan plan;
     buf_.plan(plan, c_, shape_, checkpointing);
@@ -325,6 +333,20 @@ class Llama final : public ArchImpl {
     if (checkpointing) share_layer_acts(buf_.acts);
     rope_table(buf_.rope_cos, buf_.rope_sin, inv_freq_.data(), T, c_.head_dim, 0);
     rope_ = RopeTables{buf_.rope_cos, buf_.rope_sin};
+    const size_t N = size_t(B) * T;
+    if (bf16)
+      acts16_.allocate(c_.num_layers, N, c_.hidden_size, c_.q_dim(), c_.intermediate_size,
+                       checkpointing);
+    else
+      acts16_.clear();
+    for (size_t l = 0; l < buf_.acts.size(); l++) {
+      LlamaLayerActs& a = buf_.acts[l];
+      const Bf16Acts::Layer* a16 = bf16 ? &acts16_.layers[l] : nullptr;
+      a.attn.inp16 = a16 ? a16->attn_in : nullptr;
+      a.attn.ym16 = a16 ? a16->heads : nullptr;
+      a.ln2_16 = a16 ? a16->mlp_in : nullptr;
+      a.act16 = a16 ? a16->mlp_act : nullptr;
+    }
   }
 
   void ensure_infer_buffers(int R, int max_len) {
@@ -375,6 +397,8 @@ class Llama final : public ArchImpl {
   AttentionShape shape_{};
   FloatBuffer buffer_;
   LlamaBuffers buf_{};
+  bool bf16_acts_ = false;  // acts16_ allocated (the last forward ran at BF16)
+  Bf16Acts acts16_;
   std::vector<int32_t> ids_;
   RopeTables rope_;
 };

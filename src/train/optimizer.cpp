@@ -13,9 +13,12 @@ AdamW::AdamW(const Model& model, const AdamWOptions& options) : opt_(options) {
   for (const ParamSpec& s : model.param_specs()) decay_.push_back(s.decay ? 1 : 0);
 }
 
-void AdamW::step(Model& model, float lr) { step(model, lr, {{0, model.num_params()}}); }
+void AdamW::step(Model& model, float lr, float grad_scale) {
+  step(model, lr, {{0, model.num_params()}}, grad_scale);
+}
 
-void AdamW::step(Model& model, float lr, const std::vector<std::pair<size_t, size_t>>& ranges) {
+void AdamW::step(Model& model, float lr, const std::vector<std::pair<size_t, size_t>>& ranges,
+                 float grad_scale) {
   t_++;
   const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps;
   const double bc1 = 1.0 - std::pow(double(b1), double(t_));
@@ -35,7 +38,7 @@ void AdamW::step(Model& model, float lr, const std::vector<std::pair<size_t, siz
       if (begin >= end) continue;
 #pragma omp parallel for simd schedule(static)
       for (size_t i = begin; i < end; i++) {
-        const float g = grads[i];
+        const float g = grads[i] * grad_scale;
         const float p = params[i] * shrink;
         const float mi = b1 * m[i] + (1.0f - b1) * g;
         const float vi = b2 * v[i] + (1.0f - b2) * g * g;
@@ -47,7 +50,7 @@ void AdamW::step(Model& model, float lr, const std::vector<std::pair<size_t, siz
   }
 }
 
-float clip_grad_norm(float* grads, size_t n, float max_norm) {
+float grad_norm(const float* grads, size_t n) {
   // Per-thread partial sums over a static partition, combined in thread order: deterministic
   // for a fixed thread count.
   const int nthreads = omp_get_max_threads();
@@ -61,9 +64,17 @@ float clip_grad_norm(float* grads, size_t n, float max_norm) {
   }
   double sum = 0.0;
   for (double p : partial) sum += p;
-  const float norm = float(std::sqrt(sum));
-  if (max_norm > 0.0f && norm > max_norm) {
-    const float scale = max_norm / (norm + 1e-6f);
+  return float(std::sqrt(sum));
+}
+
+float clip_scale(float norm, float max_norm) {
+  return max_norm > 0.0f && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.0f;
+}
+
+float clip_grad_norm(float* grads, size_t n, float max_norm) {
+  const float norm = grad_norm(grads, n);
+  const float scale = clip_scale(norm, max_norm);
+  if (scale != 1.0f) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) grads[i] *= scale;
   }

@@ -197,15 +197,17 @@ void run_training(const TrainLoopOptions& o, TrainTask& task, const ProgressFn& 
     dist::allreduce_sum(model.grads(), model.num_params());
     const double comm_s = std::chrono::duration<double>(Clock::now() - tc).count();
     const double wait_s = std::chrono::duration<double>(tc - tw).count();
-    const float norm = clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
+    // Clipping is applied as the optimizer reads the gradients (one pass less over them).
+    const float norm = grad_norm(model.grads(), model.num_params());
+    const float scale = clip_scale(norm, o.grad_clip);
     const float lr = schedule.at(int(state.step));
     if (dist::size() > 1) {
       // Each rank updates its shard of the parameters (half the update's memory traffic each
       // on 2 ranks), then the shards are all-gathered.
-      optimizer.step(model, lr, shards);
+      optimizer.step(model, lr, shards, scale);
       dist::allgather_shards(model.params(), model.num_params());
     } else {
-      optimizer.step(model, lr);
+      optimizer.step(model, lr, scale);
     }
     state.step++;
     state.tokens_seen += r.tokens;
