@@ -51,16 +51,18 @@ void AdamW::step(Model& model, float lr, const std::vector<std::pair<size_t, siz
 }
 
 float grad_norm(const float* grads, size_t n) {
-  // Per-thread partial sums over a static partition, combined in thread order: deterministic
-  // for a fixed thread count.
+  // Per-thread partial sums (vectorized: lanes summed in a fixed order) over a fixed partition,
+  // combined in thread order: deterministic for a fixed thread count.
   const int nthreads = omp_get_max_threads();
   std::vector<double> partial(nthreads, 0.0);
 #pragma omp parallel num_threads(nthreads)
   {
+    const size_t t = size_t(omp_get_thread_num()), per = (n + nthreads - 1) / nthreads;
+    const size_t begin = std::min(n, t * per), end = std::min(n, begin + per);
     double acc = 0.0;
-#pragma omp for schedule(static)
-    for (size_t i = 0; i < n; i++) acc += double(grads[i]) * grads[i];
-    partial[omp_get_thread_num()] = acc;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = begin; i < end; i++) acc += double(grads[i]) * grads[i];
+    partial[t] = acc;
   }
   double sum = 0.0;
   for (double p : partial) sum += p;
