@@ -286,6 +286,28 @@ TEST(RMSNorm, FiniteDifferences) {
   expect_fd("weight", w, gw, loss, rng);
 }
 
+// The activations' optional bf16 output is their fp32 output rounded, the fp32 output unchanged.
+TEST(Activations, Bf16CopyOfTheOutput) {
+  std::mt19937 rng(311);
+  const int N = 37, F = 2100;  // a GELU over N*F crosses several of its 2048-element chunks
+  const Vec x = uniform(size_t(N) * 2 * F, rng, -4, 4);
+  for (int which = 0; which < 2; which++) {
+    const size_t n = which == 0 ? x.size() : size_t(N) * F;
+    Vec plain(n), with(n);
+    std::vector<uint16_t> out16(n), want(n);
+    if (which == 0) {
+      gelu_forward(plain.data(), x.data(), n);
+      gelu_forward(with.data(), x.data(), n, out16.data());
+    } else {
+      swiglu_forward(plain.data(), x.data(), N, F);
+      swiglu_forward(with.data(), x.data(), N, F, out16.data());
+    }
+    EXPECT_EQ(plain, with);
+    round_to_bf16(want.data(), plain.data(), 1, int(n), int(n));
+    EXPECT_EQ(out16, want) << (which == 0 ? "gelu" : "swiglu");
+  }
+}
+
 // The backward kernels' overwrite mode writes what accumulating into zeros gives, whatever dinp
 // held before (gelu, swiglu, split/merge heads; matmul's overwrite_dinp is tested with Matmul).
 TEST(Overwrite, EqualsAccumulatingIntoZeros) {
@@ -373,6 +395,18 @@ TEST(Matmul, Bf16WeightCopyAndOverwrite) {
     matmul_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16);
     matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16.data());
     EXPECT_EQ(out, out16);
+    // The input rounded by the forward (inp16) and the forward from a rounded input.
+    std::vector<uint16_t> x16(x.size()), x16_ref(x.size());
+    round_to_bf16(x16_ref.data(), x.data(), N, IC, IC);
+    matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16.data(),
+                   x16.data());
+    EXPECT_EQ(x16, x16_ref);
+    EXPECT_EQ(out, out16);
+    for (const uint16_t* wp : {static_cast<const uint16_t*>(nullptr), static_cast<const uint16_t*>(w16.data())}) {
+      Vec from16(out.size());
+      matmul_forward_bf16_input(from16.data(), x16.data(), w.data(), wp, b.data(), N, IC, OC);
+      EXPECT_EQ(out, from16);
+    }
     const Vec start = uniform(x.size(), rng);
     Vec dx = start, dw(w.size(), 0.0f), dx16 = start, dw16(w.size(), 0.0f);
     matmul_backward(dx.data(), dw.data(), nullptr, dout.data(), x.data(), w.data(), N, IC, OC,

@@ -2,7 +2,10 @@
 #include <bit>
 #include <cstdint>
 
+#include <algorithm>
+
 #include "kernels/kernels.h"
+#include "kernels/vecmath.h"
 
 namespace distill {
 namespace {
@@ -38,12 +41,29 @@ constexpr float kGeluA = 0.044715f;
 }  // namespace
 
 // out (n) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x * sigmoid(2u).
-void gelu_forward(float* out, const float* inp, size_t n) {
+void gelu_forward(float* out, const float* inp, size_t n, uint16_t* out16) {
+  if (!out16) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (size_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float u = kGeluK * (x + kGeluA * x * x * x);
-    out[i] = x / (1.0f + exp_fast(-2.0f * u));
+    for (size_t i = 0; i < n; ++i) {
+      const float x = inp[i];
+      const float u = kGeluK * (x + kGeluA * x * x * x);
+      out[i] = x / (1.0f + exp_fast(-2.0f * u));
+    }
+    return;
+  }
+  // Chunks that stay in L1 between the GELU and the rounding of its output.
+  constexpr size_t kChunk = 2048;
+  const size_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (size_t c = 0; c < chunks; c++) {
+    const size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+#pragma omp simd
+    for (size_t i = begin; i < end; ++i) {
+      const float x = inp[i];
+      const float u = kGeluK * (x + kGeluA * x * x * x);
+      out[i] = x / (1.0f + exp_fast(-2.0f * u));
+    }
+    bf16_round_row(out16 + begin, out + begin, end - begin);
   }
 }
 
@@ -84,7 +104,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, b
 }
 
 // gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
-void swiglu_forward(float* out, const float* gate_up, int N, int F) {
+void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* out16) {
 #pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
   for (int n = 0; n < N; ++n) {
     const float* g = gate_up + long(n) * 2 * F;
@@ -92,6 +112,7 @@ void swiglu_forward(float* out, const float* gate_up, int N, int F) {
     float* o = out + long(n) * F;
 #pragma omp simd
     for (int i = 0; i < F; ++i) o[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
+    if (out16) bf16_round_row(out16 + long(n) * F, o, F);
   }
 }
 

@@ -56,6 +56,10 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
                     const uint16_t* weight16 = nullptr, uint16_t* inp16 = nullptr);
 // dinp (N,IC) += dout (N,OC) @ weight (OC,IC); dweight (OC,IC) += dout^T @ inp;
 // dbias (OC) += column sums of dout. Any of dinp, dweight, dbias may be null.
+// matmul_forward at BF16 from an input already rounded to bf16 (inp16 (N,IC)); weight16 as
+// there (or null: weight is rounded).
+void matmul_forward_bf16_input(float* out, const uint16_t* inp16, const float* weight,
+                               const uint16_t* weight16, const float* bias, int N, int IC, int OC);
 // overwrite_dinp: dinp = instead of += (saves zeroing it first). At BF16: weight16 as in
 // matmul_forward, inp16 (N,IC) inp already in bf16 (the forward's inp16), or null.
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
@@ -131,12 +135,14 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
 
 // ---- activations.cpp ----
 // GELU, tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh"). inp, out (n).
-void gelu_forward(float* out, const float* inp, size_t n);
+// out16, when not null (here and in swiglu_forward), also receives out rounded to bf16: the next
+// matmul's input at MatmulPrecision::BF16 (matmul_forward_bf16_input), rounded while in cache.
+void gelu_forward(float* out, const float* inp, size_t n, uint16_t* out16 = nullptr);
 // overwrite (here and in swiglu_backward): dinp = instead of +=, saving the zeroing pass.
 void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n,
                    bool overwrite = false);
 // SwiGLU: gate_up (N,2F) rows laid out [gate | up]; out (N,F) = silu(gate) * up.
-void swiglu_forward(float* out, const float* gate_up, int N, int F);
+void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* out16 = nullptr);
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F,
                      bool overwrite = false);
 

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "kernels/qmatmul.h"
+#include "kernels/vecmath.h"
 
 namespace distill {
 namespace {
@@ -104,17 +105,6 @@ bool gemm_trivial(int M, int N, int K, float beta, float* C, int ldc) {
   return true;
 }
 
-// d (n) = bf16(s (n)), round-to-nearest-even as oneDNN's reorders do.
-inline void bf16_row(uint16_t* d, const float* s, int n) {
-#pragma omp simd
-  for (int c = 0; c < n; c++) {
-    uint32_t u;
-    std::memcpy(&u, &s[c], 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    d[c] = uint16_t(u >> 16);
-  }
-}
-
 // Thread-local scratch for bf16 copies; `slot` keeps the copies of one call apart.
 uint16_t* bf16_scratch(int slot, size_t n) {
   thread_local std::vector<uint16_t> buffers[3];
@@ -134,7 +124,7 @@ const uint16_t* bf16_copy(int slot, const float* src, int rows, int cols, int ld
 
 void round_to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && size_t(rows) * cols > 65536)
-  for (int r = 0; r < rows; r++) bf16_row(dst + size_t(r) * cols, src + size_t(r) * ld, cols);
+  for (int r = 0; r < rows; r++) bf16_round_row(dst + size_t(r) * cols, src + size_t(r) * ld, cols);
 }
 
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -192,6 +182,18 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   execute(key, a16, weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC), out, bias);
 }
 
+void matmul_forward_bf16_input(float* out, const uint16_t* inp16, const float* weight,
+                               const uint16_t* weight16, const float* bias, int N, int IC,
+                               int OC) {
+  if (gemm_trivial(N, OC, IC, 0.0f, out, OC)) {
+    if (N > 0 && IC == 0 && bias)
+      for (int n = 0; n < N; n++) std::memcpy(out + size_t(n) * OC, bias, sizeof(float) * OC);
+    return;
+  }
+  const GemmKey key{false, true, true, false, N, OC, IC, IC, IC, OC, 1.0f, bias != nullptr};
+  execute(key, inp16, weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC), out, bias);
+}
+
 namespace {
 // dbias (OC) += column sums of dout (N,OC) and, when d16 is not null, d16 = bf16(dout) in the same
 // pass. Each thread sums a fixed block of rows, then the partial sums are added in thread order,
@@ -208,7 +210,7 @@ void column_sums(float* dbias, const float* dout, int N, int OC, uint16_t* d16) 
       const float* d = dout + size_t(n) * OC;
 #pragma omp simd
       for (int c = 0; c < OC; c++) acc[c] += d[c];
-      if (d16) bf16_row(d16 + size_t(n) * OC, d, OC);
+      if (d16) bf16_round_row(d16 + size_t(n) * OC, d, OC);
     }
   }
   for (int t = 0; t < nthreads; t++)

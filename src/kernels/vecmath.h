@@ -31,4 +31,16 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
+// d (n) = s (n) rounded to bf16, round-to-nearest-even (as oneDNN's reorders and
+// round_to_bf16); single-threaded, for use inside a kernel's own parallel loop.
+inline void bf16_round_row(uint16_t* d, const float* s, size_t n) {
+#pragma omp simd
+  for (size_t c = 0; c < n; c++) {
+    uint32_t u;
+    std::memcpy(&u, &s[c], 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    d[c] = uint16_t(u >> 16);
+  }
+}
+
 }  // namespace distill

@@ -161,8 +161,10 @@ class Gpt2 final : public ArchImpl {
       Gpt2LayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec, L.proj16,
-                     a.act16);
+      if (a.act16)  // BF16: the GELU rounded its output for this projection
+        matmul_forward_bf16_input(b.tmp, a.act16, L.proj_w, L.proj16, L.proj_b, N, F, C);
+      else
+        linear_forward(b.tmp, a.fc_gelu, L.proj_w, L.proj_q, L.proj_b, N, F, C, prec);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     layernorm_forward(b.lnf, b.lnf_mean, b.lnf_rstd, b.res_final, lnf_w_, lnf_b_, N, C,
@@ -188,11 +190,7 @@ class Gpt2 final : public ArchImpl {
       const Gpt2Layer& L = layers_[l];
       Gpt2LayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
-      if (checkpointing_ && l + 1 < c_.num_layers) {
-        layer_forward_acts(L, a);
-        // The forward rounded fc_gelu in its projection, which is not recomputed.
-        if (a.act16) round_to_bf16(a.act16, a.fc_gelu, N, F, F);
-      }
+      if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
       matmul_backward(b.dfc_gelu, L.dproj_w, L.dproj_b, b.dres, a.fc_gelu, L.proj_w, N, F, C,
                       prec, L.proj16, true, a.act16);
       gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF, true);
@@ -277,7 +275,7 @@ class Gpt2 final : public ArchImpl {
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
     layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
     linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec, L.fc16, a.ln2_16);
-    gelu_forward(a.fc_gelu, a.fc, size_t(N) * F);
+    gelu_forward(a.fc_gelu, a.fc, size_t(N) * F, a.act16);
   }
 
   // The bf16 copies of every matrix (registered on the first BF16 forward), from the weights now.

@@ -183,8 +183,10 @@ class Llama final : public ArchImpl {
       LlamaLayerActs& a = b.acts[l];
       float* next = l + 1 < c_.num_layers ? b.acts[l + 1].res : b.res_final;
       layer_forward_acts(L, a);
-      linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec, L.down16,
-                     a.act16);
+      if (a.act16)  // BF16: the SwiGLU rounded its output for this projection
+        matmul_forward_bf16_input(b.tmp, a.act16, L.down_w, L.down16, L.down_b, N, F, C);
+      else
+        linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps);
@@ -208,11 +210,7 @@ class Llama final : public ArchImpl {
       const LlamaLayer& L = layers_[l];
       LlamaLayerActs& a = b.acts[l];
       // The shared activations hold the last layer's from the forward; recompute the others'.
-      if (checkpointing_ && l + 1 < c_.num_layers) {
-        layer_forward_acts(L, a);
-        // The forward rounded swi in its down projection, which is not recomputed.
-        if (a.act16) round_to_bf16(a.act16, a.swi, N, F, F);
-      }
+      if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
       // MLP: dres is the gradient of the block output, which also flows straight to res_mid.
       matmul_backward(b.dswi, L.ddown_w, L.ddown_b, b.dres, a.swi, L.down_w, N, F, C, prec,
                       L.down16, true, a.act16);
@@ -292,7 +290,7 @@ class Llama final : public ArchImpl {
     rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
     linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec,
                    L.gate_up16, a.ln2_16);
-    swiglu_forward(a.swi, a.gate_up, N, F);
+    swiglu_forward(a.swi, a.gate_up, N, F, a.act16);
   }
 
   // The bf16 copies of every matrix (registered on the first BF16 forward), from the weights now.
