@@ -196,8 +196,16 @@ TEST(LayerNorm, MatchesReference) {
       auto fwd = [&](auto fn, Vec& o, Vec& m, Vec& r) {
         fn(o.data(), m.data(), r.data(), x.data(), w.data(), ptr(b), N, C, 1e-5f);
       };
-      fwd(layernorm_forward, out, mean, rstd);
+      fwd([](auto... a) { layernorm_forward(a...); }, out, mean, rstd);
       fwd(ref::layernorm_forward, rout, rmean, rrstd);
+      // The optional bf16 copy of the output: the output rounded, the output unchanged.
+      Vec out2(x.size());
+      std::vector<uint16_t> out16(x.size()), want16(x.size());
+      layernorm_forward(out2.data(), nullptr, nullptr, x.data(), w.data(), ptr(b), N, C, 1e-5f,
+                        out16.data());
+      round_to_bf16(want16.data(), out.data(), N, C, C);
+      EXPECT_EQ(out2, out);
+      EXPECT_EQ(out16, want16);
       expect_close("out", out, rout, rtol_for(2 * C));
       expect_close("mean", mean, rmean, rtol_for(C));
       expect_close("rstd", rstd, rrstd, rtol_for(2 * C));
@@ -249,8 +257,14 @@ TEST(RMSNorm, MatchesReference) {
     const Vec x = uniform(size_t(N) * C, rng, -2.0f, 3.0f), w = uniform(C, rng);
     Vec out(x.size()), rstd(N), rout = out, rrstd = rstd;
     auto fwd = [&](auto fn, Vec& o, Vec& r) { fn(o.data(), r.data(), x.data(), w.data(), N, C, 1e-6f); };
-    fwd(rmsnorm_forward, out, rstd);
+    fwd([](auto... a) { rmsnorm_forward(a...); }, out, rstd);
     fwd(ref::rmsnorm_forward, rout, rrstd);
+    Vec out2(x.size());
+    std::vector<uint16_t> out16(x.size()), want16(x.size());
+    rmsnorm_forward(out2.data(), nullptr, x.data(), w.data(), N, C, 1e-6f, out16.data());
+    round_to_bf16(want16.data(), out.data(), N, C, C);
+    EXPECT_EQ(out2, out);
+    EXPECT_EQ(out16, want16);
     expect_close("out", out, rout, rtol_for(C));
     expect_close("rstd", rstd, rrstd, rtol_for(C));
     const Vec dout = uniform(x.size(), rng);
@@ -566,6 +580,12 @@ TEST(Heads, MatchesReference) {
           merge_heads_forward(out.data(), q.data(), B, T, NH, HD);
           ref::merge_heads_forward(rout.data(), q.data(), B, T, NH, HD);
           expect_close("merged", out, rout, rtol_for(1));
+          std::vector<uint16_t> out16(nq), want16(nq);
+          Vec out2(nq);
+          merge_heads_forward(out2.data(), q.data(), B, T, NH, HD, out16.data());
+          round_to_bf16(want16.data(), out.data(), 1, int(nq), int(nq));
+          EXPECT_EQ(out2, out);
+          EXPECT_EQ(out16, want16);
           merge_heads_backward(dx.data(), out.data(), B, T, NH, HD);
           ref::merge_heads_backward(rdx.data(), out.data(), B, T, NH, HD);
           expect_close("dx", dx, rdx, rtol_for(1));

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "kernels/vecmath.h"
 
 namespace distill {
 
@@ -52,13 +53,17 @@ void split_heads_backward(float* dqkv, const float* dq, const float* dk, const f
 }
 
 // x (B,NH,T,HD) -> out (B,T,NH*HD).
-void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int HD) {
+void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int HD,
+                         uint16_t* out16) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t)
-      for (int h = 0; h < NH; ++h)
-        std::memcpy(out + ((long(b) * T + t) * NH + h) * HD, x + ((long(b) * NH + h) * T + t) * HD,
-                    sizeof(float) * HD);
+      for (int h = 0; h < NH; ++h) {
+        const long at = ((long(b) * T + t) * NH + h) * HD;
+        const float* src = x + ((long(b) * NH + h) * T + t) * HD;
+        std::memcpy(out + at, src, sizeof(float) * HD);
+        if (out16) bf16_round_row(out16 + at, src, HD);
+      }
 }
 
 // dx (B,NH,T,HD) += dout (B,T,NH*HD) permuted.

@@ -28,8 +28,10 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 
 // ---- layernorm.cpp ---- y = (x - mean) * rstd * weight + bias, over the last dim C.
 // inp, out (N,C); weight, bias (C); mean, rstd (N) cached for backward.
+// out16, when not null (here, in rmsnorm_forward and merge_heads_forward), also receives out
+// rounded to bf16, for the next matmul at BF16 (matmul_forward_bf16_input).
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                       const float* bias, int N, int C, float eps);
+                       const float* bias, int N, int C, float eps, uint16_t* out16 = nullptr);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C);
@@ -37,7 +39,7 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 // ---- rmsnorm.cpp ---- y = x * rstd * weight, rstd = 1/sqrt(mean(x^2) + eps) (HF LlamaRMSNorm).
 // inp, out (N,C); weight (C); rstd (N). Also used for Qwen3's per-head q/k norm (C = head_dim).
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
-                     float eps);
+                     float eps, uint16_t* out16 = nullptr);
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                       const float* weight, const float* rstd, int N, int C);
 
@@ -98,7 +100,8 @@ void split_heads_forward(float* q, float* k, float* v, const float* qkv, int B, 
 void split_heads_backward(float* dqkv, const float* dq, const float* dk, const float* dv, int B,
                           int T, int NH, int NKV, int HD, bool overwrite = false);
 // x (B,NH,T,HD) -> out (B,T,NH*HD).
-void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int HD);
+void merge_heads_forward(float* out, const float* x, int B, int T, int NH, int HD,
+                         uint16_t* out16 = nullptr);
 void merge_heads_backward(float* dx, const float* dout, int B, int T, int NH, int HD,
                           bool overwrite = false);
 

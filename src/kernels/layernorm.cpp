@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/vecmath.h"
 
 namespace distill {
 
@@ -12,7 +13,7 @@ namespace distill {
 // Biased variance as torch.nn.LayerNorm. Two passes over a row that sits in L1: the mean first,
 // then the centred sum of squares, which avoids the cancellation of E[x^2] - E[x]^2.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                       const float* bias, int N, int C, float eps) {
+                       const float* bias, int N, int C, float eps, uint16_t* out16) {
 #pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + long(n) * C;
@@ -32,6 +33,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 #pragma omp simd
       for (int c = 0; c < C; ++c) y[c] = (x[c] - m) * r * weight[c];
     }
+    if (out16) bf16_round_row(out16 + long(n) * C, y, C);
     if (mean) mean[n] = m;
     if (rstd) rstd[n] = r;
   }

@@ -5,12 +5,13 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/vecmath.h"
 
 namespace distill {
 
 // inp, out (N,C); weight (C); rstd (N) cached. y = x * rstd * weight, rstd = 1/sqrt(mean(x^2)+eps).
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
-                     float eps) {
+                     float eps, uint16_t* out16) {
 #pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + long(n) * C;
@@ -21,6 +22,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
     const float r = 1.0f / std::sqrt(ss / float(C) + eps);
 #pragma omp simd
     for (int c = 0; c < C; ++c) y[c] = x[c] * r * weight[c];
+    if (out16) bf16_round_row(out16 + long(n) * C, y, C);
     if (rstd) rstd[n] = r;
   }
 }

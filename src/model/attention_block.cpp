@@ -72,8 +72,11 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
                              AttentionActs& a, const AttentionShape& s, const RopeTables& rope,
                              MatmulPrecision prec) {
   const int N = s.B * s.T;
-  linear_forward(a.qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, N, s.C, int(qkv_width(s)), prec,
-                 w.qkv16, a.inp16);
+  if (a.inp16)  // BF16: the caller's norm rounded inp
+    matmul_forward_bf16_input(a.qkv, a.inp16, w.qkv_w, w.qkv16, w.qkv_b, N, s.C,
+                              int(qkv_width(s)));
+  else
+    linear_forward(a.qkv, inp, w.qkv_w, w.qkv_q, w.qkv_b, N, s.C, int(qkv_width(s)), prec);
   split_heads_forward(a.q, a.k, a.v, a.qkv, s.B, s.T, s.NH, s.NKV, s.HD);
   float* q = a.q;
   float* k = a.k;
@@ -88,8 +91,11 @@ void attention_block_forward(float* out, const float* inp, const AttentionWeight
     rope_forward(k, rope.cos, rope.sin, s.B, s.NKV, s.T, s.HD);
   }
   attention_forward(a.y, a.att, q, k, a.v, s.B, s.T, s.NH, s.NKV, s.HD, prec);
-  merge_heads_forward(a.ym, a.y, s.B, s.T, s.NH, s.HD);
-  linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec, w.o16, a.ym16);
+  merge_heads_forward(a.ym, a.y, s.B, s.T, s.NH, s.HD, a.ym16);
+  if (a.ym16)
+    matmul_forward_bf16_input(out, a.ym16, w.o_w, w.o16, w.o_b, N, s.NH * s.HD, s.C);
+  else
+    linear_forward(out, a.ym, w.o_w, w.o_q, w.o_b, N, s.NH * s.HD, s.C, prec);
 }
 
 void attention_block_backward(float* dinp, const float* dout, const float* inp,

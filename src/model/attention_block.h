@@ -48,8 +48,9 @@ struct AttentionActs {
   float* att;     // (B,NH,T,T)
   float* y;       // (B,NH,T,HD) attention output per head
   float* ym;      // (B,T,NH*HD) merged heads
-  // At MatmulPrecision::BF16, the block input and ym rounded to bf16 by the forward's matmuls
-  // for the backward's (Bf16Acts), or null.
+  // At MatmulPrecision::BF16, the block input and ym in bf16 (Bf16Acts), or null: the caller's
+  // norm writes inp16 before attention_block_forward, which writes ym16; the forward's and the
+  // backward's matmuls read them.
   uint16_t* inp16 = nullptr;
   uint16_t* ym16 = nullptr;
   void plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm);

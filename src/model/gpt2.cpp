@@ -168,9 +168,12 @@ class Gpt2 final : public ArchImpl {
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
     layernorm_forward(b.lnf, b.lnf_mean, b.lnf_rstd, b.res_final, lnf_w_, lnf_b_, N, C,
-                      c_.norm_eps);
-    linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_,
-                   acts16_.final_norm);
+                      c_.norm_eps, acts16_.final_norm);
+    if (acts16_.final_norm)
+      matmul_forward_bf16_input(b.logits, acts16_.final_norm, wte_, head16_, nullptr, N, C,
+                                c_.vocab_size);
+    else
+      linear_forward(b.logits, b.lnf, wte_, head_q_, nullptr, N, C, c_.vocab_size, prec);
     return b.logits;
   }
 
@@ -270,11 +273,16 @@ class Gpt2 final : public ArchImpl {
     const int N = B_ * T_, C = c_.hidden_size, F = c_.intermediate_size;
     const MatmulPrecision prec = m_.precision();
     const float eps = c_.norm_eps;
-    layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.res, L.ln1_w, L.ln1_b, N, C, eps);
+    layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.res, L.ln1_w, L.ln1_b, N, C, eps,
+                      a.attn.inp16);
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, RopeTables{}, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
-    layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps);
-    linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec, L.fc16, a.ln2_16);
+    layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res_mid, L.ln2_w, L.ln2_b, N, C, eps,
+                      a.ln2_16);
+    if (a.ln2_16)
+      matmul_forward_bf16_input(a.fc, a.ln2_16, L.fc_w, L.fc16, L.fc_b, N, C, F);
+    else
+      linear_forward(a.fc, a.ln2, L.fc_w, L.fc_q, L.fc_b, N, C, F, prec);
     gelu_forward(a.fc_gelu, a.fc, size_t(N) * F, a.act16);
   }
 

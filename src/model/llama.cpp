@@ -189,9 +189,12 @@ class Llama final : public ArchImpl {
         linear_forward(b.tmp, a.swi, L.down_w, L.down_q, L.down_b, N, F, C, prec);
       residual_forward(next, a.res_mid, b.tmp, size_t(N) * C);
     }
-    rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps);
-    linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec, head16_,
-                   acts16_.final_norm);
+    rmsnorm_forward(b.lnf, b.lnf_rstd, b.res_final, norm_, N, C, c_.norm_eps, acts16_.final_norm);
+    if (acts16_.final_norm)
+      matmul_forward_bf16_input(b.logits, acts16_.final_norm, head_, head16_, nullptr, N, C,
+                                c_.vocab_size);
+    else
+      linear_forward(b.logits, b.lnf, head_, head_q_, nullptr, N, C, c_.vocab_size, prec);
     return b.logits;
   }
 
@@ -284,12 +287,15 @@ class Llama final : public ArchImpl {
   void layer_forward_acts(const LlamaLayer& L, LlamaLayerActs& a) {
     const int N = B_ * T_, C = c_.hidden_size, F = c_.intermediate_size;
     const MatmulPrecision prec = m_.precision();
-    rmsnorm_forward(a.ln1, a.ln1_rstd, a.res, L.ln1, N, C, c_.norm_eps);
+    rmsnorm_forward(a.ln1, a.ln1_rstd, a.res, L.ln1, N, C, c_.norm_eps, a.attn.inp16);
     attention_block_forward(buf_.tmp, a.ln1, L.attn, a.attn, shape_, rope_, prec);
     residual_forward(a.res_mid, a.res, buf_.tmp, size_t(N) * C);
-    rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps);
-    linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec,
-                   L.gate_up16, a.ln2_16);
+    rmsnorm_forward(a.ln2, a.ln2_rstd, a.res_mid, L.ln2, N, C, c_.norm_eps, a.ln2_16);
+    if (a.ln2_16)
+      matmul_forward_bf16_input(a.gate_up, a.ln2_16, L.gate_up_w, L.gate_up16, L.gate_up_b, N, C,
+                                2 * F);
+    else
+      linear_forward(a.gate_up, a.ln2, L.gate_up_w, L.gate_up_q, L.gate_up_b, N, C, 2 * F, prec);
     swiglu_forward(a.swi, a.gate_up, N, F, a.act16);
   }
 
