@@ -198,6 +198,17 @@ Scratch& scratch() {
 
 const uint32_t* u32(const uint16_t* p) { return reinterpret_cast<const uint32_t*>(p); }
 
+// One head's sizes: T and HD rounded up to even (pairs) and to 16 (a pair-layout row).
+struct HeadDims {
+  int T, HD, HDp, Tp, Tn, HDn;
+  size_t head, square;
+  float scale;
+  HeadDims(int T_, int HD_)
+      : T(T_), HD(HD_), HDp(round_up(HD_, 2)), Tp(round_up(T_, 2)), Tn(round_up(T_, 16)),
+        HDn(round_up(HD_, 16)), head(size_t(T_) * HD_), square(size_t(T_) * T_),
+        scale(1.0f / std::sqrt(float(HD_))) {}
+};
+
 }  // namespace
 
 bool attention_bf16_available() {
@@ -209,10 +220,10 @@ bool attention_forward_bf16(float* out, float* att, const float* q, const float*
                             const float* v, int B, int T, int NH, int NKV, int HD) {
   if (!attention_bf16_available()) return false;
   const int group = NH / NKV;
-  const float scale = 1.0f / std::sqrt(float(HD));
-  const size_t head = size_t(T) * HD, square = size_t(T) * T;
-  const int HDp = round_up(HD, 2), Tp = round_up(T, 2), Tn = round_up(T, 16),
-            HDn = round_up(HD, 16);
+  const HeadDims d(T, HD);
+  const int HDp = d.HDp, Tp = d.Tp, Tn = d.Tn, HDn = d.HDn;
+  const size_t head = d.head, square = d.square;
+  const float scale = d.scale;
 #pragma omp parallel for schedule(static)
   for (int bh = 0; bh < B * NH; bh++) {
     const int b = bh / NH, h = bh % NH;
@@ -252,10 +263,10 @@ bool attention_backward_bf16(float* dq, float* dk, float* dv, float* datt, const
                              int B, int T, int NH, int NKV, int HD) {
   if (!attention_bf16_available()) return false;
   const int group = NH / NKV;
-  const float scale = 1.0f / std::sqrt(float(HD));
-  const size_t head = size_t(T) * HD, square = size_t(T) * T;
-  const int HDp = round_up(HD, 2), Tp = round_up(T, 2), Tn = round_up(T, 16),
-            HDn = round_up(HD, 16);
+  const HeadDims d(T, HD);
+  const int HDp = d.HDp, Tp = d.Tp, Tn = d.Tn, HDn = d.HDn;
+  const size_t head = d.head, square = d.square;
+  const float scale = d.scale;
   const size_t pair_rows_T = size_t(Tp / 2) * 2 * HDn;  // a (T, HD) matrix in pair layout
   const size_t pair_sq = size_t(Tp / 2) * 2 * Tn;       // a (T, T) matrix in pair layout
   // One task per kv head: its query heads accumulate into the same dk, dv, in order.

@@ -290,23 +290,15 @@ class Gpt2 final : public ArchImpl {
   void refresh_bf16() {
     const int C = c_.hidden_size, F = c_.intermediate_size;
     if (bf16_.empty()) {
-      for (const Gpt2Layer& L : layers_) {
-        bf16_.add(L.attn.qkv_w, 3 * C, C);
-        bf16_.add(L.attn.o_w, C, C);
-        bf16_.add(L.fc_w, F, C);
-        bf16_.add(L.proj_w, C, F);
+      for (Gpt2Layer& L : layers_) {
+        bf16_.add(L.attn.qkv_w, 3 * C, C, &L.attn.qkv16);
+        bf16_.add(L.attn.o_w, C, C, &L.attn.o16);
+        bf16_.add(L.fc_w, F, C, &L.fc16);
+        bf16_.add(L.proj_w, C, F, &L.proj16);
       }
-      bf16_.add(wte_, c_.vocab_size, C);
+      bf16_.add(wte_, c_.vocab_size, C, &head16_);
     }
     bf16_.refresh();
-    size_t i = 0;
-    for (Gpt2Layer& L : layers_) {
-      L.attn.qkv16 = bf16_.at(i++);
-      L.attn.o16 = bf16_.at(i++);
-      L.fc16 = bf16_.at(i++);
-      L.proj16 = bf16_.at(i++);
-    }
-    head16_ = bf16_.at(i++);
   }
 
   void ensure_buffers(int B, int T) {

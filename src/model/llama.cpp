@@ -303,23 +303,15 @@ class Llama final : public ArchImpl {
   void refresh_bf16() {
     const int C = c_.hidden_size, F = c_.intermediate_size;
     if (bf16_.empty()) {
-      for (const LlamaLayer& L : layers_) {
-        bf16_.add(L.attn.qkv_w, c_.q_dim() + 2 * c_.kv_dim(), C);
-        bf16_.add(L.attn.o_w, C, c_.q_dim());
-        bf16_.add(L.gate_up_w, 2 * F, C);
-        bf16_.add(L.down_w, C, F);
+      for (LlamaLayer& L : layers_) {
+        bf16_.add(L.attn.qkv_w, c_.q_dim() + 2 * c_.kv_dim(), C, &L.attn.qkv16);
+        bf16_.add(L.attn.o_w, C, c_.q_dim(), &L.attn.o16);
+        bf16_.add(L.gate_up_w, 2 * F, C, &L.gate_up16);
+        bf16_.add(L.down_w, C, F, &L.down16);
       }
-      bf16_.add(head_, c_.vocab_size, C);
+      bf16_.add(head_, c_.vocab_size, C, &head16_);
     }
     bf16_.refresh();
-    size_t i = 0;
-    for (LlamaLayer& L : layers_) {
-      L.attn.qkv16 = bf16_.at(i++);
-      L.attn.o16 = bf16_.at(i++);
-      L.gate_up16 = bf16_.at(i++);
-      L.down16 = bf16_.at(i++);
-    }
-    head16_ = bf16_.at(i++);
   }
 
   void ensure_buffers(int B, int T) {

@@ -73,18 +73,20 @@ void Model::init_weights(uint64_t seed) {
   }
 }
 
-size_t Bf16Copies::add(const float* w, int rows, int cols) {
+void Bf16Copies::add(const float* w, int rows, int cols, const uint16_t** copy) {
   const size_t offset = sources_.empty() ? 0 : sources_.back().offset +
                                                    size_t(sources_.back().rows) * sources_.back().cols;
-  sources_.push_back(Source{w, rows, cols, offset});
-  return sources_.size() - 1;
+  sources_.push_back(Source{w, rows, cols, offset, copy});
 }
 
 void Bf16Copies::refresh() {
   if (sources_.empty()) return;
   const Source& last = sources_.back();
   data_.resize(last.offset + size_t(last.rows) * last.cols);
-  for (const Source& s : sources_) round_to_bf16(data_.data() + s.offset, s.w, s.rows, s.cols, s.cols);
+  for (const Source& s : sources_) {
+    round_to_bf16(data_.data() + s.offset, s.w, s.rows, s.cols, s.cols);
+    *s.copy = data_.data() + s.offset;
+  }
 }
 
 float* Model::forward(const int32_t* ids, int B, int T) {

@@ -48,10 +48,10 @@ struct LayerActivations {
 class Bf16Copies {
  public:
   bool empty() const { return sources_.empty(); }
-  // Registers w (rows, cols); its copy is at(index) after the next refresh().
-  size_t add(const float* w, int rows, int cols);
+  // Registers w (rows, cols); each refresh() rounds it and stores its copy's address in *copy
+  // (the layer's pointer to its bf16 weights).
+  void add(const float* w, int rows, int cols, const uint16_t** copy);
   void refresh();  // (re)rounds every registered matrix; allocates on the first call
-  const uint16_t* at(size_t index) const { return data_.data() + sources_[index].offset; }
   size_t bytes() const { return data_.size() * sizeof(uint16_t); }
 
  private:
@@ -59,6 +59,7 @@ class Bf16Copies {
     const float* w;
     int rows, cols;
     size_t offset;
+    const uint16_t** copy;
   };
   std::vector<Source> sources_;
   std::vector<uint16_t> data_;
