@@ -41,6 +41,7 @@ inline void row_dots(float* out, int ldo, const float* x, int ldx, const float* 
   for (int m = 0; m < MB; m++) acc[m] = _mm512_setzero_ps();
   int k = 0;
   for (; k + 16 <= IC; k += 16) {
+    prefetch_weights<MB>(w + k);
     __m512 wv = _mm512_loadu_ps(w + k);
     // Keeps the weights in a register: GCC would otherwise fold a reload into every FMA.
     if constexpr (MB > 1) asm("" : "+v"(wv));

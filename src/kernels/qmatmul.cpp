@@ -357,6 +357,7 @@ struct Avx512WideningKernel {
     for (int m = 0; m < MB; m++) acc[m] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 16 <= IC; k += 16) {
+      if (k % 32 == 0) prefetch_weights<MB>(wh + k);
       __m512 wv = widen(wh + k, bf16, 0xffff);
       if constexpr (MB > 1) asm("" : "+v"(wv));
       for (int m = 0; m < MB; m++)
@@ -395,6 +396,8 @@ struct Avx512Bf16DotKernel {
     for (int m = 0; m < MB; m++) acc[m] = acc2[m] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 64 <= IC; k += 64) {
+      prefetch_weights<MB>(wh + k);
+      prefetch_weights<MB>(wh + k + 32);
       __m512i wv = _mm512_loadu_si512(wh + k), wv2 = _mm512_loadu_si512(wh + k + 32);
       if constexpr (MB > 1) asm("" : "+v"(wv), "+v"(wv2));
       for (int m = 0; m < MB; m++) {
