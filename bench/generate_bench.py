@@ -96,7 +96,7 @@ def common_args(a):
 def ours(gguf, a, wtype):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     return run_lines([DISTILL, "bench", "generate", "--model", gguf, "--threads", str(a.threads),
-                      "--weights", wtype] + common_args(a), env)
+                      "--weights", wtype, "--kv-cache", a.kv_cache] + common_args(a), env)
 
 
 def peer_runner(path):
@@ -136,6 +136,9 @@ def main():
     ap.add_argument("--configs", default="llama,gpt2,llama110m")
     ap.add_argument("--types", default="f32,bf16,q8_0",
                     help="weight types of the linear layers (f32, bf16, f16, q8_0), same on every side")
+    ap.add_argument("--kv-cache", default="f16",
+                    help="distill's KV cache type (default f16: what llama.cpp's default context "
+                         "holds, so both sides read the same bytes per cached position)")
     ap.add_argument("--peers", default="native,prebuilt",
                     help="llama.cpp builds to compare with, the first is the main column")
     ap.add_argument("--no-llama-bench", action="store_true", help="skip llama-bench's own figures")
@@ -165,6 +168,7 @@ def main():
                "gen_tokens": a.gen_tokens, "rounds": a.rounds, "reps": a.reps,
                "weights": "per table row: the GGUF's matrix type (exported by distill, loaded by "
                           "every side; distill runs it with --weights of that type)",
+               "kv_cache": f"distill {a.kv_cache}, llama.cpp f16",
                "peer": f"llama.cpp {main_peer} ('llama.cpp' and 'ratio' below), C API, default "
                        "context settings: f16 KV cache, flash attention auto",
                "peers": {"native": "llama.cpp built from node-llama-cpp 3.21.1's source bundle "
@@ -173,7 +177,8 @@ def main():
                                      "variant on this machine)"},
                "llama_cpp_native": native_info, "cpu": cpu, "load_before": load_average()}
     print(f"prompt {a.prompt_tokens} tokens, {a.gen_tokens} generated tokens per sequence, "
-          f"{a.threads} threads, {a.rounds} rounds x {a.reps} repetitions; load {load_average()}",
+          f"{a.threads} threads, {a.rounds} rounds x {a.reps} repetitions, KV cache {a.kv_cache} "
+          f"(llama.cpp f16); load {load_average()}",
           flush=True)
     tables = {}
     for name, wtype in [(n, t) for n in a.configs.split(",") for t in a.types.split(",")]:

@@ -56,6 +56,7 @@ struct BenchGenerateOptions {
   int reps = 5;              // timed repetitions per batch size, after one warm-up
   WeightType weights = WeightType::F32;  // the linear layers' type (kernels/qmatmul.h)
   std::string isa = "auto";  // the low-precision kernels' instruction set
+  std::string kv_cache = "f32";  // the KV cache's storage type
 };
 
 MatmulPrecision parse_precision(const std::string& p) {
@@ -154,13 +155,16 @@ int run_generate(const BenchGenerateOptions& o) {
   else if (o.isa == "avx2") set_kernel_isa(KernelIsa::Avx2);
   else if (o.isa == "scalar") set_kernel_isa(KernelIsa::Scalar);
   else throw Error("unknown --isa '{}' (expected auto, avx512, avx2 or scalar)", o.isa);
+  const KvType kv_type = parse_kv_type(o.kv_cache);
   for (int B : o.batches) {
     if (B < 1) throw Error("bench generate: batch size {} is not positive", B);
     std::vector<std::vector<int32_t>> prompts(B);
     for (int b = 0; b < B; b++)
       for (int t = 0; t < P; t++)
         prompts[b].push_back(int32_t((int64_t(b) * 977 + int64_t(t) * 131 + 7) % V));
-    Generator gen(*model, B, P + G + 1);
+    KvCacheOptions kv;
+    kv.type = kv_type;
+    Generator gen(*model, B, P + G + 1, kv);
     GenerateOptions g;
     g.sampling.temperature = 0.0f;
     g.max_tokens = 1 + G;
@@ -188,6 +192,7 @@ int run_generate(const BenchGenerateOptions& o) {
                         {"weights", weight_type_name(model->weight_type())},
                         {"weight_bytes", model->weight_bytes()},
                         {"isa", kernel_isa_name(kernel_isa())},
+                        {"kv_cache", kv_type_name(kv_type)},
                         {"batch", B},
                         {"prompt_tokens", P},
                         {"gen_tokens", G},
@@ -268,6 +273,7 @@ VerbRun add_bench(CLI::App& app) {
   add_weights_option(*gen_cmd, gen->weights);
   gen_cmd->add_option("--isa", gen->isa,
                       "instruction set of the low-precision kernels: auto, avx512, avx2, scalar");
+  gen_cmd->add_option("--kv-cache", gen->kv_cache, "KV cache storage: f32, bf16 or f16");
   return [&app, t, g, gen, train, gen_cmd]() {
     if (train->parsed()) return run_train(*t);
     if (gen_cmd->parsed()) return run_generate(*gen);
