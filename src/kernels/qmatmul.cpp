@@ -24,6 +24,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -425,6 +427,63 @@ struct Avx512Bf16DotKernel {
     for (int m = 0; m < MB; m++)
       out[size_t(m0 + m) * OC + o] = lane_sum(acc[m]) + (bias ? bias[o] : 0.0f);
   }
+  // Weight rows o and o + 1 against MB rows of x, 4 x rows at a time: each x vector loaded feeds
+  // both weight rows (at 8 rows the one-row form loads 18 vectors per 16 vdpbf16ps; this one 12).
+  // Every output is summed exactly as rows() sums it (the same two chains, the same tail and
+  // lane order), so results do not depend on which form ran.
+  template <int MB>
+  void row_pair(float* out, int m0, int o) const {
+    static_assert(MB % 4 == 0);
+    for (int mb = 0; mb < MB; mb += 4) pair4(out, m0 + mb, o);
+  }
+  void pair4(float* out, int m0, int o) const {
+    const uint16_t* w0 = w16 + size_t(o - row0) * IC;
+    const uint16_t* w1 = w0 + IC;
+    const uint16_t* x16 = p.x16.data() + size_t(m0) * IC;
+    __m512 a0[4], b0[4], a1[4], b1[4];  // [row o / o+1][even / odd 32-step][x row]
+    for (int m = 0; m < 4; m++) a0[m] = b0[m] = a1[m] = b1[m] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 64 <= IC; k += 64) {
+      prefetch_weights<8>(w0 + k);
+      prefetch_weights<8>(w0 + k + 32);
+      prefetch_weights<8>(w1 + k);
+      prefetch_weights<8>(w1 + k + 32);
+      __m512i u0 = _mm512_loadu_si512(w0 + k), v0 = _mm512_loadu_si512(w0 + k + 32);
+      __m512i u1 = _mm512_loadu_si512(w1 + k), v1 = _mm512_loadu_si512(w1 + k + 32);
+      asm("" : "+v"(u0), "+v"(v0), "+v"(u1), "+v"(v1));
+      for (int m = 0; m < 4; m++) {
+        const __m512i x = _mm512_loadu_si512(x16 + size_t(m) * IC + k);
+        const __m512i y = _mm512_loadu_si512(x16 + size_t(m) * IC + k + 32);
+        a0[m] = _mm512_dpbf16_ps(a0[m], __m512bh(x), __m512bh(u0));
+        a1[m] = _mm512_dpbf16_ps(a1[m], __m512bh(x), __m512bh(u1));
+        b0[m] = _mm512_dpbf16_ps(b0[m], __m512bh(y), __m512bh(v0));
+        b1[m] = _mm512_dpbf16_ps(b1[m], __m512bh(y), __m512bh(v1));
+      }
+    }
+    for (int m = 0; m < 4; m++) a0[m] = _mm512_add_ps(a0[m], b0[m]), a1[m] = _mm512_add_ps(a1[m], b1[m]);
+    for (; k + 32 <= IC; k += 32) {
+      const __m512i u0 = _mm512_loadu_si512(w0 + k), u1 = _mm512_loadu_si512(w1 + k);
+      for (int m = 0; m < 4; m++) {
+        const __m512i x = _mm512_loadu_si512(x16 + size_t(m) * IC + k);
+        a0[m] = _mm512_dpbf16_ps(a0[m], __m512bh(x), __m512bh(u0));
+        a1[m] = _mm512_dpbf16_ps(a1[m], __m512bh(x), __m512bh(u1));
+      }
+    }
+    if (k < IC) {
+      const __mmask32 tail = __mmask32((uint64_t(1) << (IC - k)) - 1u);
+      const __m512i u0 = _mm512_maskz_loadu_epi16(tail, w0 + k);
+      const __m512i u1 = _mm512_maskz_loadu_epi16(tail, w1 + k);
+      for (int m = 0; m < 4; m++) {
+        const __m512i x = _mm512_maskz_loadu_epi16(tail, x16 + size_t(m) * IC + k);
+        a0[m] = _mm512_dpbf16_ps(a0[m], __m512bh(x), __m512bh(u0));
+        a1[m] = _mm512_dpbf16_ps(a1[m], __m512bh(x), __m512bh(u1));
+      }
+    }
+    for (int m = 0; m < 4; m++) {
+      out[size_t(m0 + m) * OC + o] = lane_sum(a0[m]) + (bias ? bias[o] : 0.0f);
+      out[size_t(m0 + m) * OC + o + 1] = lane_sum(a1[m]) + (bias ? bias[o + 1] : 0.0f);
+    }
+  }
 };
 
 // q8_0 rows o0..o1 as bf16 (IC per row): q * d rounded to nearest even. The product has up to 18
@@ -503,6 +562,22 @@ struct Avx512Q8Kernel {
 constexpr int kTileRows = 64;
 constexpr int kRowBlock = 8;
 
+template <class K, int MB, class = void>
+struct HasRowPair : std::false_type {};
+template <class K, int MB>
+struct HasRowPair<K, MB, std::void_t<decltype(std::declval<const K&>().template row_pair<MB>(
+                              nullptr, 0, 0))>> : std::true_type {};
+
+// Weight rows o0..o1 against x rows m0..m0+MB: two weight rows at a time where the kernel has a
+// row_pair form (the same sums as rows()).
+template <int MB, class Kernel>
+void run_block(const Kernel& kernel, float* out, int m0, int o0, int o1) {
+  int o = o0;
+  if constexpr (HasRowPair<Kernel, MB>::value)
+    for (; o + 2 <= o1; o += 2) kernel.template row_pair<MB>(out, m0, o);
+  for (; o < o1; o++) kernel.template rows<MB>(out, m0, o);
+}
+
 // Runs kernel.rows<MB>(out, m0, o) over all (row block, weight row), where kernel =
 // tile_kernel(o0, o1) is made per tile of weight rows [o0, o1): each thread owns a contiguous
 // range of weight rows (its own stream through the matrix).
@@ -526,13 +601,11 @@ void run_tiles(const TileKernel& tile_kernel, float* out, int M, const QMatrix& 
           DISTILL_ROWS(1)
           DISTILL_ROWS(2)
           DISTILL_ROWS(3)
-          DISTILL_ROWS(4)
+          case 4: run_block<4>(kernel, out, m0, o0, o1); break;
           DISTILL_ROWS(5)
           DISTILL_ROWS(6)
           DISTILL_ROWS(7)
-          default:
-            for (int o = o0; o < o1; o++) kernel.template rows<8>(out, m0, o);
-            break;
+          default: run_block<8>(kernel, out, m0, o0, o1); break;
 #undef DISTILL_ROWS
         }
       }
