@@ -23,10 +23,12 @@ inline float lane_sum(__m512 a) {
 // rows) took llama-110m f32 batch-8 decode from 323 to 428 tok/s (2 threads, Zen 5); 0.5-2 KB
 // ahead gained less, 8-16 KB the same. At 1-2 rows it cost 2-5%, so those rows go without.
 constexpr int kWeightPrefetchBytes = 4096;
+inline void prefetch_ahead(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p) + kWeightPrefetchBytes, _MM_HINT_T0);
+}
 template <int MB>
 inline void prefetch_weights(const void* p) {
-  if constexpr (MB > 2)
-    _mm_prefetch(static_cast<const char*>(p) + kWeightPrefetchBytes, _MM_HINT_T0);
+  if constexpr (MB > 2) prefetch_ahead(p);
 }
 
 }  // namespace distill
