@@ -446,10 +446,10 @@ struct Avx512Bf16DotKernel {
     for (int m = 0; m < 4; m++) a0[m] = b0[m] = a1[m] = b1[m] = _mm512_setzero_ps();
     int k = 0;
     for (; k + 64 <= IC; k += 64) {
-      prefetch_weights<8>(w0 + k);
-      prefetch_weights<8>(w0 + k + 32);
-      prefetch_weights<8>(w1 + k);
-      prefetch_weights<8>(w1 + k + 32);
+      prefetch_ahead(w0 + k);
+      prefetch_ahead(w0 + k + 32);
+      prefetch_ahead(w1 + k);
+      prefetch_ahead(w1 + k + 32);
       __m512i u0 = _mm512_loadu_si512(w0 + k), v0 = _mm512_loadu_si512(w0 + k + 32);
       __m512i u1 = _mm512_loadu_si512(w1 + k), v1 = _mm512_loadu_si512(w1 + k + 32);
       asm("" : "+v"(u0), "+v"(v0), "+v"(u1), "+v"(v1));

@@ -15,8 +15,10 @@
 //     bf16 with AVX512-BF16 dot products (x rounded to bf16, as llama.cpp's bf16 dot does),
 //     f16 and bf16 widened to f32 and fused-multiply-added, q8_0 against x quantized to q8_0
 //     per 32-block with AVX512-VNNI (or AVX2 maddubs) integer dot products;
-//   prompt processing, M > 16: bf16 through oneDNN's bf16 matmul on the stored weights; f16 and
-//     q8_0 the same row kernels over tiles of 64 weight rows, which stay in L2 across the rows.
+//   prompt processing, M > 16: bf16 through oneDNN's bf16 matmul on the stored weights, q8_0
+//     through the same matmul on its weights widened to bf16 for the call (AVX512-BF16 CPUs;
+//     others run the row kernels); f16 the row kernels over tiles of 64 weight rows, which stay
+//     in L2 across the rows.
 // Each output element is summed in one fixed order whatever M (up to 16) or the thread count, so a
 // sequence decoded alone or in a batch gets bit-identical logits, as in f32.
 #pragma once
