@@ -909,6 +909,10 @@ void expect_gelu_matches(const Vec& x, const Vec& dout, Vec dx) {
   gelu_forward(y.data(), x.data(), x.size());
   ref::gelu_forward(ry.data(), x.data(), x.size());
   expect_close("gelu", y, ry, rtol_for(1));
+  // In place (the decode path's call) gives the same bits as out of place.
+  Vec inplace = x;
+  gelu_forward(inplace.data(), inplace.data(), inplace.size());
+  EXPECT_EQ(inplace, y) << "gelu in place";
   gelu_backward(dx.data(), x.data(), dout.data(), x.size());
   ref::gelu_backward(rdx.data(), x.data(), dout.data(), x.size());
   expect_close("gelu backward", dx, rdx, rtol_for(1));
