@@ -3,14 +3,18 @@
 // results, log-probabilities are normalized, the logits-processor hook and stop rules work.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
+#include <random>
 
 #include "formats/model_dir.h"
 #include "formats/safetensors.h"
 #include "infer/batch_decoder.h"
 #include "infer/generator.h"
 #include "infer/kv_cache.h"
+#include "infer/sampler.h"
 #include "model/model.h"
 #include "model/presets.h"
 
@@ -260,6 +264,102 @@ TEST(Generator, PromptTooLongIsAClearError) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "prompt 0 has 16 tokens: no room to generate within the context of 16");
   }
+}
+
+// ---- sampling ----
+
+// The cut the sampler promises, computed the slow way: every token ranked by a full sort (higher
+// logit first, ties by lower id), top_k, then min_p and top_p (of top_k's mass) within it.
+// Returns token -> probability over the kept tokens.
+std::map<int32_t, double> naive_sampling(const std::vector<float>& logits, const SamplingOptions& o) {
+  const int V = int(logits.size());
+  std::vector<int32_t> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  });
+  const int k = o.top_k > 0 ? std::min(o.top_k, V) : V;
+  std::vector<double> p(k);
+  double sum = 0.0;
+  for (int i = 0; i < k; i++) sum += p[i] = std::exp((logits[order[i]] - logits[order[0]]) / o.temperature);
+  int keep = k;
+  while (o.min_p > 0.0f && keep > 1 && p[keep - 1] < o.min_p * p[0]) keep--;
+  if (o.top_p < 1.0f) {
+    double mass = 0.0;
+    for (int i = 0; i < keep; i++) {
+      mass += p[i] / sum;
+      if (mass >= o.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double total = 0.0;
+  for (int i = 0; i < keep; i++) total += p[i];
+  std::map<int32_t, double> out;
+  for (int i = 0; i < keep; i++) out[order[i]] = p[i] / total;
+  return out;
+}
+
+// sampling_candidates (which ranks only what the cut needs) keeps the same tokens with the same
+// probabilities as the full sort, over vocabularies from 1 to 40k, flat and peaked logits, ties,
+// and every cut alone and together.
+TEST(Sampling, CandidatesMatchTheFullSortOracle) {
+  std::mt19937 rng(77);
+  int cases = 0;
+  for (int V : {1, 2, 7, 300, 5000, 40000})
+    for (float spread : {0.1f, 3.0f, 12.0f})
+      for (bool ties : {false, true}) {
+        std::normal_distribution<float> nd(0.0f, spread);
+        std::vector<float> logits(static_cast<size_t>(V));
+        for (float& l : logits) l = ties ? std::round(nd(rng)) : nd(rng);
+        for (const SamplingOptions& o :
+             {SamplingOptions{0.8f, 0, 1.0f, 0.0f}, SamplingOptions{1.0f, 5, 1.0f, 0.0f},
+              SamplingOptions{0.7f, 0, 0.9f, 0.0f}, SamplingOptions{1.3f, 0, 0.999f, 0.0f},
+              SamplingOptions{1.0f, 0, 1.0f, 0.05f}, SamplingOptions{0.9f, 40, 0.95f, 0.02f},
+              SamplingOptions{2.0f, V + 3, 0.55f, 0.0f}, SamplingOptions{0.5f, 1, 1.0f, 0.0f}}) {
+          SCOPED_TRACE(::testing::Message() << "V " << V << " spread " << spread << " ties " << ties
+                                            << " T " << o.temperature << " top_k " << o.top_k
+                                            << " top_p " << o.top_p << " min_p " << o.min_p);
+          const auto want = naive_sampling(logits, o);
+          const SamplingCandidates got = sampling_candidates(logits.data(), V, o);
+          ASSERT_EQ(got.ids.size(), got.weights.size());
+          double total = 0.0;
+          for (float w : got.weights) total += w;
+          std::map<int32_t, double> have;
+          for (size_t i = 0; i < got.ids.size(); i++) have[got.ids[i]] = got.weights[i] / total;
+          ASSERT_EQ(have.size(), got.ids.size()) << "a token listed twice";
+          ASSERT_EQ(have.size(), want.size());
+          for (const auto& [t, p] : want) {
+            ASSERT_TRUE(have.count(t)) << "token " << t << " missing";
+            EXPECT_NEAR(have[t], p, 1e-6 + 1e-5 * p) << "token " << t;
+          }
+          cases++;
+        }
+      }
+  EXPECT_EQ(cases, 6 * 3 * 2 * 8);
+}
+
+// Draws follow the candidates' probabilities: 200k draws over five tokens land within 5 sigma
+// of each probability, and tokens the cut drops are never drawn.
+TEST(Sampling, DrawsFollowTheProbabilities) {
+  const std::vector<float> logits = {1.0f, 3.0f, 0.5f, 2.0f, -4.0f};
+  for (const SamplingOptions& o : {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{0.7f, 0, 0.8f, 0.0f}}) {
+    const auto want = naive_sampling(logits, o);
+    Rng rng(5);
+    const int n = 200000;
+    std::vector<int> count(logits.size());
+    for (int i = 0; i < n; i++) count[size_t(sample_token(logits.data(), int(logits.size()), o, rng))]++;
+    for (int t = 0; t < int(logits.size()); t++) {
+      const double p = want.count(t) ? want.at(t) : 0.0;
+      const double sigma = std::sqrt(n * p * (1 - p));
+      EXPECT_NEAR(count[size_t(t)], n * p, 5 * sigma + 1e-9) << "token " << t << " top_p " << o.top_p;
+    }
+  }
+  // Greedy, and a temperature too small to divide by, take the most likely token.
+  Rng rng(1);
+  EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{0.0f, 0, 1.0f, 0.0f}, rng), 1);
+  EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{1e-45f, 0, 1.0f, 0.0f}, rng), 1);
 }
 
 }  // namespace

@@ -17,7 +17,21 @@ struct SamplingOptions {
   float min_p = 0.0f;        // keep tokens with probability >= min_p * the top probability
 };
 
-// Picks a token from logits (V). Deterministic given the rng state.
+// The tokens sampling at temperature > 0 can pick, with unnormalised weights
+// exp((logit - max) / temperature) (the most likely token weighs 1): all of them in id order when
+// no top_k / top_p cut is asked for (min_p drops the light ones), else the kept ones, most likely
+// first (ties: lower id). top_k cuts first; min_p and top_p then cut within it (top_p's mass is
+// relative to what top_k kept); at least one token is kept. Only as many tokens are ranked as the
+// cut needs (top_k, or a prefix grown until it holds top_p), not the whole vocabulary.
+struct SamplingCandidates {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+};
+SamplingCandidates sampling_candidates(const float* logits, int V, const SamplingOptions& options);
+
+// Picks a token from logits (V): the most likely at temperature 0, else one of
+// sampling_candidates with probability proportional to its weight (one rng.uniform() draw).
+// Deterministic given the rng state.
 int32_t sample_token(const float* logits, int V, const SamplingOptions& options, Rng& rng);
 
 // Appends up to max_new_tokens tokens to `prompt` (which must be non-empty) and returns the new
