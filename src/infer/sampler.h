@@ -18,11 +18,10 @@ struct SamplingOptions {
 };
 
 // The tokens sampling at temperature > 0 can pick, with unnormalised weights
-// exp((logit - max) / temperature) (the most likely token weighs 1): all of them in id order when
-// no top_k / top_p cut is asked for (min_p drops the light ones), else the kept ones, most likely
-// first (ties: lower id). top_k cuts first; min_p and top_p then cut within it (top_p's mass is
-// relative to what top_k kept); at least one token is kept. Only as many tokens are ranked as the
-// cut needs (top_k, or a prefix grown until it holds top_p), not the whole vocabulary.
+// exp((logit - max) / temperature) (the most likely token weighs 1), in no promised order. The
+// cuts are those of a ranking by logit (ties: lower id): top_k first; min_p and top_p then cut
+// within it (top_p's mass is relative to what top_k kept); at least one token is kept. Only the
+// tokens near the cut are ranked (weights bucketed by 1/16 nat), not the whole vocabulary.
 struct SamplingCandidates {
   std::vector<int32_t> ids;
   std::vector<float> weights;
