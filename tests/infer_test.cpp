@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -355,6 +356,14 @@ TEST(Sampling, DrawsFollowTheProbabilities) {
       const double sigma = std::sqrt(n * p * (1 - p));
       EXPECT_NEAR(count[size_t(t)], n * p, 5 * sigma + 1e-9) << "token " << t << " top_p " << o.top_p;
     }
+  }
+  // Masked tokens (-inf, as logits processors mask) weigh exactly nothing.
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> masked = {-inf, 0.0f, -inf, 1.0f, -200.0f};
+  for (const SamplingOptions& o : {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{1.0f, 3, 1.0f, 0.0f}}) {
+    const SamplingCandidates c = sampling_candidates(masked.data(), 5, o);
+    for (size_t i = 0; i < c.ids.size(); i++)
+      if (c.ids[i] != 1 && c.ids[i] != 3) EXPECT_EQ(c.weights[i], 0.0f) << "token " << c.ids[i];
   }
   // Greedy, and a temperature too small to divide by, take the most likely token.
   Rng rng(1);

@@ -568,6 +568,30 @@ TEST_F(ServeEngine, ALateRequestStreamsBeforeALongOneFinishes) {
   EXPECT_LT(long_tokens_at_late_first, 20) << "the late request waited for the long one";
 }
 
+// top_p cuts to the nucleus: at top_p 0.001 only the most likely token is left, so sampling at
+// temperature 1 gives the greedy tokens, whatever the seed; at top_p 1 it does not.
+TEST_F(ServeEngine, TopPSamplesFromTheNucleusOnly) {
+  serve::Engine engine(*model_, tok_, 4, 160);
+  auto greedy = job({spec("nucleus", 40, 1, 0.0f)});
+  ASSERT_TRUE(engine.submit(greedy));
+  const auto ids = [](const serve::ChoiceResult& r) {
+    std::vector<int32_t> out;
+    for (const serve::TokenInfo& t : r.tokens) out.push_back(t.id);
+    return out;
+  };
+  const std::vector<int32_t> want = ids(greedy->wait()[0]);
+  for (uint64_t seed : {3u, 4u}) {
+    serve::ChoiceSpec narrow = spec("nucleus", 40, seed, 1.0f), wide = narrow;
+    narrow.top_p = 0.001f;
+    wide.top_p = 1.0f;
+    auto a = job({narrow, wide});
+    ASSERT_TRUE(engine.submit(a));
+    const auto& r = a->wait();
+    EXPECT_EQ(ids(r[0]), want) << "seed " << seed;
+    EXPECT_NE(ids(r[1]), want) << "seed " << seed;
+  }
+}
+
 // A seeded choice (temperature, top_p, logprobs, a prompt prefilled in chunks of 4) gives the same
 // tokens, text and log-probabilities alone as while other requests join and leave the batch
 // around it.

@@ -44,8 +44,12 @@ void fill_candidates(const float* logits, int V, const SamplingOptions& o, Scrat
   }
   std::vector<float>& w = scratch.w;
   w.resize(size_t(V));
+  // Tokens more than 87 nats below the top (masked ones, at -inf, among them) weigh nothing.
 #pragma omp simd
-  for (int i = 0; i < V; i++) w[i] = fast_exp((logits[i] - mx) * inv_t);
+  for (int i = 0; i < V; i++) {
+    const float x = (logits[i] - mx) * inv_t;
+    w[i] = x < -87.0f ? 0.0f : fast_exp(x);
+  }
   const bool top_k = o.top_k > 0 && o.top_k < V;
   const float floor = std::min(1.0f, std::max(0.0f, o.min_p));  // times the top weight, 1
   if (!top_k && o.top_p >= 1.0f) {
@@ -137,7 +141,7 @@ void fill_candidates(const float* logits, int V, const SamplingOptions& o, Scrat
 }  // namespace
 
 SamplingCandidates sampling_candidates(const float* logits, int V, const SamplingOptions& o) {
-  Scratch scratch;
+  thread_local Scratch scratch;
   SamplingCandidates c;
   fill_candidates(logits, V, o, scratch, c);
   return c;

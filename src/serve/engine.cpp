@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "infer/sampler.h"
 
 namespace distill::serve {
 
@@ -53,7 +54,9 @@ void EngineJob::fail(const std::string& error) {
 namespace {
 
 // Per-choice temperature and nucleus on the raw logits; the decoder then samples at T = 1.
-void apply_sampling(const ChoiceSpec& s, float* logits, int V, std::vector<int32_t>& order) {
+// top_p masks the tokens outside the nucleus with -inf (sampling_candidates ranks only the
+// tokens near the cut); keep is per-token scratch.
+void apply_sampling(const ChoiceSpec& s, float* logits, int V, std::vector<uint8_t>& keep) {
   if (s.temperature <= 0.0f) {
     const int best = int(std::max_element(logits, logits + V) - logits);
     for (int i = 0; i < V; i++)
@@ -62,24 +65,11 @@ void apply_sampling(const ChoiceSpec& s, float* logits, int V, std::vector<int32
   }
   for (int i = 0; i < V; i++) logits[i] /= s.temperature;
   if (s.top_p >= 1.0f) return;
-  order.resize(V);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
-  });
-  const double mx = logits[order[0]];
-  double sum = 0.0;
-  for (int i = 0; i < V; i++) sum += std::exp(double(logits[i]) - mx);
-  double mass = 0.0;
-  int keep = V;
-  for (int i = 0; i < V; i++) {
-    mass += std::exp(double(logits[order[i]]) - mx) / sum;
-    if (mass >= s.top_p) {
-      keep = i + 1;
-      break;
-    }
-  }
-  for (int i = keep; i < V; i++) logits[order[i]] = -INFINITY;
+  const SamplingCandidates c = sampling_candidates(logits, V, SamplingOptions{1.0f, 0, s.top_p, 0.0f});
+  keep.assign(size_t(V), 0);
+  for (int32_t t : c.ids) keep[size_t(t)] = 1;
+  for (int i = 0; i < V; i++)
+    if (!keep[size_t(i)]) logits[i] = -INFINITY;
 }
 
 TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
@@ -103,7 +93,7 @@ class SamplingProcessor final : public LogitsProcessor {
     // Kirchenbauer biases the raw logits (so temperature scales delta, as in the paper);
     // Aaronson picks from the final sampling distribution (after temperature and top-p).
     if (watermark_ && !gumbel_) watermark_->apply(context, logits, V, 1.0f);
-    apply_sampling(*s.spec, logits, V, order_);
+    apply_sampling(*s.spec, logits, V, keep_);
     if (watermark_ && gumbel_ && s.spec->temperature > 0.0f)
       watermark_->apply(context, logits, V, 1.0f);
   }
@@ -112,7 +102,7 @@ class SamplingProcessor final : public LogitsProcessor {
   std::vector<EngineSequence>& seqs_;
   WatermarkProcessor* watermark_;
   bool gumbel_;
-  std::vector<int32_t> order_;
+  std::vector<uint8_t> keep_;
 };
 
 // Bytes at the end of `text` that could start a stop string (held back while streaming).
