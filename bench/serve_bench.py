@@ -10,7 +10,12 @@ concurrencies (default 1, 2, 4, 8, 16), in one run:
 - time to first token: a small threaded Python client (this file; raw sockets, one thread and
   one keep-alive connection per client) sends the same request with "stream": true back to back
   for --ttft-seconds at each concurrency and times each from sending the request to the first
-  server-sent event that carries text. p50 / p99 over all rounds' requests.
+  server-sent event that carries text. p50 / p99 over all rounds' requests. The clients start one
+  by one over --ramp seconds before the timed window opens, so the window sees C clients at work,
+  not the moment they all began at once.
+- burst: per round, the most clients each send one streaming request at the same moment (a
+  thundering herd); its median and last time to first token are reported on their own (the last
+  waits for every prompt of the burst to be processed: it grows with the burst, by design).
 
 Targets (continuous batching, docs/serve.md): throughput at 16 clients >= 6x that of 1 client,
 and p99 TTFT at 16 clients <= 3x its value at 1 client (a request joins the running batch at the
@@ -101,9 +106,14 @@ def percentile(xs, p):
 FIRST_TEXT = re.compile(rb'"text":"(?!")')  # an event whose text is not empty
 
 
-def ttft_run(port, body, clients, seconds):
+def ttft_run(port, body, clients, seconds, ramp=0.0, once=False):
     """C threads, each sending streaming requests back to back on its own keep-alive connection
     for `seconds`; returns (time-to-first-token list in ms, requests completed, failures).
+
+    ramp: client i starts i * ramp / C seconds in, and only requests sent once all of them run
+    (after `ramp`) are timed, for `seconds` from then: the load is C clients, not C clients that
+    started at the same instant (that thundering herd is measured by itself with once=True: every
+    client sends one request at the same moment).
 
     Raw sockets and a byte search instead of http.client's line-by-line reading: on a 2-core
     machine the client's own CPU time is taken from the server's, and a thread busy parsing other
@@ -113,16 +123,22 @@ def ttft_run(port, body, clients, seconds):
     sys.setswitchinterval(0.0002)
     samples, lock = [], threading.Lock()
     counts = {"done": 0, "failed": 0}
-    deadline = time.time() + seconds
+    start = time.time()
+    timed_from = start + ramp
+    deadline = timed_from + seconds
     payload = body.encode()
     request = (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
                ).encode() + payload
 
-    def client():
+    def client(i):
         sock = None
         mine, done, failed = [], 0, 0
+        delay = start + i * ramp / clients - time.time()
+        if delay > 0:
+            time.sleep(delay)
         while time.time() < deadline:
+            timed = time.time() >= timed_from
             try:
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
@@ -142,9 +158,11 @@ def ttft_run(port, body, clients, seconds):
                     # The last event, then the chunked body's terminator.
                     if b"data: [DONE]" in buf and buf.endswith(b"0\r\n\r\n"):
                         break
-                if first is not None:
+                if first is not None and timed:
                     mine.append(first * 1e3)
                 done += 1
+                if once:
+                    break
             except OSError:
                 failed += 1
                 if sock is not None:
@@ -157,7 +175,7 @@ def ttft_run(port, body, clients, seconds):
             counts["done"] += done
             counts["failed"] += failed
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -183,6 +201,9 @@ def main():
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--ttft-seconds", type=int, default=4,
                     help="streaming (time to first token) load per concurrency and round")
+    ap.add_argument("--ramp", type=float, default=1.0,
+                    help="streaming clients start one by one over this many seconds before the "
+                         "TTFT window opens (0: all at once, the window opening with them)")
     ap.add_argument("--kv-cache", default="f32", help="the server's --kv-cache (f32, bf16, f16)")
     ap.add_argument("--prefill-chunk", type=int, default=64, help="the server's --prefill-chunk")
     a = ap.parse_args()
@@ -224,13 +245,15 @@ def main():
         print(f"distill serve, {a.preset if not a.model else a.model} byte-level, max_tokens {a.max_tokens}, "
               f"{a.threads} OMP threads, max batch {a.max_batch}, KV cache {a.kv_cache}, prefill chunk "
               f"{a.prefill_chunk}; per level and round {a.seconds}s of wrk (throughput) then "
-              f"{a.ttft_seconds}s of streaming clients (TTFT); {a.rounds} rounds (medians; clients on "
-              f"the same machine)")
+              f"{a.ttft_seconds}s of streaming clients (TTFT; they start one by one over {a.ramp}s "
+              f"first), and per round a burst of {max(levels)} requests at once; {a.rounds} rounds "
+              f"(medians; clients on the same machine)")
         print("cpu flags: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
         print(f"load before: {load_before}")
         runs = {c: [] for c in levels}
         ttft = {c: [] for c in levels}
         stream_fail = {c: 0 for c in levels}
+        burst = []
         for r in range(a.rounds):
             for c in levels:
                 wait_idle(port)
@@ -247,7 +270,7 @@ def main():
                 per_step = tokens / steps if steps else 0.0
                 runs[c].append((rps, tokens / dt, p50, p99, per_step, non2xx))
                 wait_idle(port)
-                samples, done, failed = ttft_run(port, stream_body, c, a.ttft_seconds)
+                samples, done, failed = ttft_run(port, stream_body, c, a.ttft_seconds, ramp=a.ramp)
                 ttft[c].extend(samples)
                 stream_fail[c] += failed
                 t50 = statistics.median(samples) if samples else float("nan")
@@ -255,6 +278,12 @@ def main():
                       f"  p99 {p99:7.1f} ms  {per_step:5.2f} seq/step  non-2xx {non2xx}"
                       f"  | stream {done} req, TTFT p50 {t50:6.1f} ms" + (f", {failed} failed" if failed else "")
                       + (f"  {sock}" if sock else ""), file=sys.stderr)
+            # The thundering herd: the most clients, each sending one request at the same moment.
+            wait_idle(port)
+            samples, _, _ = ttft_run(port, stream_body, max(levels), 60, once=True)
+            burst.append(samples)
+            print(f"  round {r + 1} burst of {max(levels)}: TTFT median {statistics.median(samples):6.1f} ms, "
+                  f"last {max(samples):6.1f} ms", file=sys.stderr)
         load_after = loadavg()
         med = lambda xs: statistics.median(xs)
         print(f"{'clients':>7} {'req/s':>9} {'gen tok/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'seq/step':>9} "
@@ -279,12 +308,18 @@ def main():
         print(f"throughput {hi} clients / {lo} client: median {thr:.2f}x (target >= 6x)"
               + (f" (per-round ratios: {', '.join(f'{x:.2f}' for x in ratios)})" if ratios else ""))
         print(f"p99 time to first token {hi} clients / {lo} client: {ttft_ratio:.2f}x (target <= 3x)")
+        burst_med = statistics.median([statistics.median(b) for b in burst])
+        burst_last = statistics.median([max(b) for b in burst])
+        print(f"burst: {hi} requests sent at the same moment: TTFT median {burst_med:.1f} ms, last "
+              f"{burst_last:.1f} ms (medians over rounds; the last waits for all {hi} prompts)")
         print(f"load after: {load_after}")
         print(json.dumps({"bench": "serve", "preset": a.preset if not a.model else a.model,
                           "max_tokens": a.max_tokens, "threads": a.threads, "max_batch": a.max_batch,
                           "kv_cache": a.kv_cache, "prefill_chunk": a.prefill_chunk, "rounds": a.rounds,
                           "cpu_flags": flags, "load_before": load_before, "load_after": load_after,
                           "levels": summary_levels,
+                          "ramp_s": a.ramp, "burst_ttft_median_ms": round(burst_med, 2),
+                          "burst_ttft_last_ms": round(burst_last, 2),
                           "throughput_ratio": round(thr, 3), "ttft_p99_ratio": round(ttft_ratio, 3),
                           "throughput_target_met": thr >= 6.0, "ttft_target_met": ttft_ratio <= 3.0}))
     finally:

@@ -253,6 +253,37 @@ TEST(BatchDecoder, ChunkedPrefillAndLateAdmissionSampleTheSameTokens) {
     }
   }
   EXPECT_EQ(got, want);
+
+  // The same with the serving engine's schedule: a step of the sequences whose prompt's last
+  // chunk is due, alone, before each full step. It runs their last chunks only (every token it
+  // samples is a first token, and the others get none), and nothing sampled changes.
+  BatchDecoder firsts(m, 5, 64, DecoderOptions{{}, 3});
+  std::vector<std::vector<int32_t>> got2(5);
+  int first_steps = 0;
+  next = 0;
+  for (int step = 0; next < 5 || firsts.live() > 0; step++) {
+    if (next < 5 && step == 2 * next) {
+      ASSERT_TRUE(firsts.admit(request(next++)));
+    }
+    const int due = firsts.first_tokens_due();
+    if (due > 0 && due < firsts.live()) {
+      const auto& out = firsts.step(nullptr, BatchDecoder::Rows::kFirstTokens);
+      ASSERT_EQ(int(out.size()), due);
+      for (const DecodedToken& d : out) {
+        EXPECT_EQ(d.generated, 1) << "sequence " << d.id;
+        got2[size_t(d.id)].push_back(d.token);
+        if (d.at_limit) firsts.finish(d.id);
+      }
+      EXPECT_EQ(firsts.last_decode_rows(), 0);
+      first_steps++;
+    }
+    for (const DecodedToken& d : firsts.step()) {
+      got2[size_t(d.id)].push_back(d.token);
+      if (d.at_limit) firsts.finish(d.id);
+    }
+  }
+  EXPECT_EQ(got2, want);
+  EXPECT_EQ(first_steps, 4);  // every prompt but the first joins others that are running
 }
 
 TEST(Generator, PromptTooLongIsAClearError) {

@@ -568,6 +568,43 @@ TEST_F(ServeEngine, ALateRequestStreamsBeforeALongOneFinishes) {
   EXPECT_LT(long_tokens_at_late_first, 20) << "the late request waited for the long one";
 }
 
+// A request admitted while another decodes gets its first token from a step of its own (one more
+// engine pass than the other needs alone: its later tokens ride in the other's steps), and both
+// give the tokens they give alone.
+TEST_F(ServeEngine, ANewRequestsFirstTokenHasAStepOfItsOwn) {
+  auto alone = [&](const serve::ChoiceSpec& c, int64_t* passes) {
+    serve::Engine engine(*model_, tok_, 4, 160);
+    auto j = job({c});
+    EXPECT_TRUE(engine.submit(j));
+    std::vector<serve::ChoiceResult> r = j->wait();
+    *passes = engine.stats().passes;
+    return r;
+  };
+  const serve::ChoiceSpec long_spec = spec("already running: ", 60, 1), late_spec = spec("late", 6, 2);
+  int64_t passes_long = 0, passes_late = 0;
+  const auto want_long = alone(long_spec, &passes_long);
+  const auto want_late = alone(late_spec, &passes_late);
+  serve::Engine engine(*model_, tok_, 4, 160);
+  auto running = job({long_spec});
+  auto late = job({late_spec});
+  int seen = 0;
+  bool submitted = false;
+  running->on_delta = [&](const serve::StreamDelta& d) {
+    seen += int(d.tokens.size());
+    if (seen >= 10 && !submitted) {
+      submitted = true;
+      ASSERT_TRUE(engine.submit(late));
+    }
+  };
+  ASSERT_TRUE(engine.submit(running));
+  const auto& got_long = running->wait();
+  const auto& got_late = late->wait();
+  ASSERT_TRUE(submitted);
+  EXPECT_EQ(got_long[0].text, want_long[0].text);
+  EXPECT_EQ(got_late[0].text, want_late[0].text);
+  EXPECT_EQ(engine.stats().passes, passes_long + 1);
+}
+
 // top_p cuts to the nucleus: at top_p 0.001 only the most likely token is left, so sampling at
 // temperature 1 gives the greedy tokens, whatever the seed; at top_p 1 it does not.
 TEST_F(ServeEngine, TopPSamplesFromTheNucleusOnly) {

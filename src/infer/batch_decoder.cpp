@@ -67,7 +67,17 @@ void BatchDecoder::clear() {
   live_ = 0;
 }
 
-const std::vector<DecodedToken>& BatchDecoder::step(LogitsProcessor* processor) {
+int BatchDecoder::first_tokens_due() const {
+  int due = 0;
+  for (const Slot& a : slots_) {
+    const int P = int(a.request.prompt.size());
+    if (a.live && a.prefilled < P && (prefill_chunk_ == 0 || P - a.prefilled <= prefill_chunk_))
+      due++;
+  }
+  return due;
+}
+
+const std::vector<DecodedToken>& BatchDecoder::step(LogitsProcessor* processor, Rows rows) {
   out_.clear();
   batch_.clear();
   row_slot_.clear();
@@ -77,8 +87,9 @@ const std::vector<DecodedToken>& BatchDecoder::step(LogitsProcessor* processor) 
     Slot& a = slots_[s];
     if (!a.live) continue;
     const int P = int(a.request.prompt.size());
+    const int end = a.prefilled < P && prefill_chunk_ > 0 ? std::min(P, a.prefilled + prefill_chunk_) : P;
+    if (rows == Rows::kFirstTokens && !(a.prefilled < P && end == P)) continue;
     if (a.prefilled < P) {
-      const int end = prefill_chunk_ > 0 ? std::min(P, a.prefilled + prefill_chunk_) : P;
       for (int t = a.prefilled; t < end; t++) batch_.add(a.context[size_t(t)], int(s), t, t + 1 == P);
       last_prompt_rows_ += end - a.prefilled;
       a.prefilled = end;
@@ -89,6 +100,7 @@ const std::vector<DecodedToken>& BatchDecoder::step(LogitsProcessor* processor) 
       row_slot_.push_back(int(s));
     }
   }
+  if (batch_.size() == 0) return out_;
   float* logits = model_.forward_rows(batch_, *cache_);
   const int V = model_.config().vocab_size;
   if (processor) raw_.resize(row_slot_.size() * size_t(V));

@@ -61,9 +61,17 @@ class BatchDecoder {
   // others and retry). An Error when it could never run: an empty prompt, no room within the
   // context, or more KV blocks than the whole pool.
   bool admit(DecodeRequest request);
-  // One forward over every live sequence; the tokens sampled, in slot order. Empty when nothing
-  // is live. The processor sees each sampled row (request = id, context = prompt + generated).
-  const std::vector<DecodedToken>& step(LogitsProcessor* processor = nullptr);
+  // Which sequences a step runs: every live one, or only those whose prompt's last chunk is due
+  // (they sample their first token in it; the serving engine runs such a step before the next
+  // full one so a new request's first token does not wait for everyone's next token).
+  enum class Rows { kAll, kFirstTokens };
+  // One forward over the live sequences `rows` picks; the tokens sampled, in slot order. Empty
+  // when nothing is live. The processor sees each sampled row (request = id, context = prompt +
+  // generated). Which step a chunk runs in does not change its rows or positions.
+  const std::vector<DecodedToken>& step(LogitsProcessor* processor = nullptr,
+                                        Rows rows = Rows::kAll);
+  // Live sequences whose next chunk is their prompt's last (kFirstTokens would run them).
+  int first_tokens_due() const;
   // Evicts the sequence: its slot and KV blocks are free for the next admit.
   void finish(int id);
   // Evicts every sequence.

@@ -285,7 +285,21 @@ void Engine::drop_cancelled() {
 }
 
 void Engine::step() {
-  const std::vector<DecodedToken>& tokens = decoder_->step(processor_.get());
+  // New sequences whose prompt is (all but) in get their first token in a step of their own
+  // before the others' next one: their time to first token is then the step in flight plus their
+  // prompt, not plus everyone's next token as well. At most one such step between full ones, so
+  // a stream of arrivals cannot starve the sequences already decoding.
+  const int due = last_step_first_tokens_ ? 0 : decoder_->first_tokens_due();
+  const bool first_only = due > 0 && due < decoder_->live();
+  last_step_first_tokens_ = first_only;
+  const std::vector<DecodedToken>& tokens = decoder_->step(
+      processor_.get(), first_only ? BatchDecoder::Rows::kFirstTokens : BatchDecoder::Rows::kAll);
+  {
+    // Counted before the tokens go out: a client that got its last token sees its step counted.
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.passes++;
+    stats_.generated_tokens += int64_t(tokens.size());
+  }
   for (const DecodedToken& d : tokens) {
     EngineSequence& s = seqs_[size_t(d.id)];
     if (on_token(s, d.token, d.at_limit)) {
@@ -293,9 +307,6 @@ void Engine::step() {
       s = EngineSequence{};
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.passes++;
-  stats_.generated_tokens += int64_t(tokens.size());
 }
 
 void Engine::end_choice(EngineSequence& s, std::string text, const std::string& finish) {

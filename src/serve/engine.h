@@ -97,7 +97,8 @@ class EngineJob {
 };
 
 struct EngineStats {
-  int64_t passes = 0;     // decode steps (one batched forward over the live sequences each)
+  int64_t passes = 0;     // decode steps (one batched forward each: over the live sequences, or
+                          // over the new ones' last prompt chunks alone, see Engine::step)
   int64_t sequences = 0;  // choices admitted for decoding
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
@@ -159,6 +160,7 @@ class Engine {
   std::unique_ptr<LogitsProcessor> processor_;
   std::vector<EngineSequence> seqs_;  // by decoder id (max_batch entries)
   size_t next_choice_ = 0;            // of the queue's front job: the next to admit
+  bool last_step_first_tokens_ = false;  // the last step ran only first tokens (see step())
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<EngineJob>> queue_;
