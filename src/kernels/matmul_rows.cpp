@@ -30,6 +30,10 @@ namespace distill {
 namespace {
 
 constexpr int kRowBlock = 8;  // rows of x per pass over a weight row
+// Weights per tile when several blocks of rows use them (9..16 rows): 32 KB stays in L1/L2
+// between the blocks. llama-110m f32 B16 tg, 1 thread: 276-282 -> 299-308 tok/s (2 threads:
+// 522-525 -> 546-553); 16-64 KB within a few % of each other; gpt2-mini (cache-resident) no change.
+constexpr int kRowTileBytes = 32 << 10;
 
 #if defined(__AVX512F__)
 
@@ -94,18 +98,24 @@ void matmul_rows_forward(float* out, const float* inp, const float* weight, cons
     // Contiguous output ranges, so each thread streams one part of the matrix.
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
     const int o_begin = int(int64_t(OC) * t / nt), o_end = int(int64_t(OC) * (t + 1) / nt);
-    for (int m0 = 0; m0 < M; m0 += kRowBlock) {
-      const float* x = inp + size_t(m0) * IC;
-      float* o = out + size_t(m0) * OC;
-      switch (std::min(kRowBlock, M - m0)) {
-        case 1: rows_forward<1>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        case 2: rows_forward<2>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        case 3: rows_forward<3>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        case 4: rows_forward<4>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        case 5: rows_forward<5>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        case 6: rows_forward<6>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        case 7: rows_forward<7>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
-        default: rows_forward<8>(o, x, weight, bias, IC, OC, o_begin, o_end); break;
+    // More than one block of rows: the weights go by in tiles that stay in L1/L2 while every
+    // block uses them, so they come from memory (or L3) once per call, not once per block.
+    const int tile = M > kRowBlock ? std::max(1, kRowTileBytes / int(sizeof(float) * IC)) : OC;
+    for (int t0 = o_begin; t0 < o_end; t0 += tile) {
+      const int t1 = std::min(o_end, t0 + tile);
+      for (int m0 = 0; m0 < M; m0 += kRowBlock) {
+        const float* x = inp + size_t(m0) * IC;
+        float* o = out + size_t(m0) * OC;
+        switch (std::min(kRowBlock, M - m0)) {
+          case 1: rows_forward<1>(o, x, weight, bias, IC, OC, t0, t1); break;
+          case 2: rows_forward<2>(o, x, weight, bias, IC, OC, t0, t1); break;
+          case 3: rows_forward<3>(o, x, weight, bias, IC, OC, t0, t1); break;
+          case 4: rows_forward<4>(o, x, weight, bias, IC, OC, t0, t1); break;
+          case 5: rows_forward<5>(o, x, weight, bias, IC, OC, t0, t1); break;
+          case 6: rows_forward<6>(o, x, weight, bias, IC, OC, t0, t1); break;
+          case 7: rows_forward<7>(o, x, weight, bias, IC, OC, t0, t1); break;
+          default: rows_forward<8>(o, x, weight, bias, IC, OC, t0, t1); break;
+        }
       }
     }
   }
