@@ -281,9 +281,10 @@ def main():
             # The thundering herd: the most clients, each sending one request at the same moment.
             wait_idle(port)
             samples, _, _ = ttft_run(port, stream_body, max(levels), 60, once=True)
-            burst.append(samples)
-            print(f"  round {r + 1} burst of {max(levels)}: TTFT median {statistics.median(samples):6.1f} ms, "
-                  f"last {max(samples):6.1f} ms", file=sys.stderr)
+            if samples:
+                burst.append(samples)
+                print(f"  round {r + 1} burst of {max(levels)}: TTFT median {statistics.median(samples):6.1f} "
+                      f"ms, last {max(samples):6.1f} ms", file=sys.stderr)
         load_after = loadavg()
         med = lambda xs: statistics.median(xs)
         print(f"{'clients':>7} {'req/s':>9} {'gen tok/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'seq/step':>9} "
@@ -308,8 +309,9 @@ def main():
         print(f"throughput {hi} clients / {lo} client: median {thr:.2f}x (target >= 6x)"
               + (f" (per-round ratios: {', '.join(f'{x:.2f}' for x in ratios)})" if ratios else ""))
         print(f"p99 time to first token {hi} clients / {lo} client: {ttft_ratio:.2f}x (target <= 3x)")
-        burst_med = statistics.median([statistics.median(b) for b in burst])
-        burst_last = statistics.median([max(b) for b in burst])
+        nan = float("nan")
+        burst_med = statistics.median([statistics.median(b) for b in burst]) if burst else nan
+        burst_last = statistics.median([max(b) for b in burst]) if burst else nan
         print(f"burst: {hi} requests sent at the same moment: TTFT median {burst_med:.1f} ms, last "
               f"{burst_last:.1f} ms (medians over rounds; the last waits for all {hi} prompts)")
         print(f"load after: {load_after}")
