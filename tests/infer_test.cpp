@@ -396,6 +396,17 @@ TEST(Sampling, DrawsFollowTheProbabilities) {
     for (size_t i = 0; i < c.ids.size(); i++)
       if (c.ids[i] != 1 && c.ids[i] != 3) EXPECT_EQ(c.weights[i], 0.0f) << "token " << c.ids[i];
   }
+  // vocab_limit: ids past it are never candidates, greedy or not (the most likely, id 1, is cut).
+  for (const SamplingOptions& o : {SamplingOptions{1.0f, 0, 1.0f, 0.0f, 1}, SamplingOptions{0.7f, 2, 0.9f, 0.0f, 1}}) {
+    const SamplingCandidates c = sampling_candidates(logits.data(), 5, o);
+    ASSERT_EQ(c.ids, std::vector<int32_t>{0});
+  }
+  {
+    Rng r(2);
+    EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{0.0f, 0, 1.0f, 0.0f, 3}, r), 0);
+    for (int i = 0; i < 100; i++)
+      EXPECT_LT(sample_token(logits.data(), 5, SamplingOptions{2.0f, 0, 1.0f, 0.0f, 3}, r), 3);
+  }
   // Greedy, and a temperature too small to divide by, take the most likely token.
   Rng rng(1);
   EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{0.0f, 0, 1.0f, 0.0f}, rng), 1);

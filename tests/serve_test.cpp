@@ -605,6 +605,34 @@ TEST_F(ServeEngine, ANewRequestsFirstTokenHasAStepOfItsOwn) {
   EXPECT_EQ(engine.stats().passes, passes_long + 1);
 }
 
+// A model whose vocabulary is padded past its tokenizer's (as many HF checkpoints are: Qwen2.5's
+// 151936 for 151665 tokens) never samples the padding ids, which have no text: before, one such
+// id failed the request with "id 280 is outside the vocabulary of 256".
+TEST_F(ServeEngine, PaddedVocabularyIdsAreNeverSampled) {
+  ModelConfig c = testing_serve::tiny_model_config();
+  c.vocab_size = 320;
+  Model padded(c);
+  padded.init_weights(3);
+  for (size_t i = 0; i < padded.num_params(); i++) padded.params()[i] *= 4.0f;
+  serve::Engine engine(padded, tok_, 4, 160);
+  std::vector<serve::ChoiceSpec> choices;
+  for (uint64_t seed = 1; seed <= 4; seed++) {
+    serve::ChoiceSpec s = spec("padding", 50, seed, 1.5f);
+    s.top_p = 1.0f;
+    choices.push_back(s);
+  }
+  auto j = job(choices);
+  ASSERT_TRUE(engine.submit(j));
+  const auto& r = j->wait();
+  for (const serve::ChoiceResult& choice : r) {
+    EXPECT_EQ(choice.tokens.size(), 50u);
+    for (const serve::TokenInfo& t : choice.tokens) {
+      EXPECT_LT(t.id, 256);
+      for (const serve::TopEntry& alt : t.top) EXPECT_LT(alt.id, 256);
+    }
+  }
+}
+
 // top_p cuts to the nucleus: at top_p 0.001 only the most likely token is left, so sampling at
 // temperature 1 gives the greedy tokens, whatever the seed; at top_p 1 it does not.
 TEST_F(ServeEngine, TopPSamplesFromTheNucleusOnly) {

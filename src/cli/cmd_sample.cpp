@@ -59,6 +59,7 @@ VerbRun add_sample(CLI::App& app) {
                   longest, o->max_tokens, o->model, model->config().max_position);
     GenerateOptions g;
     g.sampling = SamplingOptions{o->temperature, o->top_k, o->top_p};
+    g.sampling.vocab_limit = tok->vocab_size();  // ids past it (padding) have no text
     g.max_tokens = o->max_tokens;
     g.seed = o->seed;
     if (const auto eos = tok->eos_id()) g.stop_ids.push_back(*eos);

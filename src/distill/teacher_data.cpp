@@ -427,6 +427,7 @@ void generate_data(const GenerateDataOptions& o, const TeacherDataProgressFn& pr
 
   GenerateOptions go;
   go.sampling = SamplingOptions{o.temperature, o.top_k_sampling, o.top_p, o.min_p};
+  go.sampling.vocab_limit = tok->vocab_size();  // ids past it (padding) have no text
   go.max_tokens = o.max_tokens;
   go.top_logprobs = o.top_k;
   if (tok->eos_id()) go.stop_ids = {*tok->eos_id()};

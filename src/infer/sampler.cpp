@@ -32,6 +32,7 @@ struct Scratch {
 
 void fill_candidates(const float* logits, int V, const SamplingOptions& o, Scratch& scratch,
                      SamplingCandidates& c) {
+  if (o.vocab_limit > 0) V = std::min(V, o.vocab_limit);
   if (V <= 0) throw Error("sampling needs at least one logit");
   c.ids.clear();
   c.weights.clear();
@@ -148,6 +149,7 @@ SamplingCandidates sampling_candidates(const float* logits, int V, const Samplin
 }
 
 int32_t sample_token(const float* logits, int V, const SamplingOptions& o, Rng& rng) {
+  if (o.vocab_limit > 0) V = std::min(V, o.vocab_limit);
   if (o.temperature <= 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
   thread_local Scratch scratch;
   thread_local SamplingCandidates c;

@@ -15,6 +15,8 @@ struct SamplingOptions {
   int top_k = 0;             // keep the k most likely tokens (0: all)
   float top_p = 1.0f;        // keep the smallest set with this much probability mass
   float min_p = 0.0f;        // keep tokens with probability >= min_p * the top probability
+  int vocab_limit = 0;       // > 0: only ids below it are sampled (a model's vocabulary padded
+                             // past its tokenizer's: those ids have no text)
 };
 
 // The tokens sampling at temperature > 0 can pick, with unnormalised weights

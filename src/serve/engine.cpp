@@ -84,11 +84,15 @@ TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
 
 class SamplingProcessor final : public LogitsProcessor {
  public:
-  SamplingProcessor(std::vector<EngineSequence>& seqs, WatermarkProcessor* watermark, bool gumbel)
-      : seqs_(seqs), watermark_(watermark), gumbel_(gumbel) {}
+  // decodable: the tokenizer's vocabulary; ids from there to the model's V (a vocabulary padded
+  // past the tokenizer's, as many HF checkpoints are) have no text and are never sampled.
+  SamplingProcessor(std::vector<EngineSequence>& seqs, WatermarkProcessor* watermark, bool gumbel,
+                    int decodable)
+      : seqs_(seqs), watermark_(watermark), gumbel_(gumbel), decodable_(decodable) {}
   void process(int request, const std::vector<int32_t>& context, float* logits,
                int V) override {
     EngineSequence& s = seqs_[size_t(request)];
+    for (int i = decodable_; i < V; i++) logits[i] = -INFINITY;
     if (s.spec->logprobs >= 0) s.raw.assign(logits, logits + V);
     // Kirchenbauer biases the raw logits (so temperature scales delta, as in the paper);
     // Aaronson picks from the final sampling distribution (after temperature and top-p).
@@ -102,6 +106,7 @@ class SamplingProcessor final : public LogitsProcessor {
   std::vector<EngineSequence>& seqs_;
   WatermarkProcessor* watermark_;
   bool gumbel_;
+  int decodable_;
   std::vector<uint8_t> keep_;
 };
 
@@ -132,7 +137,8 @@ Engine::Engine(Model& model, const Tokenizer& tokenizer, int max_batch, int cont
   seqs_.resize(size_t(max_batch));
   if (watermark) watermark_ = std::make_unique<WatermarkProcessor>(*watermark, 1.0f);
   processor_ = std::make_unique<SamplingProcessor>(
-      seqs_, watermark_.get(), watermark_ && watermark_->key().scheme == WatermarkScheme::kAaronson);
+      seqs_, watermark_.get(), watermark_ && watermark_->key().scheme == WatermarkScheme::kAaronson,
+      tokenizer.vocab_size());
   thread_ = std::thread([this] { run(); });
 }
 

@@ -45,6 +45,10 @@ Server::Server(const ServeOptions& options, std::function<void(const std::string
   if (tok_->vocab_size() > model_->config().vocab_size)
     throw Error("{}: the tokenizer has {} tokens but the model's vocabulary is {}", o_.model_dir,
                 tok_->vocab_size(), model_->config().vocab_size);
+  if (tok_->vocab_size() < model_->config().vocab_size && log_)
+    log_(fmt::format("note: the model's vocabulary has {} ids past the tokenizer's {}: they have "
+                     "no text and are never sampled",
+                     model_->config().vocab_size - tok_->vocab_size(), tok_->vocab_size()));
   try {
     chat_ = std::make_unique<ChatTemplate>(ChatTemplate::from_file(o_.model_dir));
   } catch (const Error& e) {
