@@ -303,7 +303,8 @@ TEST(Generator, PromptTooLongIsAClearError) {
 // The cut the sampler promises, computed the slow way: every token ranked by a full sort (higher
 // logit first, ties by lower id), top_k, then min_p and top_p (of top_k's mass) within it.
 // Returns token -> probability over the kept tokens.
-std::map<int32_t, double> naive_sampling(const std::vector<float>& logits, const SamplingOptions& o) {
+std::map<int32_t, double> naive_sampling(const std::vector<float>& logits,
+                                         const SamplingOptions& o) {
   const int V = int(logits.size());
   std::vector<int32_t> order(V);
   std::iota(order.begin(), order.end(), 0);
@@ -313,7 +314,8 @@ std::map<int32_t, double> naive_sampling(const std::vector<float>& logits, const
   const int k = o.top_k > 0 ? std::min(o.top_k, V) : V;
   std::vector<double> p(k);
   double sum = 0.0;
-  for (int i = 0; i < k; i++) sum += p[i] = std::exp((logits[order[i]] - logits[order[0]]) / o.temperature);
+  for (int i = 0; i < k; i++)
+    sum += p[i] = std::exp((logits[order[i]] - logits[order[0]]) / o.temperature);
   int keep = k;
   while (o.min_p > 0.0f && keep > 1 && p[keep - 1] < o.min_p * p[0]) keep--;
   if (o.top_p < 1.0f) {
@@ -376,35 +378,42 @@ TEST(Sampling, CandidatesMatchTheFullSortOracle) {
 // of each probability, and tokens the cut drops are never drawn.
 TEST(Sampling, DrawsFollowTheProbabilities) {
   const std::vector<float> logits = {1.0f, 3.0f, 0.5f, 2.0f, -4.0f};
-  for (const SamplingOptions& o : {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{0.7f, 0, 0.8f, 0.0f}}) {
+  for (const SamplingOptions& o :
+       {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{0.7f, 0, 0.8f, 0.0f}}) {
     const auto want = naive_sampling(logits, o);
     Rng rng(5);
     const int n = 200000;
     std::vector<int> count(logits.size());
-    for (int i = 0; i < n; i++) count[size_t(sample_token(logits.data(), int(logits.size()), o, rng))]++;
+    for (int i = 0; i < n; i++)
+      count[size_t(sample_token(logits.data(), int(logits.size()), o, rng))]++;
     for (int t = 0; t < int(logits.size()); t++) {
       const double p = want.count(t) ? want.at(t) : 0.0;
       const double sigma = std::sqrt(n * p * (1 - p));
-      EXPECT_NEAR(count[size_t(t)], n * p, 5 * sigma + 1e-9) << "token " << t << " top_p " << o.top_p;
+      EXPECT_NEAR(count[size_t(t)], n * p, 5 * sigma + 1e-9)
+          << "token " << t << " top_p " << o.top_p;
     }
   }
   // Masked tokens (-inf, as logits processors mask) weigh exactly nothing.
   const float inf = std::numeric_limits<float>::infinity();
   const std::vector<float> masked = {-inf, 0.0f, -inf, 1.0f, -200.0f};
-  for (const SamplingOptions& o : {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{1.0f, 3, 1.0f, 0.0f}}) {
+  for (const SamplingOptions& o :
+       {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{1.0f, 3, 1.0f, 0.0f}}) {
     const SamplingCandidates c = sampling_candidates(masked.data(), 5, o);
     for (size_t i = 0; i < c.ids.size(); i++)
       if (c.ids[i] != 1 && c.ids[i] != 3) EXPECT_EQ(c.weights[i], 0.0f) << "token " << c.ids[i];
   }
   // vocab_limit: ids past it are never candidates, greedy or not (the most likely, id 1, is cut).
-  for (const SamplingOptions& o : {SamplingOptions{1.0f, 0, 1.0f, 0.0f, 1}, SamplingOptions{0.7f, 2, 0.9f, 0.0f, 1}}) {
+  for (const SamplingOptions& o :
+       {SamplingOptions{1.0f, 0, 1.0f, 0.0f, 1}, SamplingOptions{0.7f, 2, 0.9f, 0.0f, 1}}) {
     const SamplingCandidates c = sampling_candidates(logits.data(), 5, o);
     ASSERT_EQ(c.ids, std::vector<int32_t>{0});
   }
   {
     Rng r(2);
-    EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{0.0f, 0, 1.0f, 0.0f, 3}, r), 0);
-    for (int i = 0; i < 100; i++)
+    EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{0.0f, 0, 1.0f, 0.0f, 1}, r), 0);
+    // Within the first 3 the most likely is still id 1; id 3 (logit 2) is never drawn.
+    EXPECT_EQ(sample_token(logits.data(), 5, SamplingOptions{0.0f, 0, 1.0f, 0.0f, 3}, r), 1);
+    for (int i = 0; i < 200; i++)
       EXPECT_LT(sample_token(logits.data(), 5, SamplingOptions{2.0f, 0, 1.0f, 0.0f, 3}, r), 3);
   }
   // Greedy, and a temperature too small to divide by, take the most likely token.

@@ -580,7 +580,8 @@ TEST_F(ServeEngine, ANewRequestsFirstTokenHasAStepOfItsOwn) {
     *passes = engine.stats().passes;
     return r;
   };
-  const serve::ChoiceSpec long_spec = spec("already running: ", 60, 1), late_spec = spec("late", 6, 2);
+  const serve::ChoiceSpec long_spec = spec("already running: ", 60, 1),
+                          late_spec = spec("late", 6, 2);
   int64_t passes_long = 0, passes_late = 0;
   const auto want_long = alone(long_spec, &passes_long);
   const auto want_late = alone(late_spec, &passes_late);

@@ -87,7 +87,8 @@ const std::vector<DecodedToken>& BatchDecoder::step(LogitsProcessor* processor, 
     Slot& a = slots_[s];
     if (!a.live) continue;
     const int P = int(a.request.prompt.size());
-    const int end = a.prefilled < P && prefill_chunk_ > 0 ? std::min(P, a.prefilled + prefill_chunk_) : P;
+    const int end =
+        a.prefilled < P && prefill_chunk_ > 0 ? std::min(P, a.prefilled + prefill_chunk_) : P;
     if (rows == Rows::kFirstTokens && !(a.prefilled < P && end == P)) continue;
     if (a.prefilled < P) {
       for (int t = a.prefilled; t < end; t++) batch_.add(a.context[size_t(t)], int(s), t, t + 1 == P);

@@ -65,7 +65,8 @@ void apply_sampling(const ChoiceSpec& s, float* logits, int V, std::vector<uint8
   }
   for (int i = 0; i < V; i++) logits[i] /= s.temperature;
   if (s.top_p >= 1.0f) return;
-  const SamplingCandidates c = sampling_candidates(logits, V, SamplingOptions{1.0f, 0, s.top_p, 0.0f});
+  const SamplingCandidates c =
+      sampling_candidates(logits, V, SamplingOptions{1.0f, 0, s.top_p, 0.0f});
   keep.assign(size_t(V), 0);
   for (int32_t t : c.ids) keep[size_t(t)] = 1;
   for (int i = 0; i < V; i++)
