@@ -620,11 +620,16 @@ TEST_F(ServeEngine, PaddedVocabularyIdsAreNeverSampled) {
   for (uint64_t seed = 1; seed <= 4; seed++) {
     serve::ChoiceSpec s = spec("padding", 50, seed, 1.5f);
     s.top_p = 1.0f;
+    s.logprobs = 20;
+    s.score_prompt = seed == 1;  // echo + logprobs: the prompt's alternatives too
     choices.push_back(s);
   }
   auto j = job(choices);
   ASSERT_TRUE(engine.submit(j));
   const auto& r = j->wait();
+  ASSERT_EQ(r[0].prompt_tokens.size(), 6u);
+  for (const serve::TokenInfo& t : r[0].prompt_tokens)
+    for (const serve::TopEntry& alt : t.top) EXPECT_LT(alt.id, 256);
   for (const serve::ChoiceResult& choice : r) {
     EXPECT_EQ(choice.tokens.size(), 50u);
     for (const serve::TokenInfo& t : choice.tokens) {

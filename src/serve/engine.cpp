@@ -245,8 +245,11 @@ void Engine::admit_waiting() {
             TokenInfo t;
             t.id = lp.id;
             t.logprob = lp.logprob;
+            // Ids past the tokenizer's vocabulary (a padded model vocabulary) have no text: they
+            // are left out, so a position may list fewer than `logprobs` alternatives.
             for (size_t i = 0; i < lp.top_ids.size(); i++)
-              t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
+              if (lp.top_ids[i] < tok_.vocab_size())
+                t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
             result.prompt_tokens.push_back(std::move(t));
           }
         } catch (const std::exception& e) {
