@@ -483,23 +483,29 @@ TEST(MatmulRows, MatchesReference) {
 // A row's result does not depend on the other rows in the call or on the thread count: a
 // sequence decoded alone gets the same logits, bit for bit, as inside a batch.
 TEST(MatmulRows, RowsAreBitIdenticalAloneOrBatchedAndAcrossThreads) {
+  // Row counts below, at and past a block of 8 (and tiled past it), with and without bias; at two
+  // threads each thread's range of OC = 203 outputs starts mid-tile.
   std::mt19937 rng(306);
-  const int M = 13, IC = 385, OC = 203;  // > 64k weights: the threaded path
-  const Vec x = uniform(size_t(M) * IC, rng), w = uniform(size_t(OC) * IC, rng),
-            b = uniform(OC, rng);
-  Vec batched(size_t(M) * OC);
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(2);
-  matmul_rows_forward(batched.data(), x.data(), w.data(), b.data(), M, IC, OC);
-  omp_set_num_threads(1);
-  for (int m = 0; m < M; m++) {
-    Vec alone(OC);
-    matmul_rows_forward(alone.data(), x.data() + size_t(m) * IC, w.data(), b.data(), 1, IC, OC);
-    EXPECT_TRUE(bit_identical(alone, Vec(batched.begin() + size_t(m) * OC,
-                                         batched.begin() + size_t(m + 1) * OC)))
-        << "row " << m;
+  const int IC = 385, OC = 203;  // > 64k weights: the threaded path
+  for (int M : {2, 3, 4, 7, 8, 13, 16}) {
+    for (bool with_bias : {true, false}) {
+      const Vec x = uniform(size_t(M) * IC, rng), w = uniform(size_t(OC) * IC, rng),
+                b = with_bias ? uniform(OC, rng) : Vec{};
+      Vec batched(size_t(M) * OC);
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(2);
+      matmul_rows_forward(batched.data(), x.data(), w.data(), ptr(b), M, IC, OC);
+      omp_set_num_threads(1);
+      for (int m = 0; m < M; m++) {
+        Vec alone(OC);
+        matmul_rows_forward(alone.data(), x.data() + size_t(m) * IC, w.data(), ptr(b), 1, IC, OC);
+        EXPECT_TRUE(bit_identical(alone, Vec(batched.begin() + size_t(m) * OC,
+                                             batched.begin() + size_t(m + 1) * OC)))
+            << "M " << M << " bias " << with_bias << " row " << m;
+      }
+      omp_set_num_threads(saved);
+    }
   }
-  omp_set_num_threads(saved);
 }
 
 // gemm with every transpose combination, padded leading dimensions (the padding columns of C

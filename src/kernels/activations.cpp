@@ -47,8 +47,7 @@ void gelu_forward(float* out, const float* inp, size_t n, uint16_t* out16) {
   // overlap check of out and inp and runs the in-place call (the decode path's) scalar, 6x slower.
   constexpr size_t kChunk = 2048;
   const size_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (size_t c = 0; c < chunks; c++) {
+  parallel_for_if(chunks, n > kParallelMin, [&](size_t c) {
     const size_t begin = c * kChunk, end = std::min(n, begin + kChunk);
 #pragma omp simd
     for (size_t i = begin; i < end; ++i) {
@@ -57,7 +56,7 @@ void gelu_forward(float* out, const float* inp, size_t n, uint16_t* out16) {
       out[i] = x / (1.0f + exp_fast(-2.0f * u));
     }
     if (out16) bf16_round_row(out16 + begin, out + begin, end - begin);
-  }
+  });
 }
 
 // dinp (n) += dout * d/dx [x s] with s = sigmoid(2u) = 1/(1+e), e = exp(-2u):
@@ -98,15 +97,14 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, b
 
 // gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
 void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* out16) {
-#pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
-  for (int n = 0; n < N; ++n) {
+  parallel_for_if(N, size_t(N) * F > kParallelMin, [&](int n) {
     const float* g = gate_up + long(n) * 2 * F;
     const float* u = g + F;
     float* o = out + long(n) * F;
 #pragma omp simd
     for (int i = 0; i < F; ++i) o[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
     if (out16) bf16_round_row(out16 + long(n) * F, o, F);
-  }
+  });
 }
 
 // dgate += dout * up * silu'(g), silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g) = 1/(1+e),

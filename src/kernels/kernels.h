@@ -8,6 +8,8 @@
 // - Forward functions overwrite their outputs, and cache what backward needs (mean, rstd, att).
 // - Kernels are deterministic for a fixed OMP thread count (static schedules, fixed reductions).
 #pragma once
+#include <omp.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -16,6 +18,27 @@ namespace distill {
 // Element count below which an elementwise kernel runs on one thread: waking the OpenMP team
 // costs more than the work (inference rows, decode steps of one token).
 inline constexpr size_t kParallelMin = 32768;
+
+// True when a parallel region pays: `big` work, more than one thread allowed, and not already
+// inside a region (nested regions run on one thread).
+inline bool team_pays(bool big) {
+  return big && omp_get_max_threads() > 1 && !omp_in_parallel();
+}
+
+// body(i) for i in [0, n): on the OpenMP team with a static schedule when team_pays(big), else a
+// plain loop on this thread. Why not `#pragma omp parallel for if (big)`: libgomp sets up a
+// team of one even when the clause is false, and on this project's VMs that took 1.3-1.5 us per
+// region (a futex wake, i.e. a system call, included), as much as with OMP_NUM_THREADS=1. A
+// gpt2-mini decode step crossed 136 regions: about 190 us of a 660 us step on one thread.
+template <class Index, class Body>
+inline void parallel_for_if(Index n, bool big, const Body& body) {
+  if (team_pays(big)) {
+#pragma omp parallel for schedule(static)
+    for (Index i = 0; i < n; ++i) body(i);
+  } else {
+    for (Index i = 0; i < n; ++i) body(i);
+  }
+}
 
 // ---- embedding.cpp ----
 // out (B,T,C) = wte[ids[b,t]] (+ wpe[t] when wpe != nullptr: learned positions, GPT-2).

@@ -14,8 +14,7 @@ namespace distill {
 // then the centred sum of squares, which avoids the cancellation of E[x^2] - E[x]^2.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int N, int C, float eps, uint16_t* out16) {
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
-  for (int n = 0; n < N; ++n) {
+  parallel_for_if(N, size_t(N) * C > kParallelMin, [&](int n) {
     const float* x = inp + long(n) * C;
     float* y = out + long(n) * C;
     float sum = 0.0f;
@@ -36,7 +35,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
     if (out16) bf16_round_row(out16 + long(n) * C, y, C);
     if (mean) mean[n] = m;
     if (rstd) rstd[n] = r;
-  }
+  });
 }
 
 // With xhat = (x - mean) * rstd and g = dout * weight:

@@ -92,11 +92,9 @@ void rows_forward(float* out, const float* x, const float* weight, const float* 
 void matmul_rows_forward(float* out, const float* inp, const float* weight, const float* bias,
                          int M, int IC, int OC) {
   // Below ~64k weights (a 256 KB matrix) waking the second thread costs more than it saves.
-  const bool parallel = !omp_in_parallel() && size_t(OC) * IC >= 65536;
-#pragma omp parallel if (parallel)
-  {
-    // Contiguous output ranges, so each thread streams one part of the matrix.
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+  const bool parallel = team_pays(size_t(OC) * IC >= 65536);
+  // Contiguous output ranges, so each thread streams one part of the matrix.
+  auto part = [&](int nt, int t) {
     const int o_begin = int(int64_t(OC) * t / nt), o_end = int(int64_t(OC) * (t + 1) / nt);
     // More than one block of rows: the weights go by in tiles that stay in L1/L2 while every
     // block uses them, so they come from memory (or L3) once per call, not once per block.
@@ -118,7 +116,10 @@ void matmul_rows_forward(float* out, const float* inp, const float* weight, cons
         }
       }
     }
-  }
+  };
+  if (!parallel) return part(1, 0);  // no team of one (see parallel_for_if)
+#pragma omp parallel
+  part(omp_get_num_threads(), omp_get_thread_num());
 }
 
 }  // namespace distill

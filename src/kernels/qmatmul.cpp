@@ -586,10 +586,8 @@ void run_block(const Kernel& kernel, float* out, int m0, int o0, int o1) {
 template <class TileKernel>
 void run_tiles(const TileKernel& tile_kernel, float* out, int M, const QMatrix& w) {
   const int OC = w.rows();
-  const bool parallel = !omp_in_parallel() && size_t(OC) * w.cols() >= 65536;
-#pragma omp parallel if (parallel)
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+  const bool parallel = team_pays(size_t(OC) * w.cols() >= 65536);
+  auto part = [&](int nt, int t) {
     const int o_begin = int(int64_t(OC) * t / nt), o_end = int(int64_t(OC) * (t + 1) / nt);
     for (int o0 = o_begin; o0 < o_end; o0 += kTileRows) {
       const int o1 = std::min(o_end, o0 + kTileRows);
@@ -612,7 +610,10 @@ void run_tiles(const TileKernel& tile_kernel, float* out, int M, const QMatrix& 
         }
       }
     }
-  }
+  };
+  if (!parallel) return part(1, 0);  // no team of one (see parallel_for_if)
+#pragma omp parallel
+  part(omp_get_num_threads(), omp_get_thread_num());
 }
 
 template <class Kernel>
@@ -659,9 +660,9 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
 #endif
     gemm_bf16_weights(out, inp, w16, M, IC, OC);
     if (bias) {
-#pragma omp parallel for schedule(static) if (size_t(M) * OC > kParallelMin)
-      for (int m = 0; m < M; m++)
+      parallel_for_if(M, size_t(M) * OC > kParallelMin, [&](int m) {
         for (int o = 0; o < OC; o++) out[size_t(m) * OC + o] += bias[o];
+      });
     }
     return;
   }

@@ -12,12 +12,11 @@ namespace distill {
 void residual_forward(float* out, const float* a, const float* b, size_t n) {
   constexpr size_t kChunk = 4096;
   const size_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (size_t c = 0; c < chunks; c++) {
+  parallel_for_if(chunks, n > kParallelMin, [&](size_t c) {
     const size_t end = std::min(n, (c + 1) * kChunk);
 #pragma omp simd
     for (size_t i = c * kChunk; i < end; ++i) out[i] = a[i] + b[i];
-  }
+  });
 }
 
 void zero_floats(float* p, size_t n) {

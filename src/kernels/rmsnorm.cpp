@@ -12,8 +12,7 @@ namespace distill {
 // inp, out (N,C); weight (C); rstd (N) cached. y = x * rstd * weight, rstd = 1/sqrt(mean(x^2)+eps).
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps, uint16_t* out16) {
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
-  for (int n = 0; n < N; ++n) {
+  parallel_for_if(N, size_t(N) * C > kParallelMin, [&](int n) {
     const float* x = inp + long(n) * C;
     float* y = out + long(n) * C;
     float ss = 0.0f;
@@ -24,7 +23,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
     for (int c = 0; c < C; ++c) y[c] = x[c] * r * weight[c];
     if (out16) bf16_round_row(out16 + long(n) * C, y, C);
     if (rstd) rstd[n] = r;
-  }
+  });
 }
 
 // With g = dout * weight: d rstd / d x_j = -rstd^3 x_j / C, so

@@ -67,8 +67,7 @@ void rope_forward(float* x, const float* cos, const float* sin, int B, int H, in
   DISTILL_CHECK(HD % 2 == 0);
   const int half = HD / 2;
   const long rows = long(B) * H * T;
-#pragma omp parallel for schedule(static) if (size_t(rows) * HD > kParallelMin)
-  for (long r = 0; r < rows; ++r) {
+  parallel_for_if(rows, size_t(rows) * HD > kParallelMin, [&](long r) {
     float* a = x + r * HD;
     float* b = a + half;
     const float* c = cos + (r % T) * half;
@@ -79,7 +78,7 @@ void rope_forward(float* x, const float* cos, const float* sin, int B, int H, in
       a[i] = x1 * c[i] - x2 * s[i];
       b[i] = x2 * c[i] + x1 * s[i];
     }
-  }
+  });
 }
 
 // dx (B,H,T,HD) in place with the transposed rotation (angle -> -angle).

@@ -153,8 +153,7 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
     for (int r = 0; r < R; r++) cache.ensure(batch.slots[r], batch.positions[r] + 1);
   // Per row: q/k norm, RoPE at the row's position, then store k and v in the cache (converted to
   // its type). A decode step's few rows are less work than waking the thread team.
-#pragma omp parallel for schedule(static) if (size_t(R) * QKV > kParallelMin)
-  for (int r = 0; r < R; r++) {
+  parallel_for_if(R, size_t(R) * QKV > kParallelMin, [&](int r) {
     float* q = qkv + size_t(r) * QKV;
     float* k = q + size_t(s.NH) * HD;
     const float* v = k + size_t(s.NKV) * HD;
@@ -178,36 +177,43 @@ void attention_block_infer(float* out, const float* inp, const AttentionWeights&
       kv_store(static_cast<uint8_t*>(cache.v_block(layer, block, g)) + size_t(j) * HD * elem,
                cache.type, v + size_t(g) * HD, HD);
     }
-  }
+  });
   // Each (row, head) attends to its slot's positions 0..pos, block by block (the table says where
   // each block is; within a block, keys and values are contiguous).
-#pragma omp parallel
-  {
+  // Each block's keys (or values) fill whole pages that a new step finds in L3 or memory, and the
+  // hardware prefetchers stop at page boundaries: the next block's keys, and the values, are asked
+  // for while a block's keys are scored.
+  const size_t block_bytes = size_t(cache.block_size) * HD * kv_type_bytes(cache.type);
+  auto prefetch = [block_bytes](const void* p) {
+    for (size_t i = 0; i < block_bytes; i += 64) __builtin_prefetch(static_cast<const char*>(p) + i);
+  };
+  parallel_for_if(R * s.NH, true, [&](int rh) {
     // Per-thread scores, kept between calls (no allocation per layer and step).
     thread_local std::vector<float> scores;
     if (scores.size() < size_t(cache.max_len)) scores.resize(cache.max_len);
-#pragma omp for schedule(static)
-    for (int rh = 0; rh < R * s.NH; rh++) {
-      const int r = rh / s.NH, h = rh % s.NH, g = h / group;
-      const int n = batch.positions[r] + 1, bs = cache.block_size;
-      const std::vector<int>& table = cache.table(batch.slots[r]);
-      const float* q = qkv + size_t(r) * QKV + size_t(h) * HD;
-      for (int j = 0; j < n; j += bs)
-        kv_key_scores(scores.data() + j, q, cache.k_block(layer, table[size_t(j / bs)], g),
-                      cache.type, std::min(bs, n - j), bs, HD, scale);
-      float mx = -INFINITY;
-      for (int j = 0; j < n; j++) mx = std::max(mx, scores[j]);
-      float sum = 0.0f;
-      for (int j = 0; j < n; j++) sum += scores[j] = fast_exp(scores[j] - mx);
-      const float inv = 1.0f / sum;
-      for (int j = 0; j < n; j++) scores[j] *= inv;
-      float* yo = y + size_t(r) * s.NH * HD + size_t(h) * HD;
-      std::fill(yo, yo + HD, 0.0f);
-      for (int j = 0; j < n; j += bs)
-        kv_value_accumulate(yo, scores.data() + j, cache.v_block(layer, table[size_t(j / bs)], g),
-                            cache.type, std::min(bs, n - j), HD);
+    const int r = rh / s.NH, h = rh % s.NH, g = h / group;
+    const int n = batch.positions[r] + 1, bs = cache.block_size;
+    const std::vector<int>& table = cache.table(batch.slots[r]);
+    const float* q = qkv + size_t(r) * QKV + size_t(h) * HD;
+    for (int j = 0; j < n; j += bs) {
+      const int b = j / bs;
+      if (j + bs < n) prefetch(cache.k_block(layer, table[size_t(b + 1)], g));
+      prefetch(cache.v_block(layer, table[size_t(b)], g));
+      kv_key_scores(scores.data() + j, q, cache.k_block(layer, table[size_t(b)], g), cache.type,
+                    std::min(bs, n - j), bs, HD, scale);
     }
-  }
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) mx = std::max(mx, scores[j]);
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) sum += scores[j] = fast_exp(scores[j] - mx);
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) scores[j] *= inv;
+    float* yo = y + size_t(r) * s.NH * HD + size_t(h) * HD;
+    std::fill(yo, yo + HD, 0.0f);
+    for (int j = 0; j < n; j += bs)
+      kv_value_accumulate(yo, scores.data() + j, cache.v_block(layer, table[size_t(j / bs)], g),
+                          cache.type, std::min(bs, n - j), HD);
+  });
   linear_forward(out, y, w.o_w, w.o_q, w.o_b, R, s.NH * HD, s.C, MatmulPrecision::F32);
 }
 
