@@ -460,6 +460,36 @@ TEST(Matmul, FiniteDifferences) {
   expect_fd("bias", b, gb, loss, rng);
 }
 
+// Small work runs inline: no OpenMP region at all, not even an inactive one (a region with a false
+// `if` clause still built a team of one, 1.3-1.5 us each, 136 per gpt2-mini decode step). Big work
+// with more than one thread runs on the team; every index exactly once either way.
+TEST(ParallelForIf, SmallWorkOrOneThreadRunsInlineWithoutARegion) {
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2})
+    for (bool big : {false, true}) {
+      SCOPED_TRACE(fmt::format("threads={} big={}", threads, big));
+      omp_set_num_threads(threads);
+      std::vector<int> seen(1000, 0), level(1000, -1);
+      parallel_for_if(1000, big, [&](int i) {
+        seen[size_t(i)]++;
+        level[size_t(i)] = omp_get_level();  // 1 inside any region, active or not
+      });
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 1000);
+      const int want = big && threads > 1 ? 1 : 0;
+      EXPECT_EQ(std::count(level.begin(), level.end(), want), 1000);
+    }
+  // Inside a region (nested regions run on one thread): inline too.
+  omp_set_num_threads(2);
+  int nested_level = -1;
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    parallel_for_if(10, true, [&](int) { nested_level = omp_get_level(); });
+  }
+  EXPECT_EQ(nested_level, 1);
+  omp_set_num_threads(saved);
+}
+
 // The few-rows kernel behind matmul_forward for N <= kMatmulRowsMax (decode steps): odd sizes,
 // vector tails (IC not a multiple of 16), every row count up to past one block of 8, and
 // matrices large enough to be split across threads.
