@@ -490,6 +490,34 @@ TEST(ParallelForIf, SmallWorkOrOneThreadRunsInlineWithoutARegion) {
   omp_set_num_threads(saved);
 }
 
+// team_parts_if: one call per thread of the team (each t once, all with the same nt) when the
+// work is big and two threads are allowed; else a single part(1, 0) with no region.
+TEST(TeamPartsIf, OnePartPerThreadOrOneInlinePart) {
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2})
+    for (bool big : {false, true}) {
+      SCOPED_TRACE(fmt::format("threads={} big={}", threads, big));
+      omp_set_num_threads(threads);
+      const int want_nt = big && threads > 1 ? 2 : 1;
+      std::vector<int> calls(4, 0), nts(4, -1), levels(4, -1);
+      team_parts_if(big, [&](int nt, int t) {
+        ASSERT_GE(t, 0);
+        ASSERT_LT(t, 4);
+        calls[size_t(t)]++;
+        nts[size_t(t)] = nt;
+        levels[size_t(t)] = omp_get_level();
+      });
+      for (int t = 0; t < 4; ++t) {
+        EXPECT_EQ(calls[size_t(t)], t < want_nt ? 1 : 0) << "t=" << t;
+        if (t < want_nt) {
+          EXPECT_EQ(nts[size_t(t)], want_nt);
+          EXPECT_EQ(levels[size_t(t)], want_nt > 1 ? 1 : 0);
+        }
+      }
+    }
+  omp_set_num_threads(saved);
+}
+
 // The few-rows kernel behind matmul_forward for N <= kMatmulRowsMax (decode steps): odd sizes,
 // vector tails (IC not a multiple of 16), every row count up to past one block of 8, and
 // matrices large enough to be split across threads.

@@ -40,6 +40,16 @@ inline void parallel_for_if(Index n, bool big, const Body& body) {
   }
 }
 
+// part(nt, t) once on each of the team's nt threads (t = 0..nt-1) when team_pays(big), else
+// part(1, 0) on this thread: for kernels that split their own work into per-thread ranges (each
+// thread streams its own part of a weight matrix). No team of one, as in parallel_for_if.
+template <class Part>
+inline void team_parts_if(bool big, const Part& part) {
+  if (!team_pays(big)) return part(1, 0);
+#pragma omp parallel
+  part(omp_get_num_threads(), omp_get_thread_num());
+}
+
 // ---- embedding.cpp ----
 // out (B,T,C) = wte[ids[b,t]] (+ wpe[t] when wpe != nullptr: learned positions, GPT-2).
 // ids (B,T) must be in [0, V); wte (V,C); wpe (>=T, C).

@@ -91,8 +91,6 @@ void rows_forward(float* out, const float* x, const float* weight, const float* 
 
 void matmul_rows_forward(float* out, const float* inp, const float* weight, const float* bias,
                          int M, int IC, int OC) {
-  // Below ~64k weights (a 256 KB matrix) waking the second thread costs more than it saves.
-  const bool parallel = team_pays(size_t(OC) * IC >= 65536);
   // Contiguous output ranges, so each thread streams one part of the matrix.
   auto part = [&](int nt, int t) {
     const int o_begin = int(int64_t(OC) * t / nt), o_end = int(int64_t(OC) * (t + 1) / nt);
@@ -117,9 +115,8 @@ void matmul_rows_forward(float* out, const float* inp, const float* weight, cons
       }
     }
   };
-  if (!parallel) return part(1, 0);  // no team of one (see parallel_for_if)
-#pragma omp parallel
-  part(omp_get_num_threads(), omp_get_thread_num());
+  // Below ~64k weights (a 256 KB matrix) waking the second thread costs more than it saves.
+  team_parts_if(size_t(OC) * IC >= 65536, part);
 }
 
 }  // namespace distill

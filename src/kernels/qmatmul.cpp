@@ -586,7 +586,6 @@ void run_block(const Kernel& kernel, float* out, int m0, int o0, int o1) {
 template <class TileKernel>
 void run_tiles(const TileKernel& tile_kernel, float* out, int M, const QMatrix& w) {
   const int OC = w.rows();
-  const bool parallel = team_pays(size_t(OC) * w.cols() >= 65536);
   auto part = [&](int nt, int t) {
     const int o_begin = int(int64_t(OC) * t / nt), o_end = int(int64_t(OC) * (t + 1) / nt);
     for (int o0 = o_begin; o0 < o_end; o0 += kTileRows) {
@@ -611,9 +610,7 @@ void run_tiles(const TileKernel& tile_kernel, float* out, int M, const QMatrix& 
       }
     }
   };
-  if (!parallel) return part(1, 0);  // no team of one (see parallel_for_if)
-#pragma omp parallel
-  part(omp_get_num_threads(), omp_get_thread_num());
+  team_parts_if(size_t(OC) * w.cols() >= 65536, part);
 }
 
 template <class Kernel>
