@@ -228,7 +228,10 @@ struct Prepared {
   std::vector<uint16_t> x16;  // bf16 x (M, IC) for the BF16-unit kernel
   std::vector<int8_t> xq;     // q8_0 x (M, ld)
   std::vector<float> xd;      // its scales (M, ld / 32)
-  std::vector<float> xdl;     // the same, each repeated over the 8 lanes of its block: (M, 4 ld)
+  // The AVX-512 q8_0 kernel's copy of xq and xd, interleaved per block of 8 rows (see
+  // interleave_q8_rows): xi (bytes, xq + 128 with VNNI) and xs (scales over their lanes).
+  std::vector<uint8_t> xi;
+  std::vector<float> xs;
 };
 
 // ---- scalar kernels (every type; also the reference the SIMD paths are tested against) ----
@@ -512,6 +515,39 @@ void q8_rows_to_bf16(uint16_t* dst, const QMatrix& w, int o0, int o1) {
 }
 #endif
 
+// p.xi / p.xs from p.xq / p.xd (M rows of ld bytes, ld / 32 scales) for Avx512Q8Kernel: rows in
+// blocks of 8 (the last block R = M mod 8 rows), and within a block, for each pair of 32-blocks,
+// the block's R rows one after the other: 64 bytes each (an odd last 32-block padded with zeros)
+// and 16 scales (lanes 0-7 the first block's, 8-15 the second's, 0 for padding). With VNNI the
+// bytes are xq + 128 (xq ^ 0x80), the unsigned operand of vpdpbusd.
+void interleave_q8_rows(Prepared& p, int M, int ld) {
+  const int nb = ld / 32, pairs = (nb + 1) / 2;
+#if defined(__AVX512VNNI__)
+  constexpr uint8_t flip = 0x80;
+#else
+  constexpr uint8_t flip = 0;
+#endif
+  p.xi.resize(size_t(M) * 64 * pairs);
+  p.xs.resize(size_t(M) * 16 * pairs);
+  for (int m = 0; m < M; m++) {
+    const int m0 = m / 8 * 8, R = std::min(8, M - m0), r = m - m0;
+    const int8_t* q = p.xq.data() + size_t(m) * ld;
+    const float* d = p.xd.data() + size_t(m) * nb;
+    for (int pr = 0; pr < pairs; pr++) {
+      const size_t slot = size_t(m0) * pairs + size_t(pr) * R + r;
+      uint8_t* xi = p.xi.data() + slot * 64;
+      float* xs = p.xs.data() + slot * 16;
+      const int bytes = std::min(64, ld - pr * 64);
+      for (int i = 0; i < bytes; i++) xi[i] = uint8_t(q[pr * 64 + i]) ^ flip;
+      for (int i = bytes; i < 64; i++) xi[i] = flip;
+      for (int l = 0; l < 16; l++) {
+        const int blk = 2 * pr + l / 8;
+        xs[l] = blk < nb ? d[blk] : 0.0f;
+      }
+    }
+  }
+}
+
 // q8_0: two 32-blocks per 64-byte vector. Integer dot per 4 bytes into 16 int32 lanes (lanes
 // 0-7: the first block, 8-15: the second), converted and scaled per block.
 struct Avx512Q8Kernel {
@@ -519,12 +555,9 @@ struct Avx512Q8Kernel {
   const Prepared& p;
   const float* bias;
   int OC;
+  // Without VNNI: u8 x s8 pair sums (|w| <= 127, so no int16 saturation), then pairs of those.
   static __m512i dot4(__m512i aw, __m512i sx) {
-#if defined(__AVX512VNNI__)
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
-#else
     return _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), _mm512_set1_epi16(1));
-#endif
   }
   // Lanes 0-7 = s[0], lanes 8-15 = s[1] (one block's scale per half).
   static __m512 pair(const float* s, bool two) {
@@ -535,22 +568,41 @@ struct Avx512Q8Kernel {
     const int ld = w.ld(), nb = ld / 32;
     const int8_t* wq = w.qs() + size_t(o) * ld;
     const float* wd = w.scales() + size_t(o) * nb;
+    // This block's x: per pair of 32-blocks, MB rows of 64 bytes and of 16 scales, so every row's
+    // operand is at a fixed offset from one pointer (with a pointer per row GCC ran out of
+    // registers and kept the accumulators on the stack).
+    const int pairs = (nb + 1) / 2;
+    const uint8_t* xi = p.xi.data() + size_t(m0) * 64 * pairs;
+    const float* xs = p.xs.data() + size_t(m0) * 16 * pairs;
     __m512 acc[MB];
     for (int m = 0; m < MB; m++) acc[m] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b += 2) {
+    for (int b = 0; b < nb; b += 2, xi += 64 * MB, xs += 16 * MB) {
       const bool two = b + 1 < nb;
       const __mmask64 mask = two ? ~__mmask64(0) : __mmask64(0xffffffffu);
       const __m512i wv = _mm512_maskz_loadu_epi8(mask, wq + b * 32);
-      const __m512i aw = _mm512_maskz_abs_epi8(~__mmask64(0), wv);
-      const __mmask64 neg = _mm512_movepi8_mask(wv);
       const __m512 dw = pair(wd + b, two);
+#if defined(__AVX512VNNI__)
+      // (x + 128) . w - 128 * sum(w) per 4 bytes: x + 128 is the unsigned operand vpdpbusd takes,
+      // and the correction, made once per weight vector, is where each row's dot starts. The
+      // same int32 sums as |w| . sign(x, w) below, without a sign fix per row.
+      const __m512i zero = _mm512_setzero_si512();
+      const __m512i start =
+          _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(char(0x80)), wv));
       for (int m = 0; m < MB; m++) {
-        const int8_t* xq = p.xq.data() + size_t(m0 + m) * ld + b * 32;
-        const __m512i xv = _mm512_maskz_loadu_epi8(mask, xq);
-        const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-        const __m512 dx = _mm512_loadu_ps(p.xdl.data() + (size_t(m0 + m) * nb + b) * 8);
-        acc[m] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, dot4(aw, sx)), _mm512_mul_ps(dw, dx), acc[m]);
+        const __m512i dot = _mm512_dpbusd_epi32(start, _mm512_loadu_si512(xi + 64 * m), wv);
+        const __m512 dx = _mm512_loadu_ps(xs + 16 * m);
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, dx), acc[m]);
       }
+#else
+      const __m512i aw = _mm512_abs_epi8(wv);
+      const __mmask64 neg = _mm512_movepi8_mask(wv);
+      for (int m = 0; m < MB; m++) {
+        const __m512i xv = _mm512_loadu_si512(xi + 64 * m);
+        const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+        const __m512 dx = _mm512_loadu_ps(xs + 16 * m);
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4(aw, sx)), _mm512_mul_ps(dw, dx), acc[m]);
+      }
+#endif
     }
     for (int m = 0; m < MB; m++)
       out[size_t(m0 + m) * OC + o] = lane_sum(acc[m]) + (bias ? bias[o] : 0.0f);
@@ -678,17 +730,12 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
     p.xq.resize(size_t(M) * w.ld());
     p.xd.resize(size_t(M) * (w.ld() / 32));
     quantize_rows_q8(p.xq.data(), p.xd.data(), inp, M, IC, w.ld());
-    // Lane-expanded scales for the AVX-512 kernel: one load per row and block pair instead of two
-    // broadcasts and a blend (an odd last block pairs with zeros).
-    const size_t nb = w.ld() / 32;
-    p.xdl.assign(size_t(M) * nb * 8 + 16, 0.0f);
-    for (size_t i = 0; i < size_t(M) * nb; i++)
-      std::fill(p.xdl.begin() + i * 8, p.xdl.begin() + i * 8 + 8, p.xd[i]);
   }
   switch (isa) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
     case KernelIsa::Avx512:
       if (w.type() == WeightType::Q8_0) {
+        interleave_q8_rows(p, M, w.ld());
         run_rows(Avx512Q8Kernel{w, p, bias, OC}, out, M, w);
         return;
       }
