@@ -9,10 +9,11 @@
 //   bf16 with AVX512-BF16: x is rounded to bf16 once per call and vdpbf16ps multiplies 32 pairs
 //     per instruction into f32 lanes (half the instructions of the widening path).
 //   q8_0: x is quantized to q8_0 per 32-block once per call (d = max|x| / 127, as llama.cpp
-//     quantizes activations for its q8_0 dot). A 64-byte weight vector holds two blocks; the
-//     signs of w are moved onto x (|w| is unsigned, as vpdpbusd / vpmaddubsw want their first
-//     operand) and the integer dot of each block lands in 8 int32 lanes, which are converted and
-//     multiplied by that block's d_w * d_x into f32 accumulators.
+//     quantizes activations for its q8_0 dot). A 64-byte weight vector holds two blocks, and the
+//     integer dot of each block lands in 8 int32 lanes, which are converted and multiplied by
+//     that block's d_w * d_x into f32 accumulators. vpdpbusd / vpmaddubsw want an unsigned first
+//     operand: with AVX512-VNNI x goes in as x + 128 and each dot starts from -128 * sum(w) (made
+//     once per weight vector); without it (and on AVX2) the signs of w are moved onto x.
 // The AVX2 paths keep 8-lane accumulators; the scalar paths mirror the math element by element.
 #include "kernels/qmatmul.h"
 
@@ -569,8 +570,8 @@ struct Avx512Q8Kernel {
     const int8_t* wq = w.qs() + size_t(o) * ld;
     const float* wd = w.scales() + size_t(o) * nb;
     // This block's x: per pair of 32-blocks, MB rows of 64 bytes and of 16 scales, so every row's
-    // operand is at a fixed offset from one pointer (with a pointer per row GCC ran out of
-    // registers and kept the accumulators on the stack).
+    // operand is at a fixed offset from one pointer (with a pointer per row GCC 12 ran out of
+    // general registers and reloaded the row pointers from the stack every 64 weights).
     const int pairs = (nb + 1) / 2;
     const uint8_t* xi = p.xi.data() + size_t(m0) * 64 * pairs;
     const float* xs = p.xs.data() + size_t(m0) * 16 * pairs;
