@@ -517,10 +517,10 @@ void q8_rows_to_bf16(uint16_t* dst, const QMatrix& w, int o0, int o1) {
 #endif
 
 // p.xi / p.xs from p.xq / p.xd (M rows of ld bytes, ld / 32 scales) for Avx512Q8Kernel: rows in
-// blocks of 8 (the last block R = M mod 8 rows), and within a block, for each pair of 32-blocks,
-// the block's R rows one after the other: 64 bytes each (an odd last 32-block padded with zeros)
-// and 16 scales (lanes 0-7 the first block's, 8-15 the second's, 0 for padding). With VNNI the
-// bytes are xq + 128 (xq ^ 0x80), the unsigned operand of vpdpbusd.
+// blocks of R = 8 rows (the last block: the 1..8 rows left), and within a block, for each pair
+// of 32-blocks, the block's R rows one after the other: 64 bytes each (an odd last 32-block
+// padded with zeros) and 16 scales (lanes 0-7 the first block's, 8-15 the second's, 0 for
+// padding). With VNNI the bytes are xq + 128 (xq ^ 0x80), the unsigned operand of vpdpbusd.
 void interleave_q8_rows(Prepared& p, int M, int ld) {
   const int nb = ld / 32, pairs = (nb + 1) / 2;
 #if defined(__AVX512VNNI__)
