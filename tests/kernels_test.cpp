@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <numbers>
@@ -393,53 +394,77 @@ TEST(Matmul, MatchesReference) {
       }
 }
 
-// BF16 with the weights passed pre-rounded (a training model's per-step copies) is bit-identical
-// to rounding them in the call, and overwrite_dinp replaces dinp instead of adding to it.
-TEST(Matmul, Bf16WeightCopyAndOverwrite) {
+// BF16 with the weights passed packed (a training model's per-step copies, Bf16Weight) is
+// bit-identical to rounding them in the call, and overwrite_dinp replaces dinp instead of adding
+// to it.
+TEST(Matmul, Bf16PackedWeightsAndOverwrite) {
   std::mt19937 rng(305);
   const MatmulPrecision bf16 = MatmulPrecision::BF16;
-  for (auto [N, IC, OC] : {std::tuple{3, 19, 21}, {40, 33, 17}, {130, 64, 96}}) {
+  for (auto [N, IC, OC] : {std::tuple{3, 19, 21}, {40, 33, 17}, {130, 64, 96}, {257, 384, 200}}) {
     SCOPED_TRACE(fmt::format("N={} IC={} OC={}", N, IC, OC));
     const Vec x = uniform(size_t(N) * IC, rng), w = uniform(size_t(OC) * IC, rng);
     const Vec b = uniform(OC, rng), dout = uniform(size_t(N) * OC, rng);
-    std::vector<uint16_t> w16(w.size());
-    round_to_bf16(w16.data(), w.data(), OC, IC, IC);
-    for (size_t i = 0; i < w.size(); i++) ASSERT_EQ(w16[i], f32_to_bf16(w[i]));
+    // Each packed copy holds the rounded weights (and zero padding, if any) in some order.
+    std::vector<uint16_t> rounded(w.size());
+    round_to_bf16(rounded.data(), w.data(), OC, IC, IC);
+    for (size_t i = 0; i < w.size(); i++) ASSERT_EQ(rounded[i], f32_to_bf16(w[i]));
+    std::vector<uint16_t> fwd(bf16_packed_weight_size(OC, IC, false) + 32);
+    std::vector<uint16_t> dinp(bf16_packed_weight_size(OC, IC, true) + 32);
+    auto aligned = [](std::vector<uint16_t>& v) {
+      return reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
+    };
+    const size_t nf = fwd.size() - 32, nd = dinp.size() - 32;
+    pack_bf16_weight(aligned(fwd), w.data(), OC, IC, false);
+    pack_bf16_weight(aligned(dinp), w.data(), OC, IC, true);
+    for (auto [p, n] : {std::pair{aligned(fwd), nf}, {aligned(dinp), nd}}) {
+      ASSERT_GE(n, w.size());
+      std::vector<uint16_t> got(p, p + n), want = rounded;
+      want.resize(n, 0);
+      std::sort(got.begin(), got.end());
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(got, want);
+    }
+    const Bf16Weight w16{aligned(fwd), aligned(dinp)};
     Vec out(size_t(N) * OC), out16(out.size());
     matmul_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16);
-    matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16.data());
+    matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16);
     EXPECT_EQ(out, out16);
     // The input rounded by the forward (inp16) and the forward from a rounded input.
     std::vector<uint16_t> x16(x.size()), x16_ref(x.size());
     round_to_bf16(x16_ref.data(), x.data(), N, IC, IC);
-    matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16.data(),
-                   x16.data());
+    matmul_forward(out16.data(), x.data(), w.data(), b.data(), N, IC, OC, bf16, w16, x16.data());
     EXPECT_EQ(x16, x16_ref);
     EXPECT_EQ(out, out16);
-    for (const uint16_t* wp : {static_cast<const uint16_t*>(nullptr), static_cast<const uint16_t*>(w16.data())}) {
+    for (Bf16Weight wp : {Bf16Weight{}, w16}) {
       Vec from16(out.size());
       matmul_forward_bf16_input(from16.data(), x16.data(), w.data(), wp, b.data(), N, IC, OC);
       EXPECT_EQ(out, from16);
     }
     const Vec start = uniform(x.size(), rng);
     Vec dx = start, dw(w.size(), 0.0f), dx16 = start, dw16(w.size(), 0.0f);
+    Vec dw_from16(w.size(), 0.0f);
     matmul_backward(dx.data(), dw.data(), nullptr, dout.data(), x.data(), w.data(), N, IC, OC,
                     bf16);
     matmul_backward(dx16.data(), dw16.data(), nullptr, dout.data(), x.data(), w.data(), N, IC,
-                    OC, bf16, w16.data());
+                    OC, bf16, w16);
     EXPECT_EQ(dx, dx16);
     EXPECT_EQ(dw, dw16);
-    for (MatmulPrecision prec : {MatmulPrecision::F32, bf16}) {
-      Vec added = start, replaced = start, from_zero(x.size(), 0.0f);
-      matmul_backward(added.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC, OC,
-                      prec);
-      matmul_backward(replaced.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC,
-                      OC, prec, nullptr, true);
-      matmul_backward(from_zero.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC,
-                      OC, prec);
-      EXPECT_EQ(replaced, from_zero);
-      EXPECT_NE(replaced, added);
-    }
+    // dweight from the forward's rounded input (inp16) equals dweight rounding inp itself.
+    matmul_backward(nullptr, dw_from16.data(), nullptr, dout.data(), x.data(), w.data(), N, IC,
+                    OC, bf16, w16, false, x16.data());
+    EXPECT_EQ(dw, dw_from16);
+    for (MatmulPrecision prec : {MatmulPrecision::F32, bf16})
+      for (Bf16Weight wp : {Bf16Weight{}, w16}) {
+        Vec added = start, replaced = start, from_zero(x.size(), 0.0f);
+        matmul_backward(added.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N, IC,
+                        OC, prec, wp);
+        matmul_backward(replaced.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N,
+                        IC, OC, prec, wp, true);
+        matmul_backward(from_zero.data(), nullptr, nullptr, dout.data(), x.data(), w.data(), N,
+                        IC, OC, prec, wp);
+        EXPECT_EQ(replaced, from_zero);
+        EXPECT_NE(replaced, added);
+      }
   }
 }
 

@@ -7,6 +7,7 @@
 // because attention calls gemm from inside an OpenMP region (there oneDNN runs single-threaded).
 #include <omp.h>
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -26,12 +27,15 @@ struct GemmKey {
   int M, N, K, lda, ldb, ldc;
   float alpha;
   bool bias = false;  // C += bias (N) broadcast over rows, in the GEMM's epilogue
+  // B in the blocked layout oneDNN picks for this product (GemmPrimitive::b_md); trans_b and ldb
+  // are then unused (false, 0).
+  bool packed_b = false;
   bool operator==(const GemmKey&) const = default;
 };
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& k) const {
-    size_t h = (size_t(k.bias) << 4) | (size_t(k.trans_a) << 3) | (size_t(k.trans_b) << 2) |
+    size_t h = (size_t(k.packed_b) << 5) | (size_t(k.bias) << 4) | (size_t(k.trans_a) << 3) | (size_t(k.trans_b) << 2) |
                (size_t(k.bf16) << 1) | size_t(k.accumulate);
     for (int v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc}) h = h * 1000003u ^ size_t(v);
     uint32_t a;
@@ -62,8 +66,10 @@ const GemmPrimitive& gemm_primitive(const GemmKey& key) {
   auto p = std::make_unique<GemmPrimitive>();
   p->a_md = dnnl::memory::desc(dims{key.M, key.K}, in_type,
                                key.trans_a ? dims{1, key.lda} : dims{key.lda, 1});
-  p->b_md = dnnl::memory::desc(dims{key.K, key.N}, in_type,
-                               key.trans_b ? dims{1, key.ldb} : dims{key.ldb, 1});
+  p->b_md = key.packed_b ? dnnl::memory::desc(dims{key.K, key.N}, in_type,
+                                               dnnl::memory::format_tag::any)
+                         : dnnl::memory::desc(dims{key.K, key.N}, in_type,
+                                              key.trans_b ? dims{1, key.ldb} : dims{key.ldb, 1});
   p->c_md = dnnl::memory::desc(dims{key.M, key.N}, dt::f32, dims{key.ldc, 1});
   dnnl::primitive_attr attr;
   if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
@@ -76,6 +82,7 @@ const GemmPrimitive& gemm_primitive(const GemmKey& key) {
   dnnl::matmul::desc desc = key.bias ? dnnl::matmul::desc(p->a_md, p->b_md, p->bias_md, p->c_md)
                                      : dnnl::matmul::desc(p->a_md, p->b_md, p->c_md);
   dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
+  if (key.packed_b) p->b_md = pd.weights_desc();
   p->prim = dnnl::matmul(pd);
   return *cache.emplace(key, std::move(p)).first->second;
 }
@@ -105,12 +112,12 @@ bool gemm_trivial(int M, int N, int K, float beta, float* C, int ldc) {
   return true;
 }
 
-// Thread-local scratch for bf16 copies; `slot` keeps the copies of one call apart.
+// Thread-local scratch for bf16 copies, 64-byte aligned; `slot` keeps the copies of one call apart.
 uint16_t* bf16_scratch(int slot, size_t n) {
   thread_local std::vector<uint16_t> buffers[3];
   std::vector<uint16_t>& b = buffers[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  if (b.size() < n + 32) b.resize(n + 32);
+  return reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63));
 }
 
 // bf16 copy (dense) of a (rows, cols) matrix with row stride ld, in scratch `slot`.
@@ -120,11 +127,79 @@ const uint16_t* bf16_copy(int slot, const float* src, int rows, int cols, int ld
   return dst;
 }
 
+// dst (dst_md) = src (src_md) through a oneDNN reorder: a layout change, and f32 -> bf16 rounded
+// to nearest even. Reorders are made once per pair of layouts and cached per thread.
+void reorder(const dnnl::memory::desc& src_md, const void* src, const dnnl::memory::desc& dst_md,
+             void* dst) {
+  struct Entry {
+    dnnl::memory::desc src, dst;
+    dnnl::reorder prim;
+  };
+  thread_local std::vector<Entry> cache;
+  dnnl::engine& engine = cpu_engine();
+  const Entry* e = nullptr;
+  for (const Entry& c : cache)
+    if (c.src == src_md && c.dst == dst_md) e = &c;
+  if (!e) {
+    dnnl::reorder::primitive_desc pd(engine, src_md, engine, dst_md);
+    e = &cache.emplace_back(Entry{src_md, dst_md, dnnl::reorder(pd)});
+  }
+  dnnl::memory s(src_md, engine, const_cast<void*>(src)), d(dst_md, engine, dst);
+  dnnl::stream stream(engine);
+  e->prim.execute(stream, s, d);
+  stream.wait();
+}
+
+// A weight (OC,IC) as the B operand of the forward (K=IC, N=OC, B = weight^T) or of the dinp
+// product (K=OC, N=IC, B = weight), with M rows of A.
+GemmKey weight_product(int M, int OC, int IC, bool for_dinp) {
+  return for_dinp ? GemmKey{false, false, true, false, M, IC, OC, OC, 0, IC, 1.0f, false, true}
+                  : GemmKey{false, false, true, false, M, OC, IC, IC, 0, OC, 1.0f, false, true};
+}
+
+// The layout pack_bf16_weight writes: the one oneDNN picks for the product with kPackRows rows.
+// It picked the same for every row count tried (1 to 4096); a product for which it picks another
+// rounds the f32 weight in the call instead (packed_weight_fits).
+constexpr int kPackRows = 1024;
+const dnnl::memory::desc& packed_weight_md(int OC, int IC, bool for_dinp) {
+  return gemm_primitive(weight_product(kPackRows, OC, IC, for_dinp)).b_md;
+}
+
+bool packed_weight_fits(const GemmKey& key, int OC, int IC, bool for_dinp) {
+  return gemm_primitive(key).b_md == packed_weight_md(OC, IC, for_dinp);
+}
+
+// out (N,OC) = a16 @ weight^T + bias at BF16: from `packed` when given and its layout fits this
+// product, else from weight rounded here.
+void forward_bf16(float* out, const uint16_t* a16, const float* weight, const uint16_t* packed,
+                  const float* bias, int N, int IC, int OC) {
+  GemmKey key = weight_product(N, OC, IC, false);
+  key.bias = bias != nullptr;
+  if (packed && packed_weight_fits(key, OC, IC, false)) {
+    execute(key, a16, packed, out, bias);
+    return;
+  }
+  const GemmKey plain{false, true, true, false, N, OC, IC, IC, IC, OC, 1.0f, bias != nullptr};
+  execute(plain, a16, bf16_copy(1, weight, OC, IC, IC), out, bias);
+}
+
 }  // namespace
 
 void round_to_bf16(uint16_t* dst, const float* src, int rows, int cols, int ld) {
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && size_t(rows) * cols > 65536)
   for (int r = 0; r < rows; r++) bf16_round_row(dst + size_t(r) * cols, src + size_t(r) * ld, cols);
+}
+
+size_t bf16_packed_weight_size(int OC, int IC, bool for_dinp) {
+  return packed_weight_md(OC, IC, for_dinp).get_size() / sizeof(uint16_t);
+}
+
+void pack_bf16_weight(uint16_t* dst, const float* weight, int OC, int IC, bool for_dinp) {
+  using dims = dnnl::memory::dims;
+  const dnnl::memory::desc src_md =
+      for_dinp ? dnnl::memory::desc(dims{OC, IC}, dnnl::memory::data_type::f32, dims{IC, 1})
+               : dnnl::memory::desc(dims{IC, OC}, dnnl::memory::data_type::f32, dims{1, IC});
+  reorder(src_md, weight, packed_weight_md(OC, IC, for_dinp), dst);
 }
 
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
@@ -154,8 +229,7 @@ void gemm_bf16_weights(float* out, const float* inp, const uint16_t* w, int N, i
 }
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                    int IC, int OC, MatmulPrecision prec, const uint16_t* weight16,
-                    uint16_t* inp16) {
+                    int IC, int OC, MatmulPrecision prec, Bf16Weight weight16, uint16_t* inp16) {
   if (prec == MatmulPrecision::F32 && N <= kMatmulRowsMax) {
     matmul_rows_forward(out, inp, weight, bias, N, IC, OC);
     return;
@@ -166,10 +240,9 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
     return;
   }
   // One oneDNN matmul, the bias added in its epilogue (no second pass over out).
-  const bool bf16 = prec == MatmulPrecision::BF16;
-  const GemmKey key{false, true, bf16, false, N, OC, IC, IC, IC, OC, 1.0f, bias != nullptr};
-  if (!bf16) {
-    execute(key, inp, weight, out, bias);
+  if (prec == MatmulPrecision::F32) {
+    execute(GemmKey{false, true, false, false, N, OC, IC, IC, IC, OC, 1.0f, bias != nullptr}, inp,
+            weight, out, bias);
     return;
   }
   const uint16_t* a16;
@@ -179,19 +252,17 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   } else {
     a16 = bf16_copy(0, inp, N, IC, IC);
   }
-  execute(key, a16, weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC), out, bias);
+  forward_bf16(out, a16, weight, weight16.fwd, bias, N, IC, OC);
 }
 
 void matmul_forward_bf16_input(float* out, const uint16_t* inp16, const float* weight,
-                               const uint16_t* weight16, const float* bias, int N, int IC,
-                               int OC) {
+                               Bf16Weight weight16, const float* bias, int N, int IC, int OC) {
   if (gemm_trivial(N, OC, IC, 0.0f, out, OC)) {
     if (N > 0 && IC == 0 && bias)
       for (int n = 0; n < N; n++) std::memcpy(out + size_t(n) * OC, bias, sizeof(float) * OC);
     return;
   }
-  const GemmKey key{false, true, true, false, N, OC, IC, IC, IC, OC, 1.0f, bias != nullptr};
-  execute(key, inp16, weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC), out, bias);
+  forward_bf16(out, inp16, weight, weight16.fwd, bias, N, IC, OC);
 }
 
 namespace {
@@ -220,12 +291,12 @@ void column_sums(float* dbias, const float* dout, int N, int OC, uint16_t* d16) 
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int IC, int OC,
-                     MatmulPrecision prec, const uint16_t* weight16, bool overwrite_dinp,
+                     MatmulPrecision prec, Bf16Weight weight16, bool overwrite_dinp,
                      const uint16_t* inp16) {
   const float dinp_beta = overwrite_dinp ? 0.0f : 1.0f;
   if (prec == MatmulPrecision::BF16 && (dinp || dweight)) {
     // dout is rounded once for both products (in the pass that sums it for dbias); the weights
-    // come pre-rounded when the model keeps a bf16 copy.
+    // come packed when the model keeps a bf16 copy.
     const uint16_t* d16;
     if (dbias) {
       uint16_t* d = bf16_scratch(0, size_t(N) * OC);
@@ -234,13 +305,29 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
     } else {
       d16 = bf16_copy(0, dout, N, OC, OC);
     }
-    if (dinp) {
-      const uint16_t* w16 = weight16 ? weight16 : bf16_copy(1, weight, OC, IC, IC);
-      gemm_bf16(false, false, N, IC, OC, 1.0f, d16, OC, w16, IC, dinp_beta, dinp, IC);
+    if (dinp && !gemm_trivial(N, IC, OC, dinp_beta, dinp, IC)) {
+      GemmKey key = weight_product(N, OC, IC, true);
+      key.accumulate = !overwrite_dinp;
+      if (weight16.dinp && packed_weight_fits(key, OC, IC, true))
+        execute(key, d16, weight16.dinp, dinp);
+      else
+        gemm_bf16(false, false, N, IC, OC, 1.0f, d16, OC, bf16_copy(1, weight, OC, IC, IC), IC,
+                  dinp_beta, dinp, IC);
     }
-    if (dweight)
-      gemm_bf16(true, false, OC, IC, N, 1.0f, d16, OC, inp16 ? inp16 : bf16_copy(2, inp, N, IC, IC),
-                IC, 1.0f, dweight, IC);
+    if (dweight && !gemm_trivial(OC, IC, N, 1.0f, dweight, IC)) {
+      // inp goes straight into the layout oneDNN reads B in (one pass over inp, which oneDNN
+      // would otherwise repack inside the product).
+      const GemmKey key{true, false, true, true, OC, IC, N, OC, 0, IC, 1.0f, false, true};
+      const dnnl::memory::desc& b_md = gemm_primitive(key).b_md;
+      uint16_t* b = bf16_scratch(2, b_md.get_size() / sizeof(uint16_t));
+      using dims = dnnl::memory::dims;
+      using dt = dnnl::memory::data_type;
+      if (inp16)
+        reorder(dnnl::memory::desc(dims{N, IC}, dt::bf16, dims{IC, 1}), inp16, b_md, b);
+      else
+        reorder(dnnl::memory::desc(dims{N, IC}, dt::f32, dims{IC, 1}), inp, b_md, b);
+      execute(key, d16, b, dweight);
+    }
     return;
   }
   if (dinp) gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, dinp_beta, dinp, IC, prec);

@@ -115,7 +115,7 @@ void qmatmul_forward(float* out, const float* inp, const QMatrix& w, const float
 // else the f32 matmul_forward at `prec` (training and f32 inference; weight16, inp16 as there).
 inline void linear_forward(float* out, const float* inp, const float* weight, const QMatrix* q,
                            const float* bias, int N, int IC, int OC, MatmulPrecision prec,
-                           const uint16_t* weight16 = nullptr, uint16_t* inp16 = nullptr) {
+                           Bf16Weight weight16 = {}, uint16_t* inp16 = nullptr) {
   if (q && q->type() != WeightType::F32)
     qmatmul_forward(out, inp, *q, bias, N);
   else

@@ -25,10 +25,10 @@ struct AttentionWeights {
   // Low-precision copies of qkv_w and o_w for inference (Model::set_weight_type), or null: f32.
   const QMatrix* qkv_q = nullptr;
   const QMatrix* o_q = nullptr;
-  // bf16 copies of qkv_w and o_w for a forward/backward at MatmulPrecision::BF16 (Bf16Copies),
-  // or null: rounded in each product.
-  const uint16_t* qkv16 = nullptr;
-  const uint16_t* o16 = nullptr;
+  // Packed bf16 copies of qkv_w and o_w for a forward/backward at MatmulPrecision::BF16
+  // (Bf16Copies), or none: rounded in each product.
+  Bf16Weight qkv16;
+  Bf16Weight o16;
 };
 
 struct AttentionGrads {

@@ -46,7 +46,7 @@ struct Gpt2Layer {
   AttentionGrads dattn;
   const float *ln1_w, *ln1_b, *ln2_w, *ln2_b, *fc_w, *fc_b, *proj_w, *proj_b;
   const QMatrix *fc_q = nullptr, *proj_q = nullptr;  // low-precision copies, or null: f32
-  const uint16_t *fc16 = nullptr, *proj16 = nullptr;  // bf16 copies for BF16 training
+  Bf16Weight fc16, proj16;  // packed bf16 copies for BF16 training
   float *dln1_w, *dln1_b, *dln2_w, *dln2_b, *dfc_w, *dfc_b, *dproj_w, *dproj_b;
 };
 
@@ -356,7 +356,7 @@ class Gpt2 final : public ArchImpl {
   const QMatrix* head_q_ = nullptr;
   QMatrixSet qmats_;  // set_weight_type's copies
   Bf16Copies bf16_;   // BF16 forward/backward's copies
-  const uint16_t* head16_ = nullptr;
+  Bf16Weight head16_;
   static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_, *dwpe_, *dlnf_w_, *dlnf_b_;
 

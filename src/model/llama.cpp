@@ -59,7 +59,7 @@ struct LlamaLayer {
   AttentionGrads dattn;
   const float *ln1, *ln2, *gate_up_w, *gate_up_b, *down_w, *down_b;
   const QMatrix *gate_up_q = nullptr, *down_q = nullptr;  // low-precision copies, or null: f32
-  const uint16_t *gate_up16 = nullptr, *down16 = nullptr;  // bf16 copies for BF16 training
+  Bf16Weight gate_up16, down16;  // packed bf16 copies for BF16 training
   float *dln1, *dln2, *dgate_up_w, *dgate_up_b, *ddown_w, *ddown_b;
 };
 
@@ -383,7 +383,7 @@ class Llama final : public ArchImpl {
   const QMatrix* head_q_ = nullptr;
   QMatrixSet qmats_;  // set_weight_type's copies
   Bf16Copies bf16_;   // BF16 forward/backward's copies
-  const uint16_t* head16_ = nullptr;
+  Bf16Weight head16_;
   static constexpr MatmulPrecision kF32 = MatmulPrecision::F32;
   float *dwte_ = nullptr, *dnorm_ = nullptr, *dhead_ = nullptr;
   std::vector<float> inv_freq_;

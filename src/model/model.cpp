@@ -73,19 +73,26 @@ void Model::init_weights(uint64_t seed) {
   }
 }
 
-void Bf16Copies::add(const float* w, int rows, int cols, const uint16_t** copy) {
-  const size_t offset = sources_.empty() ? 0 : sources_.back().offset +
-                                                   size_t(sources_.back().rows) * sources_.back().cols;
-  sources_.push_back(Source{w, rows, cols, offset, copy});
+void Bf16Copies::add(const float* w, int rows, int cols, Bf16Weight* copy) {
+  // Each copy starts on a 64-byte boundary (32 elements) of the 64-byte-aligned buffer.
+  auto take = [&](size_t n) {
+    const size_t at = size_;
+    size_ += (n + 31) / 32 * 32;
+    return at;
+  };
+  const size_t fwd = take(bf16_packed_weight_size(rows, cols, false));
+  const size_t dinp = take(bf16_packed_weight_size(rows, cols, true));
+  sources_.push_back(Source{w, rows, cols, fwd, dinp, copy});
 }
 
 void Bf16Copies::refresh() {
   if (sources_.empty()) return;
-  const Source& last = sources_.back();
-  data_.resize(last.offset + size_t(last.rows) * last.cols);
+  if (data_.size() * 2 < size_) data_.resize((size_ + 1) / 2);
+  uint16_t* base = reinterpret_cast<uint16_t*>(data_.data());
   for (const Source& s : sources_) {
-    round_to_bf16(data_.data() + s.offset, s.w, s.rows, s.cols, s.cols);
-    *s.copy = data_.data() + s.offset;
+    pack_bf16_weight(base + s.fwd, s.w, s.rows, s.cols, false);
+    pack_bf16_weight(base + s.dinp, s.w, s.rows, s.cols, true);
+    *s.copy = Bf16Weight{base + s.fwd, base + s.dinp};
   }
 }
 

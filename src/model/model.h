@@ -43,26 +43,28 @@ struct LayerActivations {
 
 // bf16 copies of the matrices a forward at MatmulPrecision::BF16 multiplies with, refreshed from
 // the f32 master weights at each forward (the weights change only between forwards, in the
-// optimizer): each matrix is rounded once per step instead of in each of the three products that
-// read it (forward, and the backward's dinp; the recomputation under checkpointing).
+// optimizer): each matrix is rounded and packed once per step, in the two layouts its products
+// read (Bf16Weight: the forward's, also used by the recomputation under checkpointing, and the
+// backward's dinp), instead of in each product.
 class Bf16Copies {
  public:
   bool empty() const { return sources_.empty(); }
-  // Registers w (rows, cols); each refresh() rounds it and stores its copy's address in *copy
-  // (the layer's pointer to its bf16 weights).
-  void add(const float* w, int rows, int cols, const uint16_t** copy);
-  void refresh();  // (re)rounds every registered matrix; allocates on the first call
-  size_t bytes() const { return data_.size() * sizeof(uint16_t); }
+  // Registers w (rows, cols); each refresh() packs it and stores its copies' addresses in *copy
+  // (the layer's bf16 weights).
+  void add(const float* w, int rows, int cols, Bf16Weight* copy);
+  void refresh();  // (re)packs every registered matrix; allocates on the first call
+  size_t bytes() const { return data_.size() * sizeof(float); }
 
  private:
   struct Source {
     const float* w;
     int rows, cols;
-    size_t offset;
-    const uint16_t** copy;
+    size_t fwd, dinp;  // offsets of the two copies in data_, in uint16 elements
+    Bf16Weight* copy;
   };
   std::vector<Source> sources_;
-  std::vector<uint16_t> data_;
+  size_t size_ = 0;  // uint16 elements in use
+  FloatBuffer data_;
 };
 
 // The per-architecture forward/backward (see model/gpt2.cpp, model/llama.cpp).
