@@ -301,6 +301,48 @@ TEST(RMSNorm, FiniteDifferences) {
   expect_fd("weight", w, gw, loss, rng);
 }
 
+// The BF16 backwards (gelu_backward_bf16, swiglu_backward_bf16) against the naive fp32 reference:
+// each gradient within one bf16 rounding (2^-8 relative) of the reference, and the column sums,
+// made before rounding, as close as fp32 sums of N rows; with and without the sums.
+TEST(Activations, Bf16BackwardsMatchReference) {
+  std::mt19937 rng(312);
+  for (auto [N, F] : {std::pair{1, 7}, {37, 33}, {130, 129}}) {
+    SCOPED_TRACE(fmt::format("N={} F={}", N, F));
+    for (int which = 0; which < 2; which++) {
+      SCOPED_TRACE(which == 0 ? "gelu" : "swiglu");
+      const int W = which == 0 ? F : 2 * F;  // gradient columns
+      const Vec x = uniform(size_t(N) * W, rng, -4, 4);
+      const Vec dout = uniform(size_t(N) * F, rng);
+      const Vec dbias_start = uniform(W, rng);
+      Vec ref_grad(size_t(N) * W, 0.0f);
+      if (which == 0)
+        ref::gelu_backward(ref_grad.data(), x.data(), dout.data(), ref_grad.size());
+      else
+        ref::swiglu_backward(ref_grad.data(), dout.data(), x.data(), N, F);
+      Vec ref_bias = dbias_start;
+      for (int n = 0; n < N; n++)
+        for (int c = 0; c < W; c++) ref_bias[c] += ref_grad[size_t(n) * W + c];
+      for (bool with_bias : {true, false}) {
+        std::vector<uint16_t> g16(ref_grad.size(), 0xffff);
+        Vec dbias = dbias_start;
+        float* db = with_bias ? dbias.data() : nullptr;
+        if (which == 0)
+          gelu_backward_bf16(g16.data(), db, x.data(), dout.data(), N, F);
+        else
+          swiglu_backward_bf16(g16.data(), db, dout.data(), x.data(), N, F);
+        Vec got(g16.size());
+        for (size_t i = 0; i < g16.size(); i++) got[i] = bf16_to_f32(g16[i]);
+        for (size_t i = 0; i < got.size(); i++)
+          ASSERT_NEAR(got[i], ref_grad[i], std::fabs(ref_grad[i]) * 0x1p-8f + 1e-6f) << i;
+        if (with_bias)
+          expect_close("dbias", dbias, ref_bias, rtol_for(N));
+        else
+          EXPECT_EQ(dbias, dbias_start);
+      }
+    }
+  }
+}
+
 // The activations' optional bf16 output is their fp32 output rounded, the fp32 output unchanged.
 TEST(Activations, Bf16CopyOfTheOutput) {
   std::mt19937 rng(311);

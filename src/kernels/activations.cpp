@@ -71,20 +71,22 @@ inline void put(float& dst, float v) {
     dst += v;
 }
 
+// dout * d/dx gelu(x).
+inline float gelu_grad(float x, float dout) {
+  const float u = kGeluK * (x + kGeluA * x * x * x);
+  const float e = exp_fast(-2.0f * u);
+  const float s = 1.0f / (1.0f + e);
+  const float du = kGeluK * (1.0f + 3.0f * kGeluA * x * x);
+  // 1 - s = e s (<= 1) avoids the cancellation in 1 - s where s rounds to 1 (large x), and is
+  // formed first so that a clamped e ~ 1e38 cannot overflow (large negative x).
+  const float one_minus_s = e * s;
+  return dout * (s + 2.0f * x * one_minus_s * s * du);
+}
+
 template <bool kOverwrite>
 void gelu_backward_impl(float* dinp, const float* inp, const float* dout, size_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float u = kGeluK * (x + kGeluA * x * x * x);
-    const float e = exp_fast(-2.0f * u);
-    const float s = 1.0f / (1.0f + e);
-    const float du = kGeluK * (1.0f + 3.0f * kGeluA * x * x);
-    // 1 - s = e s (<= 1) avoids the cancellation in 1 - s where s rounds to 1 (large x), and is
-    // formed first so that a clamped e ~ 1e38 cannot overflow (large negative x).
-    const float one_minus_s = e * s;
-    put<kOverwrite>(dinp[i], dout[i] * (s + 2.0f * x * one_minus_s * s * du));
-  }
+  for (size_t i = 0; i < n; ++i) put<kOverwrite>(dinp[i], gelu_grad(inp[i], dout[i]));
 }
 }  // namespace
 
@@ -96,6 +98,19 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, b
 }
 
 // gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
+void gelu_backward_bf16(uint16_t* dinp16, float* dbias, const float* inp, const float* dout,
+                        int N, int F) {
+  sum_rows_by_thread(dbias, N, F, [&](int n, float* acc) {
+    const size_t row = size_t(n) * F;
+#pragma omp simd
+    for (int i = 0; i < F; ++i) {
+      const float g = gelu_grad(inp[row + i], dout[row + i]);
+      acc[i] += g;
+      dinp16[row + i] = bf16_round(g);
+    }
+  });
+}
+
 void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* out16) {
   parallel_for_if(N, size_t(N) * F > kParallelMin, [&](int n) {
     const float* g = gate_up + long(n) * 2 * F;
@@ -110,6 +125,15 @@ void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* ou
 // dgate += dout * up * silu'(g), silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g) = 1/(1+e),
 // e = exp(-g); dup += dout * silu(g). dgate_up (N,2F) laid out as gate_up.
 namespace {
+// The gradients of silu(g) * u given dout: dg, du.
+inline void swiglu_grad(float g, float u, float d, float& dg, float& du) {
+  const float e = exp_fast(-g);
+  const float s = 1.0f / (1.0f + e);
+  const float one_minus_s = e * s;  // see gelu_grad
+  dg = d * u * s * (1.0f + g * one_minus_s);
+  du = d * g * s;
+}
+
 template <bool kOverwrite>
 void swiglu_backward_impl(float* dgate_up, const float* dout, const float* gate_up, int N, int F) {
 #pragma omp parallel for schedule(static)
@@ -121,11 +145,10 @@ void swiglu_backward_impl(float* dgate_up, const float* dout, const float* gate_
     float* du = dg + F;
 #pragma omp simd
     for (int i = 0; i < F; ++i) {
-      const float e = exp_fast(-g[i]);
-      const float s = 1.0f / (1.0f + e);
-      const float one_minus_s = e * s;  // see gelu_backward
-      put<kOverwrite>(dg[i], d[i] * u[i] * s * (1.0f + g[i] * one_minus_s));
-      put<kOverwrite>(du[i], d[i] * g[i] * s);
+      float a, b;
+      swiglu_grad(g[i], u[i], d[i], a, b);
+      put<kOverwrite>(dg[i], a);
+      put<kOverwrite>(du[i], b);
     }
   }
 }
@@ -137,6 +160,26 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
     swiglu_backward_impl<true>(dgate_up, dout, gate_up, N, F);
   else
     swiglu_backward_impl<false>(dgate_up, dout, gate_up, N, F);
+}
+
+void swiglu_backward_bf16(uint16_t* dgate_up16, float* dbias, const float* dout,
+                          const float* gate_up, int N, int F) {
+  sum_rows_by_thread(dbias, N, 2 * F, [&](int n, float* acc) {
+    const float* g = gate_up + long(n) * 2 * F;
+    const float* u = g + F;
+    const float* d = dout + long(n) * F;
+    uint16_t* dg = dgate_up16 + long(n) * 2 * F;
+    uint16_t* du = dg + F;
+#pragma omp simd
+    for (int i = 0; i < F; ++i) {
+      float a, b;
+      swiglu_grad(g[i], u[i], d[i], a, b);
+      acc[i] += a;
+      acc[F + i] += b;
+      dg[i] = bf16_round(a);
+      du[i] = bf16_round(b);
+    }
+  });
 }
 
 }  // namespace distill

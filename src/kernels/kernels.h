@@ -116,6 +116,13 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      MatmulPrecision prec = MatmulPrecision::F32, Bf16Weight weight16 = {},
                      bool overwrite_dinp = false, const uint16_t* inp16 = nullptr);
 
+// matmul_backward at BF16 with dout given already rounded (dout16 (N,OC)) and its dbias already
+// summed: dinp and dweight only, as there.
+void matmul_backward_bf16_dout(float* dinp, float* dweight, const uint16_t* dout16,
+                               const float* inp, const float* weight, int N, int IC, int OC,
+                               Bf16Weight weight16 = {}, bool overwrite_dinp = false,
+                               const uint16_t* inp16 = nullptr);
+
 // ---- matmul_rows.cpp ---- the forward above for a few rows (decode steps), F32 only: weights
 // streamed once for all M rows, no oneDNN call. matmul_forward uses it for N <= kMatmulRowsMax.
 // Results do not depend on M or the thread count (each element is summed in one fixed order).
@@ -194,6 +201,15 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n,
 void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* out16 = nullptr);
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int N, int F,
                      bool overwrite = false);
+// The two backwards above at MatmulPrecision::BF16, where their output is only the dout of the
+// matmul before them (matmul_backward_bf16_dout): the input gradient goes out rounded to bf16
+// (dinp16 (N,F) for the GELU over (N,F), dgate_up16 (N,2F)), with no fp32 copy written and read
+// back; dbias (F or 2F), when not null, += its column sums in fp32, summed as matmul_backward
+// sums dbias (sum_rows_by_thread). Same values as the fp32 kernels, then rounding.
+void gelu_backward_bf16(uint16_t* dinp16, float* dbias, const float* inp, const float* dout,
+                        int N, int F);
+void swiglu_backward_bf16(uint16_t* dgate_up16, float* dbias, const float* dout,
+                          const float* gate_up, int N, int F);
 
 // ---- residual.cpp ---- out (n) = a + b; backward da += dout, db += dout.
 void residual_forward(float* out, const float* a, const float* b, size_t n);

@@ -267,27 +267,45 @@ void matmul_forward_bf16_input(float* out, const uint16_t* inp16, const float* w
 
 namespace {
 // dbias (OC) += column sums of dout (N,OC) and, when d16 is not null, d16 = bf16(dout) in the same
-// pass. Each thread sums a fixed block of rows, then the partial sums are added in thread order,
-// so the result is the same on every run with the same thread count.
+// pass.
 void column_sums(float* dbias, const float* dout, int N, int OC, uint16_t* d16) {
-  const int nthreads = omp_get_max_threads();
-  std::vector<float> partial(size_t(nthreads) * OC, 0.0f);
-#pragma omp parallel num_threads(nthreads)
-  {
-    const int t = omp_get_thread_num();
-    float* acc = partial.data() + size_t(t) * OC;
-#pragma omp for schedule(static)
-    for (int n = 0; n < N; n++) {
-      const float* d = dout + size_t(n) * OC;
+  sum_rows_by_thread(dbias, N, OC, [&](int n, float* acc) {
+    const float* d = dout + size_t(n) * OC;
 #pragma omp simd
-      for (int c = 0; c < OC; c++) acc[c] += d[c];
-      if (d16) bf16_round_row(d16 + size_t(n) * OC, d, OC);
-    }
-  }
-  for (int t = 0; t < nthreads; t++)
-    for (int c = 0; c < OC; c++) dbias[c] += partial[size_t(t) * OC + c];
+    for (int c = 0; c < OC; c++) acc[c] += d[c];
+    if (d16) bf16_round_row(d16 + size_t(n) * OC, d, OC);
+  });
 }
 }  // namespace
+
+void matmul_backward_bf16_dout(float* dinp, float* dweight, const uint16_t* d16, const float* inp,
+                               const float* weight, int N, int IC, int OC, Bf16Weight weight16,
+                               bool overwrite_dinp, const uint16_t* inp16) {
+  const float dinp_beta = overwrite_dinp ? 0.0f : 1.0f;
+  if (dinp && !gemm_trivial(N, IC, OC, dinp_beta, dinp, IC)) {
+    GemmKey key = weight_product(N, OC, IC, true);
+    key.accumulate = !overwrite_dinp;
+    if (weight16.dinp && packed_weight_fits(key, OC, IC, true))
+      execute(key, d16, weight16.dinp, dinp);
+    else
+      gemm_bf16(false, false, N, IC, OC, 1.0f, d16, OC, bf16_copy(1, weight, OC, IC, IC), IC,
+                dinp_beta, dinp, IC);
+  }
+  if (dweight && !gemm_trivial(OC, IC, N, 1.0f, dweight, IC)) {
+    // inp goes straight into the layout oneDNN reads B in (one pass over inp, which oneDNN
+    // would otherwise repack inside the product).
+    const GemmKey key{true, false, true, true, OC, IC, N, OC, 0, IC, 1.0f, false, true};
+    const dnnl::memory::desc& b_md = gemm_primitive(key).b_md;
+    uint16_t* b = bf16_scratch(2, b_md.get_size() / sizeof(uint16_t));
+    using dims = dnnl::memory::dims;
+    using dt = dnnl::memory::data_type;
+    if (inp16)
+      reorder(dnnl::memory::desc(dims{N, IC}, dt::bf16, dims{IC, 1}), inp16, b_md, b);
+    else
+      reorder(dnnl::memory::desc(dims{N, IC}, dt::f32, dims{IC, 1}), inp, b_md, b);
+    execute(key, d16, b, dweight);
+  }
+}
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int IC, int OC,
@@ -305,29 +323,8 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
     } else {
       d16 = bf16_copy(0, dout, N, OC, OC);
     }
-    if (dinp && !gemm_trivial(N, IC, OC, dinp_beta, dinp, IC)) {
-      GemmKey key = weight_product(N, OC, IC, true);
-      key.accumulate = !overwrite_dinp;
-      if (weight16.dinp && packed_weight_fits(key, OC, IC, true))
-        execute(key, d16, weight16.dinp, dinp);
-      else
-        gemm_bf16(false, false, N, IC, OC, 1.0f, d16, OC, bf16_copy(1, weight, OC, IC, IC), IC,
-                  dinp_beta, dinp, IC);
-    }
-    if (dweight && !gemm_trivial(OC, IC, N, 1.0f, dweight, IC)) {
-      // inp goes straight into the layout oneDNN reads B in (one pass over inp, which oneDNN
-      // would otherwise repack inside the product).
-      const GemmKey key{true, false, true, true, OC, IC, N, OC, 0, IC, 1.0f, false, true};
-      const dnnl::memory::desc& b_md = gemm_primitive(key).b_md;
-      uint16_t* b = bf16_scratch(2, b_md.get_size() / sizeof(uint16_t));
-      using dims = dnnl::memory::dims;
-      using dt = dnnl::memory::data_type;
-      if (inp16)
-        reorder(dnnl::memory::desc(dims{N, IC}, dt::bf16, dims{IC, 1}), inp16, b_md, b);
-      else
-        reorder(dnnl::memory::desc(dims{N, IC}, dt::f32, dims{IC, 1}), inp, b_md, b);
-      execute(key, d16, b, dweight);
-    }
+    matmul_backward_bf16_dout(dinp, dweight, d16, inp, weight, N, IC, OC, weight16,
+                              overwrite_dinp, inp16);
     return;
   }
   if (dinp) gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, dinp_beta, dinp, IC, prec);

@@ -1,8 +1,11 @@
 // Branch-free exp that GCC auto-vectorizes (libm's expf does not vectorize without -ffast-math,
 // and softmax over a 8k-32k vocabulary is ~17% of a training step in PyTorch's profile).
 #pragma once
+#include <omp.h>
+
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace distill {
 
@@ -31,16 +34,37 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
-// d (n) = s (n) rounded to bf16, round-to-nearest-even (as oneDNN's reorders and
-// round_to_bf16); single-threaded, for use inside a kernel's own parallel loop.
+// x rounded to bf16, round-to-nearest-even (as oneDNN's reorders and round_to_bf16).
+inline uint16_t bf16_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+// d (n) = s (n) rounded to bf16; single-threaded, for use inside a kernel's own parallel loop.
 inline void bf16_round_row(uint16_t* d, const float* s, size_t n) {
 #pragma omp simd
-  for (size_t c = 0; c < n; c++) {
-    uint32_t u;
-    std::memcpy(&u, &s[c], 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    d[c] = uint16_t(u >> 16);
+  for (size_t c = 0; c < n; c++) d[c] = bf16_round(s[c]);
+}
+
+// Column sums made the same way on every run with the same thread count: row(n, acc) handles row
+// n of N and adds its OC values into acc, each thread's own OC floats; each thread takes a fixed
+// block of rows (static schedule), and dbias (OC) += the threads' sums, added in thread order.
+// dbias null: the rows are handled the same way and nothing is summed (acc is scratch).
+template <typename Row>
+void sum_rows_by_thread(float* dbias, int N, int OC, const Row& row) {
+  const int nthreads = omp_get_max_threads();
+  std::vector<float> partial(size_t(nthreads) * OC, 0.0f);
+#pragma omp parallel num_threads(nthreads)
+  {
+    float* acc = partial.data() + size_t(omp_get_thread_num()) * OC;
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; n++) row(n, acc);
   }
+  if (!dbias) return;
+  for (int t = 0; t < nthreads; t++)
+    for (int c = 0; c < OC; c++) dbias[c] += partial[size_t(t) * OC + c];
 }
 
 }  // namespace distill

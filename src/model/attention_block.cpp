@@ -33,22 +33,25 @@ void AttentionActs::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm
   plan.add(ym, N * s.NH * s.HD);
 }
 
-void Bf16Acts::allocate(int num_layers, size_t N, size_t C, size_t heads, size_t F, bool shared) {
+void Bf16Acts::allocate(int num_layers, size_t N, size_t C, size_t heads, size_t F,
+                        size_t dmlp_cols, bool shared) {
   const size_t per_layer = N * (2 * C + heads + F);
   const size_t sets = shared ? 1 : size_t(num_layers);
-  storage.assign(sets * per_layer + N * C, 0);
+  storage.assign(sets * per_layer + N * C + N * dmlp_cols, 0);
   layers.resize(size_t(num_layers));
   for (size_t l = 0; l < layers.size(); l++) {
     uint16_t* p = storage.data() + (shared ? 0 : l) * per_layer;
     layers[l] = Layer{p, p + N * C, p + N * (C + heads), p + N * (2 * C + heads)};
   }
   final_norm = storage.data() + sets * per_layer;
+  dmlp = final_norm + N * C;
 }
 
 void Bf16Acts::clear() {
   storage = {};
   layers.clear();
   final_norm = nullptr;
+  dmlp = nullptr;
 }
 
 void AttentionScratch::plan(BufferPlan& plan, const AttentionShape& s, bool qk_norm) {

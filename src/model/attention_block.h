@@ -65,9 +65,13 @@ struct Bf16Acts {
   };
   std::vector<Layer> layers;
   uint16_t* final_norm = nullptr;  // (N,C): the LM head's input
+  // (N,dmlp): the backward's gradient of the MLP activation's input, in bf16 for the matmul before
+  // it (gelu_backward_bf16, swiglu_backward_bf16), shared by the layers.
+  uint16_t* dmlp = nullptr;
   // One set per layer, or one set all layers share when `shared` (activation checkpointing:
   // a layer's are rewritten when its forward is recomputed, as its fp32 activations are).
-  void allocate(int num_layers, size_t N, size_t C, size_t heads, size_t F, bool shared);
+  void allocate(int num_layers, size_t N, size_t C, size_t heads, size_t F, size_t dmlp,
+                bool shared);
   void clear();
   size_t bytes() const { return storage.size() * sizeof(uint16_t); }
 

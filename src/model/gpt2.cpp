@@ -196,9 +196,15 @@ class Gpt2 final : public ArchImpl {
       if (checkpointing_ && l + 1 < c_.num_layers) layer_forward_acts(L, a);
       matmul_backward(b.dfc_gelu, L.dproj_w, L.dproj_b, b.dres, a.fc_gelu, L.proj_w, N, F, C,
                       prec, L.proj16, true, a.act16);
-      gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF, true);
-      matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec, L.fc16, true,
-                      a.ln2_16);
+      if (acts16_.dmlp) {  // BF16: the GELU's gradient leaves it rounded, its bias summed
+        gelu_backward_bf16(acts16_.dmlp, L.dfc_b, a.fc, b.dfc_gelu, N, F);
+        matmul_backward_bf16_dout(b.dx, L.dfc_w, acts16_.dmlp, a.ln2, L.fc_w, N, C, F, L.fc16,
+                                  true, a.ln2_16);
+      } else {
+        gelu_backward(b.dfc, a.fc, b.dfc_gelu, NF, true);
+        matmul_backward(b.dx, L.dfc_w, L.dfc_b, b.dfc, a.ln2, L.fc_w, N, C, F, prec, L.fc16,
+                        true, a.ln2_16);
+      }
       layernorm_backward(b.dres, L.dln2_w, L.dln2_b, b.dx, a.res_mid, L.ln2_w, a.ln2_mean,
                          a.ln2_rstd, N, C);
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
@@ -316,7 +322,8 @@ class Gpt2 final : public ArchImpl {
     if (checkpointing) share_layer_acts(buf_.acts);
     const size_t N = size_t(B) * T, C = c_.hidden_size;
     if (bf16)
-      acts16_.allocate(c_.num_layers, N, C, C, c_.intermediate_size, checkpointing);
+      acts16_.allocate(c_.num_layers, N, C, C, c_.intermediate_size, c_.intermediate_size,
+                       checkpointing);
     else
       acts16_.clear();
     for (size_t l = 0; l < buf_.acts.size(); l++) {

@@ -217,9 +217,15 @@ class Llama final : public ArchImpl {
       // MLP: dres is the gradient of the block output, which also flows straight to res_mid.
       matmul_backward(b.dswi, L.ddown_w, L.ddown_b, b.dres, a.swi, L.down_w, N, F, C, prec,
                       L.down16, true, a.act16);
-      swiglu_backward(b.dgate_up, b.dswi, a.gate_up, N, F, true);
-      matmul_backward(b.dx, L.dgate_up_w, L.dgate_up_b, b.dgate_up, a.ln2, L.gate_up_w, N, C,
-                      2 * F, prec, L.gate_up16, true, a.ln2_16);
+      if (acts16_.dmlp) {  // BF16: the SwiGLU's gradient leaves it rounded (bias summed, if any)
+        swiglu_backward_bf16(acts16_.dmlp, L.dgate_up_b, b.dswi, a.gate_up, N, F);
+        matmul_backward_bf16_dout(b.dx, L.dgate_up_w, acts16_.dmlp, a.ln2, L.gate_up_w, N, C,
+                                  2 * F, L.gate_up16, true, a.ln2_16);
+      } else {
+        swiglu_backward(b.dgate_up, b.dswi, a.gate_up, N, F, true);
+        matmul_backward(b.dx, L.dgate_up_w, L.dgate_up_b, b.dgate_up, a.ln2, L.gate_up_w, N, C,
+                        2 * F, prec, L.gate_up16, true, a.ln2_16);
+      }
       rmsnorm_backward(b.dres, L.dln2, b.dx, a.res_mid, L.ln2, a.ln2_rstd, N, C);
       // Attention: dres is now the gradient of res_mid.
       attention_block_backward(b.dx, b.dres, a.ln1, L.attn, L.dattn, a.attn, b.scratch, shape_,
@@ -332,7 +338,7 @@ class Llama final : public ArchImpl {
     const size_t N = size_t(B) * T;
     if (bf16)
       acts16_.allocate(c_.num_layers, N, c_.hidden_size, c_.q_dim(), c_.intermediate_size,
-                       checkpointing);
+                       2 * size_t(c_.intermediate_size), checkpointing);
     else
       acts16_.clear();
     for (size_t l = 0; l < buf_.acts.size(); l++) {

@@ -71,16 +71,19 @@ MemoryEstimate estimate_training_memory(const TrainLoopOptions& o, TrainTask& ta
   e.activations_other = other - logits;
   e.task = task.memory();
 
-  // bf16 training keeps a bf16 copy of every weight matrix, refreshed per step (Bf16Copies,
-  // counted as all parameters), and of every layer's matmul inputs (Bf16Acts: one set per layer,
-  // or one shared set under checkpointing, plus the LM head's input); matmuls stage the rest in
-  // thread_local vectors that only grow, the largest dlogits (N,V) (kernels/matmul.cpp).
+  // bf16 training keeps two packed bf16 copies of every weight matrix, refreshed per step
+  // (Bf16Copies: the forward's and the backward's dinp layouts, counted as all parameters twice),
+  // every layer's matmul inputs (Bf16Acts: one set per layer, or one shared set under
+  // checkpointing, plus the LM head's input and the MLP activation's gradient); matmuls stage the
+  // rest in thread_local vectors that only grow, the largest dlogits (N,V), and dweight's packed
+  // input, at most (N,F) (kernels/matmul.cpp).
   if (e.bf16) {
     const size_t F = size_t(c.intermediate_size), Q = size_t(c.q_dim());
     const size_t sets = e.checkpointing ? 1 : size_t(c.num_layers);
-    const size_t acts = sets * N * (2 * C + Q + F) + N * C;
-    const size_t staging = std::max(N * V, N * 2 * F);
-    e.scratch += int64_t(sizeof(uint16_t) * (P + acts + staging));
+    const size_t dmlp = N * (c.arch == Arch::Gpt2 ? F : 2 * F);
+    const size_t acts = sets * N * (2 * C + Q + F) + N * C + dmlp;
+    const size_t staging = std::max(N * V, N * 2 * F) + N * F;
+    e.scratch += int64_t(sizeof(uint16_t) * (2 * P + acts + staging));
   }
   // Saving GPT-2 copies every Conv1D weight into HF's transposed layout before writing
   // (formats/model_dir.cpp), and one more of the tensor being converted.
