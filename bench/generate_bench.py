@@ -31,6 +31,8 @@ import statistics
 import subprocess
 import sys
 
+from hostinfo import cpu_info, cpu_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 DISTILL = os.path.join(BUILD, "distill")
@@ -43,7 +45,6 @@ LLAMA_BENCH = os.path.join(NATIVE, "build", "bin", "llama-bench")
 # (vocabulary 8192, 6 layers, d 384, 16-18M parameters: their f32 weights fit in this machine's L3)
 # and llama-110m (16 layers, d 768, 113M parameters, 453 MB in f32: streamed from memory).
 CONFIGS = {"llama": "llama-bench", "gpt2": "gpt2-bench", "llama110m": "llama-110m"}
-CPU_FLAGS = ["avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile"]
 
 
 def run_lines(cmd, env=None):
@@ -51,20 +52,6 @@ def run_lines(cmd, env=None):
     if out.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stderr.strip()}")
     return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
-
-
-def cpu_info():
-    model, flags = "unknown", set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    return {"model": model, "flags": {k: k in flags for k in CPU_FLAGS},
-            "avx512": "avx512f" in flags}
 
 
 def load_average():
@@ -249,9 +236,8 @@ def main():
                 line += (f"   | peer pp {peer_b1['pp']['llama.cpp']:7.0f}  "
                          f"tg (after the prompt) {peer_b1['tg']['llama.cpp']:6.0f}")
             print(line)
-    flags = " ".join(f"{k}{'+' if v else '-'}" for k, v in cpu["flags"].items())
     print()
-    print(f"CPU: {cpu['model']}, {'AVX-512' if cpu['avx512'] else 'no AVX-512'} ({flags})")
+    print(cpu_line(cpu))
     if native_info:
         first = native_info.get("first_build", native_info)
         print(f"llama.cpp native: commit {native_info.get('commit', '?')[:12]}, version "

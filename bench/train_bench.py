@@ -3,9 +3,9 @@
 in one run, alternating (ours, peer, ours, peer, ...) for --rounds rounds; then our bf16 mode
 against our fp32, and the bf16 loss curve against the fp32 one over 200 real training steps.
 
-Prints a table and one JSON summary line (also written to --json). The peer runs in its best
-configuration on this machine (../shared/PEERS.md): the OpenMP OpenBLAS, with OPENBLAS_CORETYPE
-and OPENBLAS_L2_SIZE unset in its own environment only.
+Prints the CPU flags, a table and one JSON summary line (also written to --json). The peer runs
+in its best configuration on this machine (../shared/PEERS.md): the OpenMP OpenBLAS, with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset in its own environment only.
 """
 import argparse
 import json
@@ -13,6 +13,8 @@ import os
 import statistics
 import subprocess
 import sys
+
+from hostinfo import cpu_info, cpu_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTILL = os.path.join(ROOT, "build", "distill")
@@ -104,6 +106,8 @@ def main():
     a = ap.parse_args()
 
     summary = {"threads": a.threads, "B": a.B, "T": a.T, "steps": a.steps, "rounds": a.rounds}
+    summary["cpu"] = cpu_info()
+    print(cpu_line(summary["cpu"]), flush=True)
     summary["gemm_peak_gflops"] = {"f32": gemm_peak("f32", a), "bf16": gemm_peak("bf16", a)}
     print(f"GEMM peak, {a.threads} threads, 2048^3: fp32 {summary['gemm_peak_gflops']['f32']:.0f} "
           f"GFLOP/s, bf16 {summary['gemm_peak_gflops']['bf16']:.0f} GFLOP/s", flush=True)

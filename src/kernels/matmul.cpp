@@ -35,8 +35,8 @@ struct GemmKey {
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& k) const {
-    size_t h = (size_t(k.packed_b) << 5) | (size_t(k.bias) << 4) | (size_t(k.trans_a) << 3) | (size_t(k.trans_b) << 2) |
-               (size_t(k.bf16) << 1) | size_t(k.accumulate);
+    size_t h = (size_t(k.packed_b) << 5) | (size_t(k.bias) << 4) | (size_t(k.trans_a) << 3) |
+               (size_t(k.trans_b) << 2) | (size_t(k.bf16) << 1) | size_t(k.accumulate);
     for (int v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc}) h = h * 1000003u ^ size_t(v);
     uint32_t a;
     std::memcpy(&a, &k.alpha, 4);
@@ -112,7 +112,8 @@ bool gemm_trivial(int M, int N, int K, float beta, float* C, int ldc) {
   return true;
 }
 
-// Thread-local scratch for bf16 copies, 64-byte aligned; `slot` keeps the copies of one call apart.
+// Thread-local scratch for bf16 copies, 64-byte aligned; `slot` keeps the copies of one call
+// apart.
 uint16_t* bf16_scratch(int slot, size_t n) {
   thread_local std::vector<uint16_t> buffers[3];
   std::vector<uint16_t>& b = buffers[slot];
