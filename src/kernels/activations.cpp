@@ -134,22 +134,30 @@ inline void swiglu_grad(float g, float u, float d, float& dg, float& du) {
   du = d * g * s;
 }
 
+// Row n of the SwiGLU backward: store(i, dgate, dup) for each of its F elements.
+template <class Store>
+inline void swiglu_grad_row(const float* dout, const float* gate_up, long n, int F,
+                            const Store& store) {
+  const float* g = gate_up + n * 2 * F;
+  const float* u = g + F;
+  const float* d = dout + n * F;
+#pragma omp simd
+  for (int i = 0; i < F; ++i) {
+    float a, b;
+    swiglu_grad(g[i], u[i], d[i], a, b);
+    store(i, a, b);
+  }
+}
+
 template <bool kOverwrite>
 void swiglu_backward_impl(float* dgate_up, const float* dout, const float* gate_up, int N, int F) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
-    const float* g = gate_up + long(n) * 2 * F;
-    const float* u = g + F;
-    const float* d = dout + long(n) * F;
     float* dg = dgate_up + long(n) * 2 * F;
-    float* du = dg + F;
-#pragma omp simd
-    for (int i = 0; i < F; ++i) {
-      float a, b;
-      swiglu_grad(g[i], u[i], d[i], a, b);
+    swiglu_grad_row(dout, gate_up, n, F, [&](int i, float a, float b) {
       put<kOverwrite>(dg[i], a);
-      put<kOverwrite>(du[i], b);
-    }
+      put<kOverwrite>(dg[F + i], b);
+    });
   }
 }
 }  // namespace
@@ -165,20 +173,13 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
 void swiglu_backward_bf16(uint16_t* dgate_up16, float* dbias, const float* dout,
                           const float* gate_up, int N, int F) {
   sum_rows_by_thread(dbias, N, 2 * F, [&](int n, float* acc) {
-    const float* g = gate_up + long(n) * 2 * F;
-    const float* u = g + F;
-    const float* d = dout + long(n) * F;
     uint16_t* dg = dgate_up16 + long(n) * 2 * F;
-    uint16_t* du = dg + F;
-#pragma omp simd
-    for (int i = 0; i < F; ++i) {
-      float a, b;
-      swiglu_grad(g[i], u[i], d[i], a, b);
+    swiglu_grad_row(dout, gate_up, n, F, [&](int i, float a, float b) {
       acc[i] += a;
       acc[F + i] += b;
       dg[i] = bf16_round(a);
-      du[i] = bf16_round(b);
-    }
+      dg[F + i] = bf16_round(b);
+    });
   });
 }
 
