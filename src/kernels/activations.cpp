@@ -97,7 +97,6 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n, b
     gelu_backward_impl<false>(dinp, inp, dout, n);
 }
 
-// gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
 void gelu_backward_bf16(uint16_t* dinp16, float* dbias, const float* inp, const float* dout,
                         int N, int F) {
   sum_rows_by_thread(dbias, N, F, [&](int n, float* acc) {
@@ -111,6 +110,7 @@ void gelu_backward_bf16(uint16_t* dinp16, float* dbias, const float* inp, const 
   });
 }
 
+// gate_up (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
 void swiglu_forward(float* out, const float* gate_up, int N, int F, uint16_t* out16) {
   parallel_for_if(N, size_t(N) * F > kParallelMin, [&](int n) {
     const float* g = gate_up + long(n) * 2 * F;
