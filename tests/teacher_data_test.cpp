@@ -107,6 +107,69 @@ GenerateDataOptions generate_options(const fs::path& dir, const std::string& tea
   return o;
 }
 
+// A teacher whose vocabulary is padded past its tokenizer's (Qwen2.5: 151936 ids for 151665
+// tokens): the padding ids have no text, so they are neither sampled nor stored among the top-k
+// alternatives, and the log-probabilities are over the tokenizer's ids (the padding's mass is not
+// in them). Before, scoring stopped at the first window whose top k held a padding id (the
+// dataset's rows accept only the tokenizer's ids), and the log-probabilities were normalised
+// over the padding too.
+TEST(TeacherData, PaddedVocabularyIdsAreNeverStored) {
+  const fs::path dir = temp_dir("padded");
+  const int tokens = ByteTokenizer::kVocabSize, padded = tokens + 64;
+  const std::string teacher = test_support::save_tiny_teacher(dir, 21, padded);
+  auto model = load_model_dir(teacher);
+  ASSERT_EQ(model->config().vocab_size, padded);
+  const std::vector<int32_t> ids = ByteTokenizer::encode("the lord said unto");
+  // The premise: unrestricted, the padding ids are among this teacher's top 20.
+  {
+    Generator gen(*model, 1, 64);
+    bool padding_ranks = false;
+    for (const TokenLogprobs& lp : gen.score(ids, 20))
+      for (int32_t id : lp.top_ids) padding_ranks |= id >= tokens;
+    ASSERT_TRUE(padding_ranks);
+  }
+  ScoreOptions so;
+  so.teacher = teacher;
+  so.text = {write_text(dir)};
+  so.out = (dir / "scored").string();
+  so.seq_len = 64;
+  so.top_k = 20;
+  so.max_records = 3;
+  so.encoding = "exact";
+  score_text(so, [](const TeacherDataProgress&) {});
+  GenerateDataOptions go = generate_options(dir, teacher, (dir / "generated").string(), 3);
+  go.top_k = 20;
+  go.temperature = 1.5f;
+  generate_data(go, [](const TeacherDataProgress&) {});
+  for (const std::string& out : {so.out, go.out}) {
+    SCOPED_TRACE(out);
+    const DatasetReader r = DatasetReader::open(out);
+    ASSERT_GT(r.size(), 0);
+    for (int64_t i = 0; i < r.size(); i++) {
+      const DatasetEntry e = r.read(i);
+      for (int32_t id : e.tokens) EXPECT_LT(id, tokens);
+      ASSERT_GT(e.rows.rows(), 0);
+      for (int j = 0; j < e.rows.rows(); j++) {
+        double mass = 0.0;
+        for (int c = 0; c < e.rows.count(j); c++) {
+          EXPECT_LT(e.rows.ids[size_t(j) * 20 + c], tokens);
+          mass += std::exp(double(e.rows.logprobs[size_t(j) * 20 + c]));
+        }
+        EXPECT_LE(mass, 1.0 + 1e-4);
+      }
+    }
+  }
+  // The generator's scoring over the tokenizer's ids only: the log-softmax of the first `tokens`
+  // logits, so every log-probability rises by the padding's share.
+  Generator gen(*model, 1, 64);
+  const auto full = gen.score(ids, 0), limited = gen.score(ids, 5, tokens);
+  ASSERT_EQ(full.size(), limited.size());
+  for (size_t t = 0; t < full.size(); t++) {
+    EXPECT_GT(limited[t].logprob, full[t].logprob);
+    for (int32_t id : limited[t].top_ids) EXPECT_LT(id, tokens);
+  }
+}
+
 std::map<std::pair<std::string, int64_t>, std::string> completions(const std::string& dir) {
   const DatasetReader r = DatasetReader::open(dir);
   std::map<std::pair<std::string, int64_t>, std::string> out;

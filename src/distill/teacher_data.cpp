@@ -324,7 +324,8 @@ void score_text(const ScoreOptions& o, const TeacherDataProgressFn& progress) {
     Packer mine;
     if (const size_t i = begin + size_t(dist::rank()); i < todo.size()) {
       Generation g;
-      g.logprobs = gen.score(items[size_t(todo[i])].tokens, o.top_k);
+      // Over the tokenizer's ids: a padded model vocabulary's padding has no text.
+      g.logprobs = gen.score(items[size_t(todo[i])].tokens, o.top_k, tok->vocab_size());
       mine.put(g);
     }
     const std::vector<std::string> parts = dist::gather(mine.bytes());

@@ -17,7 +17,7 @@ TokenLogprobs top_logprobs(const float* logits, int V, int k, int32_t chosen) {
   const double lse = mx + std::log(sum);
   TokenLogprobs out;
   out.id = chosen;
-  if (chosen >= 0) out.logprob = float(double(logits[chosen]) - lse);
+  if (chosen >= 0) out.logprob = chosen < V ? float(double(logits[chosen]) - lse) : -INFINITY;
   k = std::min(k, V);
   if (k <= 0) return out;
   std::vector<int32_t> idx(V);
@@ -70,7 +70,10 @@ std::vector<Generation> Generator::generate(
       next++;
     }
     DISTILL_CHECK(decoder_.live() > 0);
-    const int V = model_.config().vocab_size;
+    // Log-probabilities over the ids sampling can pick (a padded vocabulary's padding is not).
+    const int V = o.sampling.vocab_limit > 0
+                      ? std::min(model_.config().vocab_size, o.sampling.vocab_limit)
+                      : model_.config().vocab_size;
     for (const DecodedToken& d : decoder_.step(processor)) {
       Generation& g = out[size_t(d.id)];
       // Log-probabilities come from the raw distribution, before any processor changes it.
@@ -91,7 +94,8 @@ std::vector<Generation> Generator::generate(
   return out;
 }
 
-std::vector<TokenLogprobs> Generator::score(const std::vector<int32_t>& ids, int top_k) {
+std::vector<TokenLogprobs> Generator::score(const std::vector<int32_t>& ids, int top_k,
+                                            int vocab_limit) {
   if (ids.size() < 2) return {};
   if (int(ids.size()) > context_)
     throw Error("text of {} tokens exceeds the context of {}", ids.size(), context_);
@@ -104,7 +108,8 @@ std::vector<TokenLogprobs> Generator::score(const std::vector<int32_t>& ids, int
   const float* logits = model_.forward_rows(batch, cache);
   std::vector<TokenLogprobs> out;
   for (size_t t = 0; t + 1 < ids.size(); t++)
-    out.push_back(top_logprobs(logits + t * size_t(V), V, top_k, ids[t + 1]));
+    out.push_back(top_logprobs(logits + t * size_t(V), vocab_limit > 0 ? std::min(V, vocab_limit) : V,
+                               top_k, ids[t + 1]));
   cache.reset(0);
   return out;
 }

@@ -32,7 +32,8 @@ struct GenerateOptions {
   int max_tokens = 128;              // new tokens per request
   uint64_t seed = 0;                 // request i samples with seed + i ...
   std::vector<uint64_t> request_seeds;  // ... or with request_seeds[i] when given
-  int top_logprobs = 0;              // top-k log-probabilities per token (0: none)
+  int top_logprobs = 0;              // top-k log-probabilities per token (0: none), over the ids
+                                     // below sampling.vocab_limit when it is set
   std::vector<int32_t> stop_ids;     // e.g. EOS; the stop token is kept in the output
   // Called after each token with the tokens generated so far; true stops the request (stop
   // strings are checked here by the caller, who has the tokenizer).
@@ -55,7 +56,9 @@ struct Generation {
   std::string finish_reason;            // "stop" or "length"
 };
 
-// Top-k log-probabilities of a logits row (V).
+// Top-k log-probabilities of a logits row over ids [0, V): a caller with a vocabulary padded past
+// its tokenizer's passes the tokenizer's size, so the padding (no text) is neither listed nor in
+// the normaliser. A chosen id outside [0, V) gets -inf.
 TokenLogprobs top_logprobs(const float* logits, int V, int k, int32_t chosen);
 
 class Generator {
@@ -73,8 +76,10 @@ class Generator {
                                        progress = {});
 
   // Teacher-forced: for positions 1..n-1 of `ids`, the log-probabilities of ids[t] given
-  // ids[0..t-1], with the top k. Returns n-1 entries.
-  std::vector<TokenLogprobs> score(const std::vector<int32_t>& ids, int top_k);
+  // ids[0..t-1], with the top k. Returns n-1 entries. vocab_limit > 0: over ids below it only
+  // (the tokenizer's vocabulary when the model's is padded past it; see top_logprobs).
+  std::vector<TokenLogprobs> score(const std::vector<int32_t>& ids, int top_k,
+                                   int vocab_limit = 0);
 
  private:
   Model& model_;

@@ -73,14 +73,17 @@ void apply_sampling(const ChoiceSpec& s, float* logits, int V, std::vector<uint8
     if (!keep[size_t(i)]) logits[i] = -INFINITY;
 }
 
-TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
-  const TokenLogprobs lp = top_logprobs(raw, V, k, chosen);
+TokenInfo token_info(const TokenLogprobs& lp) {
   TokenInfo t;
-  t.id = chosen;
+  t.id = lp.id;
   t.logprob = lp.logprob;
   for (size_t i = 0; i < lp.top_ids.size(); i++)
     t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
   return t;
+}
+
+TokenInfo token_info(const float* raw, int V, int k, int32_t chosen) {
+  return token_info(top_logprobs(raw, V, k, chosen));
 }
 
 class SamplingProcessor final : public LogitsProcessor {
@@ -241,17 +244,11 @@ void Engine::admit_waiting() {
       if (spec.score_prompt) {
         try {
           if (!scorer_) scorer_ = std::make_unique<Generator>(model_, 1, context_);
-          for (const TokenLogprobs& lp : scorer_->score(spec.prompt, std::max(spec.logprobs, 0))) {
-            TokenInfo t;
-            t.id = lp.id;
-            t.logprob = lp.logprob;
-            // Ids past the tokenizer's vocabulary (a padded model vocabulary) have no text: they
-            // are left out, so a position may list fewer than `logprobs` alternatives.
-            for (size_t i = 0; i < lp.top_ids.size(); i++)
-              if (lp.top_ids[i] < tok_.vocab_size())
-                t.top.push_back({lp.top_ids[i], lp.top_logprobs[i]});
-            result.prompt_tokens.push_back(std::move(t));
-          }
+          // Over the tokenizer's ids, as the sampled tokens' (a padded model vocabulary's
+          // padding has no text).
+          for (const TokenLogprobs& lp :
+               scorer_->score(spec.prompt, std::max(spec.logprobs, 0), tok_.vocab_size()))
+            result.prompt_tokens.push_back(token_info(lp));
         } catch (const std::exception& e) {
           if (decode) decoder_->finish(id);
           fail_job(job, e.what());
