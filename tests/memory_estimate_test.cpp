@@ -47,15 +47,26 @@ TEST(MemoryEstimate, ActivationFloatsAreWhatTheModelAllocates) {
                {qwen2, 1, 33},
                {qwen3_odd(), 2, 5}};
   for (const auto& c : cases) {
-    for (bool checkpointing : {false, true}) {
-      SCOPED_TRACE(c.config.model_type + (checkpointing ? " checkpointed" : ""));
-      Model m(c.config);
-      m.set_checkpointing(checkpointing);
-      EXPECT_EQ(m.activation_floats(), 0u);
-      const std::vector<int32_t> ids(size_t(c.B) * c.T, 1);
-      m.forward(ids.data(), c.B, c.T);
-      EXPECT_EQ(training_buffer_floats(c.config, c.B, c.T, checkpointing), m.activation_floats());
-    }
+    for (bool checkpointing : {false, true})
+      for (bool bf16 : {false, true}) {
+        SCOPED_TRACE(c.config.model_type + (checkpointing ? " checkpointed" : "") +
+                     (bf16 ? " bf16" : ""));
+        Model m(c.config);
+        m.set_checkpointing(checkpointing);
+        m.set_precision(bf16 ? MatmulPrecision::BF16 : MatmulPrecision::F32);
+        EXPECT_EQ(m.activation_floats(), 0u);
+        const std::vector<int32_t> ids(size_t(c.B) * c.T, 1);
+        m.forward(ids.data(), c.B, c.T);
+        EXPECT_EQ(training_buffer_floats(c.config, c.B, c.T, checkpointing, bf16),
+                  m.activation_floats());
+      }
+    // At BF16 the MLP activation's f32 gradient buffer is not allocated (its gradient goes to
+    // the bf16 copy): N x F floats for GELU, N x 2F for SwiGLU's gate and up.
+    const size_t N = size_t(c.B) * c.T, F = size_t(c.config.intermediate_size);
+    const size_t mlp_grad = c.config.arch == Arch::Gpt2 ? N * F : 2 * N * F;
+    EXPECT_GE(training_buffer_floats(c.config, c.B, c.T, false) -
+                  training_buffer_floats(c.config, c.B, c.T, false, true),
+              mlp_grad);
     // Checkpointing keeps one layer's activations where it kept L: it saves L-1 of them.
     const size_t full = training_buffer_floats(c.config, c.B, c.T, false);
     const size_t ckpt = training_buffer_floats(c.config, c.B, c.T, true);

@@ -76,7 +76,10 @@ struct Gpt2Buffers {
   float *dfc, *dfc_gelu;                         // (N,F) each
   AttentionScratch scratch;
 
-  void plan(BufferPlan& plan, const ModelConfig& c, const AttentionShape& s, bool checkpointing) {
+  // bf16: the MLP activation's gradient goes to Bf16Acts::dmlp (rounded) instead of its f32
+  // buffer, which is then not allocated.
+  void plan(BufferPlan& plan, const ModelConfig& c, const AttentionShape& s, bool checkpointing,
+            bool bf16) {
     const size_t N = size_t(s.B) * s.T, C = c.hidden_size, F = c.intermediate_size;
     acts.assign(c.num_layers, Gpt2LayerActs{});
     for (size_t l = 0; l < acts.size(); l++) {
@@ -102,7 +105,10 @@ struct Gpt2Buffers {
     plan.add(tmp, N * C);
     plan.add(dx, N * C);
     plan.add(dres, N * C);
-    plan.add(dfc, N * F);
+    if (bf16)
+      dfc = nullptr;
+    else
+      plan.add(dfc, N * F);
     plan.add(dfc_gelu, N * F);
     scratch.plan(plan, s, false);
   }
@@ -110,10 +116,11 @@ struct Gpt2Buffers {
 
 }  // namespace
 
-size_t gpt2_training_buffer_floats(const ModelConfig& c, int B, int T, bool checkpointing) {
+size_t gpt2_training_buffer_floats(const ModelConfig& c, int B, int T, bool checkpointing,
+                                   bool bf16) {
   BufferPlan plan;
   Gpt2Buffers buffers;
-  buffers.plan(plan, c, gpt2_shape(c, B, T), checkpointing);
+  buffers.plan(plan, c, gpt2_shape(c, B, T), checkpointing, bf16);
   return plan.floats();
 }
 
@@ -317,7 +324,7 @@ class Gpt2 final : public ArchImpl {
     bf16_acts_ = bf16;
     shape_ = gpt2_shape(c_, B, T);
     BufferPlan plan;
-    buf_.plan(plan, c_, shape_, checkpointing);
+    buf_.plan(plan, c_, shape_, checkpointing, bf16);
     plan.allocate(buffer_);
     if (checkpointing) share_layer_acts(buf_.acts);
     const size_t N = size_t(B) * T, C = c_.hidden_size;

@@ -91,7 +91,10 @@ struct LlamaBuffers {
   AttentionScratch scratch;
   float *rope_cos, *rope_sin;         // (T, HD/2)
 
-  void plan(BufferPlan& plan, const ModelConfig& c, const AttentionShape& s, bool checkpointing) {
+  // bf16: the MLP activation's gradient goes to Bf16Acts::dmlp (rounded) instead of its f32
+  // buffer, which is then not allocated.
+  void plan(BufferPlan& plan, const ModelConfig& c, const AttentionShape& s, bool checkpointing,
+            bool bf16) {
     const size_t N = size_t(s.B) * s.T, C = c.hidden_size, F = c.intermediate_size;
     acts.assign(c.num_layers, LlamaLayerActs{});
     for (size_t l = 0; l < acts.size(); l++) {
@@ -115,7 +118,10 @@ struct LlamaBuffers {
     plan.add(dx, N * C);
     plan.add(dres, N * C);
     plan.add(dswi, N * F);
-    plan.add(dgate_up, N * 2 * F);
+    if (bf16)
+      dgate_up = nullptr;
+    else
+      plan.add(dgate_up, N * 2 * F);
     scratch.plan(plan, s, c.qk_norm);
     const size_t half = c.head_dim / 2;
     plan.add(rope_cos, size_t(s.T) * half);
@@ -125,10 +131,11 @@ struct LlamaBuffers {
 
 }  // namespace
 
-size_t llama_training_buffer_floats(const ModelConfig& c, int B, int T, bool checkpointing) {
+size_t llama_training_buffer_floats(const ModelConfig& c, int B, int T, bool checkpointing,
+                                    bool bf16) {
   BufferPlan plan;
   LlamaBuffers buffers;
-  buffers.plan(plan, c, llama_shape(c, B, T), checkpointing);
+  buffers.plan(plan, c, llama_shape(c, B, T), checkpointing, bf16);
   return plan.floats();
 }
 
@@ -330,7 +337,7 @@ class Llama final : public ArchImpl {
     bf16_acts_ = bf16;
     shape_ = llama_shape(c_, B, T);
     BufferPlan plan;
-    buf_.plan(plan, c_, shape_, checkpointing);
+    buf_.plan(plan, c_, shape_, checkpointing, bf16);
     plan.allocate(buffer_);
     if (checkpointing) share_layer_acts(buf_.acts);
     rope_table(buf_.rope_cos, buf_.rope_sin, inv_freq_.data(), T, c_.head_dim, 0);

@@ -153,9 +153,11 @@ void Model::add_hidden_grad(int i, const float* dh) {
   hidden_grads_[i] = dh;
 }
 
-size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing) {
-  return config.arch == Arch::Gpt2 ? gpt2_training_buffer_floats(config, B, T, checkpointing)
-                                   : llama_training_buffer_floats(config, B, T, checkpointing);
+size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing,
+                              bool bf16) {
+  return config.arch == Arch::Gpt2
+             ? gpt2_training_buffer_floats(config, B, T, checkpointing, bf16)
+             : llama_training_buffer_floats(config, B, T, checkpointing, bf16);
 }
 
 float* Model::forward_rows(const InferBatch& batch, KvCache& cache) {

@@ -196,9 +196,13 @@ std::unique_ptr<ArchImpl> make_gpt2(Model& model);
 std::unique_ptr<ArchImpl> make_llama(Model& model);
 
 // The floats a forward/backward at (B,T) allocates for training (Model::activation_floats()),
-// from the same buffer plan the architecture allocates with, without allocating.
-size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing);
-size_t gpt2_training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing);
-size_t llama_training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing);
+// from the same buffer plan the architecture allocates with, without allocating; bf16: at
+// MatmulPrecision::BF16 (an f32 gradient buffer the bf16 path does not use is left out).
+size_t training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing,
+                              bool bf16 = false);
+size_t gpt2_training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing,
+                                   bool bf16);
+size_t llama_training_buffer_floats(const ModelConfig& config, int B, int T, bool checkpointing,
+                                    bool bf16);
 
 }  // namespace distill

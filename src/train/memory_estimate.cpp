@@ -64,8 +64,9 @@ MemoryEstimate estimate_training_memory(const TrainLoopOptions& o, TrainTask& ta
   // The logits are the one (N,V) tensor of the architecture's plan.
   const size_t N = size_t(e.B) * e.T, V = size_t(c.vocab_size), C = size_t(c.hidden_size);
   const int64_t logits = int64_t((N * V + 15) / 16 * 16 * sizeof(float));
-  const int64_t all = buffer_bytes(training_buffer_floats(c, e.B, e.T, e.checkpointing));
-  const int64_t other = buffer_bytes(training_buffer_floats(c, e.B, e.T, !e.checkpointing));
+  const int64_t all = buffer_bytes(training_buffer_floats(c, e.B, e.T, e.checkpointing, e.bf16));
+  const int64_t other =
+      buffer_bytes(training_buffer_floats(c, e.B, e.T, !e.checkpointing, e.bf16));
   e.logits = logits;
   e.activations = all - logits;
   e.activations_other = other - logits;
