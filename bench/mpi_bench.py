@@ -16,25 +16,10 @@ import shutil
 import statistics
 import subprocess
 
+from hostinfo import cpu_info, cpu_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DISTILL = os.path.join(ROOT, "build", "distill")
-
-
-def cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return [x for x in flags if x.startswith(("avx", "amx", "fma"))]
-    return []
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def run(preset, ranks, threads, a, corpus):
@@ -81,10 +66,11 @@ def main():
     corpus = os.path.join(ROOT, "build", "data", "kjv.txt")
     presets = {"gpt2": "gpt2-bench", "llama": "llama-bench"}
     per_rank = max(1, a.threads // a.ranks)
-    print(f"CPU: {cpu_model()}; flags: {' '.join(cpu_flags())}")
+    cpu = cpu_info()
+    print(cpu_line(cpu))
     print(f"global batch {a.B}x{a.T}x{a.accum}, {a.steps} steps, median of steps > {a.skip}; "
           f"{a.rounds} alternating rounds")
-    summary = {"cpu": cpu_model(), "flags": cpu_flags(), "B": a.B, "T": a.T, "accum": a.accum,
+    summary = {"cpu": cpu, "B": a.B, "T": a.T, "accum": a.accum,
                "ranks": a.ranks, "threads": a.threads, "results": {}}
     print(f"{'config':8} {'1 proc x ' + str(a.threads) + ' thr':>16} "
           f"{str(a.ranks) + ' ranks x ' + str(per_rank) + ' thr':>18} {'ratio':>7} {'comm':>6}")

@@ -21,7 +21,7 @@ Targets (continuous batching, docs/serve.md): throughput at 16 clients >= 6x tha
 and p99 TTFT at 16 clients <= 3x its value at 1 client (a request joins the running batch at the
 next decode step instead of waiting for the others to finish).
 
-The host's CPU flags (avx2 avx512f avx512_bf16 avx512_vnni amx_tile, from /proc/cpuinfo) and
+The host's CPU model and flags (bench/hostinfo.py, as the other benches print them) and
 /proc/loadavg before and after are printed, and the last line is a JSON summary.
 
 The model is a small byte-level gpt2 (--preset, default gpt2-mini: 6 layers, width 256, 4.8M
@@ -40,6 +40,8 @@ import sys
 import threading
 import time
 import urllib.request
+
+from hostinfo import cpu_info, cpu_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,20 +74,6 @@ def wait_idle(port, timeout=60):
         if metric(port, "distill_running_sequences") == 0 and metric(port, "distill_queue_depth") == 0:
             return
         time.sleep(0.05)
-
-
-def cpu_flags():
-    want = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"]
-    have = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {w: w in have for w in want}
 
 
 def loadavg():
@@ -209,7 +197,7 @@ def main():
     a = ap.parse_args()
 
     load_before = loadavg()
-    flags = cpu_flags()
+    cpu = cpu_info()
     work = os.path.join(ROOT, "build", "bench-serve")
     os.makedirs(work, exist_ok=True)
     model = a.model
@@ -248,7 +236,7 @@ def main():
               f"{a.ttft_seconds}s of streaming clients (TTFT; they start one by one over {a.ramp}s "
               f"first), and per round a burst of {max(levels)} requests at once; {a.rounds} rounds "
               f"(medians; clients on the same machine)")
-        print("cpu flags: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
+        print(cpu_line(cpu))
         print(f"load before: {load_before}")
         runs = {c: [] for c in levels}
         ttft = {c: [] for c in levels}
@@ -318,7 +306,7 @@ def main():
         print(json.dumps({"bench": "serve", "preset": a.preset if not a.model else a.model,
                           "max_tokens": a.max_tokens, "threads": a.threads, "max_batch": a.max_batch,
                           "kv_cache": a.kv_cache, "prefill_chunk": a.prefill_chunk, "rounds": a.rounds,
-                          "cpu_flags": flags, "load_before": load_before, "load_after": load_after,
+                          "cpu": cpu, "load_before": load_before, "load_after": load_after,
                           "levels": summary_levels,
                           "ramp_s": a.ramp, "burst_ttft_median_ms": round(burst_med, 2),
                           "burst_ttft_last_ms": round(burst_last, 2),
