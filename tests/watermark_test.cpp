@@ -303,6 +303,33 @@ TEST(Watermark, OpenModelObservationsAreTheModelsTop1Predictions) {
   }
 }
 
+// A suspect whose vocabulary is padded past its tokenizer's: with the tokenizer's size as the
+// limit, neither mode observes a padding id (no output can contain one), where the unrestricted
+// top-1 often is one for this model (its weights scaled up so the padding ranks high).
+TEST(Watermark, PaddedVocabularyIdsAreNeverObserved) {
+  ModelConfig c = model_preset("llama-tiny");
+  const int tokens = ByteTokenizer::kVocabSize;
+  c.vocab_size = tokens + 64;
+  Model m(c);
+  m.init_weights(13);
+  for (size_t i = 0; i < m.num_params(); i++) m.params()[i] *= 4.0f;
+  Rng rng(2);
+  TokenText t{"x", random_tokens(rng, 40, tokens), 5};
+  int padding = 0;
+  for (const Observation& o : open_model_observations(m, {t}).obs) padding += o.token >= tokens;
+  ASSERT_GT(padding, 0) << "the premise: unrestricted, the padding is predicted";
+  const ObservationSet open = open_model_observations(m, {t}, {}, tokens);
+  ASSERT_EQ(open.obs.size(), 35u);
+  for (const Observation& o : open.obs) EXPECT_LT(o.token, tokens) << o.pos;
+  ClosedModelOptions co;
+  co.max_tokens = 30;
+  co.temperature = 1.5f;
+  co.vocab_limit = tokens;
+  const ObservationSet closed = closed_model_observations(m, {TokenText{"p", {1, 2, 3}, 0}}, co);
+  ASSERT_EQ(closed.obs.size(), 30u);
+  for (const Observation& o : closed.obs) EXPECT_LT(o.token, tokens) << o.pos;
+}
+
 TEST(Watermark, CliGeneratesDetectsAndReportsErrors) {
   const fs::path dir = temp_dir("cli");
   Model m(model_preset("gpt2-tiny"));

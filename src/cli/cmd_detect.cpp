@@ -197,7 +197,7 @@ int run_model(const ModelOptions& o) {
   if (o.mode == "open") {
     if (o.text.empty()) throw Error("--mode open needs --text (watermarked text to feed it)");
     set = open_model_observations(*suspect, read_texts(o.text, encode, false),
-                                  bar_progress(bar, "tokens read"));
+                                  bar_progress(bar, "tokens read"), tok->vocab_size());
     rules.skip_context_pairs = !o.no_skip;
   } else if (o.mode == "closed") {
     if (o.prompts.empty()) throw Error("--mode closed needs --prompts");
@@ -206,6 +206,7 @@ int run_model(const ModelOptions& o) {
     c.temperature = o.temperature;
     c.seed = o.seed;
     c.batch = o.batch;
+    c.vocab_limit = tok->vocab_size();  // a padded vocabulary's padding has no text
     if (const auto eos = tok->eos_id()) c.stop_ids.push_back(*eos);
     const std::vector<TokenText> prompts = read_prompts(o.prompts, encode);
     set = closed_model_observations(*suspect, prompts, c, bar_progress(bar, "prompts completed"));

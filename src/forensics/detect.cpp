@@ -137,7 +137,7 @@ ObservationSet text_observations(std::vector<TokenText> texts) {
 
 ObservationSet open_model_observations(
     Model& suspect, std::vector<TokenText> texts,
-    const std::function<void(int64_t, int64_t)>& progress) {
+    const std::function<void(int64_t, int64_t)>& progress, int vocab_limit) {
   const int context = suspect.config().max_position;
   if (context < 2) throw Error("the suspect's context ({} positions) is too short", context);
   Generator gen(suspect, 1, context);
@@ -155,7 +155,7 @@ ObservationSet open_model_observations(
     for (size_t begin = 0; begin + 1 < t.ids.size(); begin += size_t(context - 1)) {
       const size_t end = std::min(t.ids.size(), begin + size_t(context));
       const std::vector<int32_t> window(t.ids.begin() + long(begin), t.ids.begin() + long(end));
-      const std::vector<TokenLogprobs> lp = gen.score(window, 1);
+      const std::vector<TokenLogprobs> lp = gen.score(window, 1, vocab_limit);
       for (size_t j = 0; j < lp.size(); j++) {
         const size_t pos = begin + j + 1;
         if (pos < size_t(t.first_scored) || lp[j].top_ids.empty()) continue;
@@ -189,6 +189,7 @@ ObservationSet closed_model_observations(Model& suspect, const std::vector<Token
   }
   GenerateOptions go;
   go.sampling = SamplingOptions{o.temperature, 0, 1.0f, 0.0f};
+  go.sampling.vocab_limit = o.vocab_limit;
   go.max_tokens = o.max_tokens;
   go.seed = o.seed;
   go.stop_ids = o.stop_ids;

@@ -74,9 +74,11 @@ ObservationSet text_observations(std::vector<TokenText> texts);
 
 // Open model: the suspect reads each text; its top-1 prediction at every scored position is the
 // observation. Texts longer than the model's context are read in consecutive windows.
+// vocab_limit > 0: the prediction is among the ids below it (the suspect's tokenizer's, when its
+// vocabulary is padded past it: the padding has no text and cannot be a token of any output).
 ObservationSet open_model_observations(
     Model& suspect, std::vector<TokenText> texts,
-    const std::function<void(int64_t done, int64_t total)>& progress = {});
+    const std::function<void(int64_t done, int64_t total)>& progress = {}, int vocab_limit = 0);
 
 // Closed model: the suspect completes each prompt (sampling as given); the generated tokens are
 // the observations (their text is prompt + completion, first_scored = the prompt length).
@@ -86,6 +88,7 @@ struct ClosedModelOptions {
   uint64_t seed = 0;
   int batch = 8;
   std::vector<int32_t> stop_ids;
+  int vocab_limit = 0;  // > 0: ids below it only are sampled (as open_model_observations')
 };
 ObservationSet closed_model_observations(
     Model& suspect, const std::vector<TokenText>& prompts, const ClosedModelOptions& options,
