@@ -370,6 +370,33 @@ TEST_F(EvalTest, TaskRunScoresTheGreedyContinuation) {
   }
 }
 
+// A model whose vocabulary is padded past its tokenizer's answers with the tokenizer's ids only:
+// the padding has no text (before, a greedy padding id stopped the run when it was decoded).
+TEST_F(EvalTest, TaskRunNeverGeneratesPaddingIds) {
+  ModelConfig c = tiny_config("gpt2-tiny", 2, 32);
+  const ByteLevelTokenizer tok;
+  c.vocab_size = tok.vocab_size() + 64;
+  const std::vector<int32_t> prompt = tok.encode("the king ");
+  SamplingOptions greedy;
+  greedy.temperature = 0.0f;
+  // The premise: a model whose unrestricted greedy continuation holds a padding id.
+  std::unique_ptr<Model> m;
+  for (uint64_t seed = 1; seed <= 50 && !m; seed++) {
+    auto candidate = std::make_unique<Model>(c);
+    candidate->init_weights(seed);
+    for (size_t i = 0; i < candidate->num_params(); i++) candidate->params()[i] *= 4.0f;
+    Rng rng(0);
+    for (int32_t id : generate(*candidate, prompt, 6, 96, greedy, rng))
+      if (id >= tok.vocab_size()) m = std::move(candidate);
+  }
+  ASSERT_TRUE(m) << "no seed whose greedy continuation holds a padding id";
+  TaskRunOptions o;
+  o.max_new_tokens = 6;
+  const TaskScore s = run_task_suite(*m, tok, {{"the king ", "x", 1}}, o);
+  ASSERT_EQ(s.outcomes.size(), 1u);
+  EXPECT_GT(s.outcomes[0].generated_tokens, 0);
+}
+
 TEST_F(EvalTest, DifferentVocabulariesAreAnErrorNamingBoth) {
   const std::string text = corpus();
   const std::string t = save_model(dir_ / "teacher", tiny_config("gpt2-tiny", 1, 16), 1);

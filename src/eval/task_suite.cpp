@@ -159,6 +159,7 @@ TaskScore run_task_suite(Model& model, const Tokenizer& tokenizer,
   Generator gen(model, std::max(1, std::min(o.batch, int(prompts.size()))), longest + 1);
   GenerateOptions g;
   g.sampling.temperature = 0.0f;  // greedy
+  g.sampling.vocab_limit = tokenizer.vocab_size();  // a padded vocabulary's padding has no text
   g.max_tokens = o.max_new_tokens;
   if (const auto eos = tokenizer.eos_id()) g.stop_ids.push_back(*eos);
   // Stop once a line break follows non-blank text: the rest would not be scored.

@@ -103,6 +103,7 @@ SuspectOutputs suspect_outputs(const FingerprintOptions& o, const Tokenizer& tok
   GenerateOptions g;
   g.sampling = SamplingOptions{0.0f, 0, 1.0f, 0.0f};  // greedy, as in the paper
   g.max_tokens = o.tokens;                            // no stop tokens: every prompt gets them all
+  g.sampling.vocab_limit = tok.vocab_size();          // a padded vocabulary's padding has no text
   Generator gen(*model, std::max(1, std::min<int>(o.batch, int(out.prompts.size()))),
                 int(longest_prompt) + o.tokens);
   const std::vector<Generation> gens =

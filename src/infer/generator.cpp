@@ -108,8 +108,8 @@ std::vector<TokenLogprobs> Generator::score(const std::vector<int32_t>& ids, int
   const float* logits = model_.forward_rows(batch, cache);
   std::vector<TokenLogprobs> out;
   for (size_t t = 0; t + 1 < ids.size(); t++)
-    out.push_back(top_logprobs(logits + t * size_t(V), vocab_limit > 0 ? std::min(V, vocab_limit) : V,
-                               top_k, ids[t + 1]));
+    out.push_back(top_logprobs(logits + t * size_t(V),
+                               vocab_limit > 0 ? std::min(V, vocab_limit) : V, top_k, ids[t + 1]));
   cache.reset(0);
   return out;
 }

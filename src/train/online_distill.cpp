@@ -414,8 +414,10 @@ class OnlineDistillTask final : public DistillTaskBase {
       prompts[r].assign(window, window + P);
       g.request_seeds.push_back(seeds[b0 + r]);
     }
-    if (tokenizer_)
+    if (tokenizer_) {
       if (auto eos = tokenizer_->eos_id()) g.stop_ids.push_back(*eos);
+      g.sampling.vocab_limit = tokenizer_->vocab_size();  // padding ids have no text
+    }
     const std::vector<Generation> out = generator_->generate(prompts, g);
     for (int r = 0; r < rows; r++) {
       std::vector<int32_t> seq = prompts[r];
