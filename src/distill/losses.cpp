@@ -228,8 +228,8 @@ std::string KdLossSpec::describe() const {
     if (!s.empty()) s += ",";
     s += kd_loss_name(t.kind);
     if (t.kind == KdLossKind::JSD || t.kind == KdLossKind::SKL || t.kind == KdLossKind::SRKL)
-      s += ":" + fmt::format("{:g}", t.param);
-    s += "=" + fmt::format("{:g}", t.weight);
+      s += fmt::format(":{:g}", t.param);
+    s += fmt::format("={:g}", t.weight);
   }
   return s + fmt::format(" (T={:g}, tail={})", temperature,
                          tail == TailRule::Bucket ? "bucket" : "ignore");

@@ -592,7 +592,9 @@ struct Avx512Q8Kernel {
       for (int m = 0; m < MB; m++) {
         const __m512i dot = _mm512_dpbusd_epi32(start, _mm512_loadu_si512(xi + 64 * m), wv);
         const __m512 dx = _mm512_loadu_ps(xs + 16 * m);
-        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, dx), acc[m]);
+        // The masked form: GCC 12's plain one starts from an undefined register (-Wuninitialized).
+        acc[m] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, dot), _mm512_mul_ps(dw, dx),
+                                 acc[m]);
       }
 #else
       const __m512i aw = _mm512_abs_epi8(wv);
@@ -601,7 +603,8 @@ struct Avx512Q8Kernel {
         const __m512i xv = _mm512_loadu_si512(xi + 64 * m);
         const __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
         const __m512 dx = _mm512_loadu_ps(xs + 16 * m);
-        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot4(aw, sx)), _mm512_mul_ps(dw, dx), acc[m]);
+        acc[m] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xffff, dot4(aw, sx)),
+                                 _mm512_mul_ps(dw, dx), acc[m]);
       }
 #endif
     }
