@@ -12,7 +12,9 @@
 // Prefill chunking: a sequence runs at most `prefill_chunk` prompt rows per step, so a long
 // prompt is spread over several steps instead of stalling everyone else's next token for its
 // whole prefill. The chunk boundaries depend on the sequence alone (not on what else is in the
-// batch), so its outputs do not depend on who else is running.
+// batch), so its outputs do not depend on who else is running, as long as each step has at most
+// kMatmulRowsMax rows: a larger step's matmuls go through oneDNN, whose sums are ordered otherwise
+// (docs/serve.md).
 #pragma once
 #include <cstdint>
 #include <memory>
