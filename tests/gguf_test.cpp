@@ -760,7 +760,7 @@ TEST_F(GgufTest, ImportWritesTheSentencePieceVocabularyAsTokenizerModel) {
 }
 
 TEST_F(GgufTest, ImportWritesByteLevelVocabulariesAsTokenizerJson) {
-  for (const std::string source : {std::string("bytes"), kHf + "gpt2/tokenizer.json"}) {
+  for (const std::string& source : {std::string("bytes"), kHf + "gpt2/tokenizer.json"}) {
     SCOPED_TRACE(source);
     const GgufVocab vocab = source == "bytes" ? gguf_vocab_bytes() : gguf_vocab_from_file(source);
     ModelConfig c = small_config("gpt2");

@@ -399,8 +399,11 @@ TEST(Sampling, DrawsFollowTheProbabilities) {
   for (const SamplingOptions& o :
        {SamplingOptions{1.0f, 0, 1.0f, 0.0f}, SamplingOptions{1.0f, 3, 1.0f, 0.0f}}) {
     const SamplingCandidates c = sampling_candidates(masked.data(), 5, o);
-    for (size_t i = 0; i < c.ids.size(); i++)
-      if (c.ids[i] != 1 && c.ids[i] != 3) EXPECT_EQ(c.weights[i], 0.0f) << "token " << c.ids[i];
+    for (size_t i = 0; i < c.ids.size(); i++) {
+      if (c.ids[i] != 1 && c.ids[i] != 3) {
+        EXPECT_EQ(c.weights[i], 0.0f) << "token " << c.ids[i];
+      }
+    }
   }
   // vocab_limit: ids past it are never candidates, greedy or not (the most likely, id 1, is cut).
   for (const SamplingOptions& o :

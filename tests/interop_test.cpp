@@ -215,7 +215,7 @@ TEST_F(InteropTest, ExportedModelsGiveLlamaCppOurLogitsAndTokens) {
   for (const std::string& p : kPrompts) requests.push_back("tokenize " + hex(p));
   for (const std::string& p : kPrompts) {
     std::string r = "logits";
-    for (int32_t id : ByteTokenizer::encode(p)) r += " " + std::to_string(id);
+    for (int32_t id : ByteTokenizer::encode(p)) (r += ' ') += std::to_string(id);
     requests.push_back(r);
   }
   requests.push_back("tokenize " + hex(all_bytes));
@@ -275,7 +275,7 @@ TEST_F(InteropTest, ImportedThirdPartyModelMatchesLlamaCpp) {
   std::vector<std::string> requests;
   for (const auto& ids : prompts) {
     std::string r = "logits";
-    for (int32_t id : ids) r += " " + std::to_string(id);
+    for (int32_t id : ids) (r += ' ') += std::to_string(id);
     requests.push_back(r);
   }
   requests.push_back("tokenize " + hex("Hello world"));

@@ -67,7 +67,7 @@ inline std::vector<std::vector<int32_t>> read_jsonl(const std::string& path) {
 
 inline std::string ids_string(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t id : ids) s += " " + std::to_string(id);
+  for (int32_t id : ids) (s += ' ') += std::to_string(id);
   return s;
 }
 

@@ -156,9 +156,11 @@ TEST(SpmTokenizer, SpecialTokensAndDecode) {
   EXPECT_EQ(tok.encode("<s>Hello", parse)[0], 1);
   EXPECT_EQ(tok.decode({1, 15043, 3186}, /*skip_special=*/true), "Hello world");
   EXPECT_EQ(tok.decode({15043, 3186, 2}, false), "Hello world</s>");
-  for (const std::string& text : ggml_texts())
-    if (text.find("  ") == std::string::npos && (text.empty() || text[0] != ' '))
+  for (const std::string& text : ggml_texts()) {
+    if (text.find("  ") == std::string::npos && (text.empty() || text[0] != ' ')) {
       EXPECT_EQ(tok.decode(tok.encode(text)), text);
+    }
+  }
   EXPECT_THROW(tok.decode({32000}), Error);
 }
 

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -269,7 +270,7 @@ TEST(Watermark, RandomKeyCalibrationIsUniformWithDedupAndNotWithout) {
   for (int i = 0; i < 40; i++) phrases.push_back(random_tokens(rng, 6, 64));
   std::vector<TokenText> texts;
   for (int i = 0; i < 300; i++) {
-    TokenText t{"t" + std::to_string(i), {}, 0};
+    TokenText t{fmt::format("t{}", i), {}, 0};
     for (int j = 0; j < 12; j++) {
       const auto& p = phrases[rng.below(phrases.size())];
       t.ids.insert(t.ids.end(), p.begin(), p.end());
